@@ -1,0 +1,282 @@
+/*
+ * fluxnative.h — the whole C ABI of FluxNative. This is the only header a caller sees.
+ *
+ * Conventions
+ *   - Every name is prefixed `fx_` (functions, types) or `FX_` (constants).
+ *   - Objects are opaque handles, created and destroyed in pairs (`fx_x_open` / `fx_x_close`).
+ *     A destroy function accepts NULL and does nothing.
+ *   - Every fallible call returns an `fx_status`. FX_OK is 0. On failure, `fx_last_error()` returns
+ *     a message that names what went wrong (file, tensor, argument).
+ *   - No C++ exception ever crosses this boundary: every entry point catches everything and
+ *     turns it into a status.
+ *   - Parameter and info structs start with `uint32_t struct_size`, which the caller sets to
+ *     sizeof(struct) (use the `*_init` function). The library reads and writes only the fields the
+ *     caller's size covers, so structs can grow without breaking older callers.
+ *   - Buffers are owned by the caller unless a function says otherwise. Functions that return a
+ *     variable-length string take (buffer, capacity, size_t* needed): they always store the
+ *     required size including the terminating NUL in *needed, write the string when it fits, and
+ *     return FX_ERR_BUFFER_TOO_SMALL when it does not. A NULL buffer with capacity 0 is a size query.
+ *   - Strings are UTF-8 and NUL-terminated. Paths are UTF-8.
+ *
+ * Threading
+ *   - `fx_last_error()` is thread-local: it reports the last failure on the calling thread and stays
+ *     valid until that thread's next failing call.
+ *   - Functions without a handle argument may be called from any thread at any time.
+ *   - A checkpoint handle is immutable after `fx_checkpoint_open`: any number of threads may query it
+ *     and read tensors from it at the same time. `fx_checkpoint_close` must not race with any other
+ *     call on the same handle (the caller ensures no call is in flight).
+ *   - Strings and pointers a handle hands out (tensor names, shapes) stay valid until it is closed.
+ */
+#ifndef FLUXNATIVE_H
+#define FLUXNATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(FX_BUILDING_LIBRARY)
+#    define FX_API __declspec(dllexport)
+#  else
+#    define FX_API __declspec(dllimport)
+#  endif
+#else
+#  define FX_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Raised whenever a struct layout, an enum value or a function signature changes incompatibly.
+ * The .NET binding refuses a library whose fx_abi_version() differs from the one it was built for. */
+#define FX_ABI_VERSION 1u
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Status and errors                                                                               */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef enum fx_status {
+  FX_OK = 0,
+  FX_ERR_INVALID_ARGUMENT = 1, /* a NULL where a value is needed, an out-of-range value, a bad struct_size */
+  FX_ERR_OUT_OF_MEMORY = 2,    /* host or device allocation failed */
+  FX_ERR_IO = 3,               /* a file could not be opened, mapped, read or written */
+  FX_ERR_FORMAT = 4,           /* a file is corrupt, truncated or not what it claims (names file and tensor) */
+  FX_ERR_NOT_FOUND = 5,        /* a tensor, file or device that was asked for does not exist */
+  FX_ERR_UNSUPPORTED = 6,      /* valid input this build cannot handle (dtype, backend, model variant) */
+  FX_ERR_BUFFER_TOO_SMALL = 7, /* the caller's buffer is too small; *needed says how large it must be */
+  FX_ERR_CANCELLED = 8,        /* the operation was cancelled by the caller */
+  FX_ERR_BACKEND = 9,          /* the compute backend (CUDA driver, kernel launch) failed */
+  FX_ERR_INTERNAL = 10         /* a bug: an unexpected exception inside the library */
+} fx_status;
+
+/* The message of the calling thread's last failure ("" if none). Never NULL. */
+FX_API const char* fx_last_error(void);
+
+/* A short constant name for a status ("FX_ERR_FORMAT"); "FX_UNKNOWN_STATUS" for unknown values. */
+FX_API const char* fx_status_name(int32_t status);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Version and build information                                                                   */
+/* ---------------------------------------------------------------------------------------------- */
+
+FX_API uint32_t fx_abi_version(void);
+
+/* Library version, "MAJOR.MINOR.PATCH" (static string). */
+FX_API const char* fx_version(void);
+
+/* Backends compiled into this library (bit flags of fx_build_info.backends). */
+#define FX_BACKEND_CPU 1u
+#define FX_BACKEND_CUDA 2u
+
+/* CPU features detected at run time on this machine (bit flags of fx_build_info.cpu_features). */
+#define FX_CPU_AVX2 1u
+#define FX_CPU_FMA 2u
+#define FX_CPU_F16C 4u
+#define FX_CPU_AVX512F 8u
+#define FX_CPU_AVX512BW 16u
+#define FX_CPU_AVX512VL 32u
+#define FX_CPU_AVX512_BF16 64u
+#define FX_CPU_AVX512_FP16 128u
+
+typedef struct fx_build_info {
+  uint32_t struct_size;
+  uint32_t abi_version;
+  uint32_t backends;               /* FX_BACKEND_* compiled in */
+  uint32_t cpu_features;           /* FX_CPU_* detected now */
+  int32_t cuda_toolkit_version;    /* e.g. 11080 for 11.8; 0 when built without CUDA */
+  int32_t cuda_driver_version;     /* from the driver, e.g. 13000; 0 when no driver or no CUDA build */
+  int32_t cuda_device_count;       /* usable devices now; 0 without driver/GPU or CUDA build */
+  uint32_t reserved;
+} fx_build_info;
+
+FX_API void fx_build_info_init(fx_build_info* info);
+FX_API fx_status fx_get_build_info(fx_build_info* info);
+
+/* The path of the loaded library file itself (as the dynamic loader resolved it). */
+FX_API fx_status fx_library_path(char* buffer, size_t capacity, size_t* needed);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Data types                                                                                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef enum fx_dtype {
+  FX_DTYPE_F32 = 0,
+  FX_DTYPE_F16 = 1,
+  FX_DTYPE_BF16 = 2,
+  FX_DTYPE_F8_E4M3FN = 3, /* 1-4-3, bias 7, no infinity, NaN = S.1111.111, max 448 */
+  FX_DTYPE_F8_E5M2 = 4,   /* 1-5-2, bias 15, IEEE-like: infinities and NaNs, max 57344 */
+  FX_DTYPE_F64 = 5,
+  FX_DTYPE_I64 = 6,
+  FX_DTYPE_I32 = 7,
+  FX_DTYPE_I16 = 8,
+  FX_DTYPE_I8 = 9,
+  FX_DTYPE_U8 = 10,
+  FX_DTYPE_BOOL = 11,
+  FX_DTYPE_U16 = 12,
+  FX_DTYPE_U32 = 13,
+  FX_DTYPE_U64 = 14,
+  FX_DTYPE_COUNT_ = 15
+} fx_dtype;
+
+/* Bytes per element (0 for unknown values). */
+FX_API size_t fx_dtype_size(int32_t dtype);
+/* Name as safetensors spells it ("F32", "BF16", "F8_E4M3", ...); "?" for unknown values. */
+FX_API const char* fx_dtype_name(int32_t dtype);
+
+/* How f32 values beyond a format's largest finite value are converted. */
+typedef enum fx_overflow {
+  FX_OVERFLOW_SATURATE = 0, /* clamp to ±max finite (what quantisation wants); NaN stays NaN */
+  FX_OVERFLOW_IEEE = 1      /* ±inf where the format has it (f16, bf16, e5m2), NaN for e4m3fn */
+} fx_overflow;
+
+/* Converts `count` elements between floating-point dtypes (f32, f64, f16, bf16, e4m3fn, e5m2),
+ * rounding to nearest, ties to even. The buffers must not overlap. f16/bf16/f32 targets always use
+ * FX_OVERFLOW_IEEE semantics (their conversions are exact or round to inf as IEEE defines);
+ * `overflow` applies to the fp8 targets. */
+FX_API fx_status fx_convert(int32_t src_dtype, const void* src, int32_t dst_dtype, void* dst, size_t count,
+                            int32_t overflow);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Checkpoints (safetensors files, sharded folders)                                                */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct fx_checkpoint fx_checkpoint;
+
+#define FX_MAX_DIMS 8
+
+typedef struct fx_tensor_info {
+  uint32_t struct_size;
+  int32_t dtype;                 /* fx_dtype */
+  const char* name;              /* owned by the checkpoint */
+  const char* file;              /* the file holding the tensor; owned by the checkpoint */
+  int32_t ndim;
+  int32_t reserved;
+  int64_t shape[FX_MAX_DIMS];
+  uint64_t byte_size;
+  uint64_t file_offset;          /* absolute offset of the data in `file` */
+} fx_tensor_info;
+
+FX_API void fx_tensor_info_init(fx_tensor_info* info);
+
+/* Opens a checkpoint and validates every header completely:
+ *   - a `.safetensors` file (memory-mapped; tensor data is not read until asked for);
+ *   - a `*.safetensors.index.json` file (the shards it names, in its folder);
+ *   - a folder holding one index file, or exactly one `.safetensors` file
+ *     (a `config.json` beside them is kept and reported by fx_checkpoint_describe_json).
+ * Errors name the file and, where one is at fault, the tensor. */
+FX_API fx_status fx_checkpoint_open(const char* path, fx_checkpoint** out);
+FX_API void fx_checkpoint_close(fx_checkpoint* checkpoint);
+
+FX_API fx_status fx_checkpoint_tensor_count(const fx_checkpoint* checkpoint, size_t* count);
+/* Tensors are sorted by name. */
+FX_API fx_status fx_checkpoint_tensor_info(const fx_checkpoint* checkpoint, size_t index, fx_tensor_info* info);
+/* FX_ERR_NOT_FOUND if no tensor has that name. */
+FX_API fx_status fx_checkpoint_find(const fx_checkpoint* checkpoint, const char* name, size_t* index);
+
+/* Copies tensor `index` into `dst`, converting to `dst_dtype` (same dtype: a plain copy; otherwise
+ * both must be floating-point, overflow as FX_OVERFLOW_SATURATE for fp8 targets).
+ * `dst_bytes` must be at least element_count * fx_dtype_size(dst_dtype). */
+FX_API fx_status fx_checkpoint_read_tensor(const fx_checkpoint* checkpoint, size_t index, int32_t dst_dtype,
+                                           void* dst, size_t dst_bytes);
+
+/* A JSON document describing the checkpoint: what it is (kind, layout), the configuration inferred
+ * from tensor names and shapes (and config.json when present), parameter count, dtypes, files and
+ * the safetensors `__metadata__`. Schema: see docs in README ("flux inspect --json"). */
+FX_API fx_status fx_checkpoint_describe_json(const fx_checkpoint* checkpoint, char* buffer, size_t capacity,
+                                             size_t* needed);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Writing safetensors files                                                                       */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct fx_tensor_view {
+  const char* name;
+  int32_t dtype;
+  int32_t ndim;
+  int64_t shape[FX_MAX_DIMS];
+  const void* data;              /* element_count * fx_dtype_size(dtype) bytes */
+  uint64_t byte_size;            /* must equal element_count * fx_dtype_size(dtype) */
+} fx_tensor_view;
+
+/* Writes a safetensors file (tensors in the order given, 8-byte aligned data). `metadata_json` is
+ * NULL or a JSON object of string values stored as `__metadata__`. The file is written to a
+ * temporary name and renamed, so a failure never leaves a half-written file at `path`. */
+FX_API fx_status fx_safetensors_write(const char* path, const fx_tensor_view* tensors, size_t count,
+                                      const char* metadata_json);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Tiny random models with the published tensor names (tests, demos, benchmarks)                   */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef enum fx_model_kind {
+  FX_MODEL_UNKNOWN = 0,
+  FX_MODEL_FLUX_TRANSFORMER = 1,
+  FX_MODEL_AUTOENCODER = 2,
+  FX_MODEL_T5_ENCODER = 3,
+  FX_MODEL_CLIP_TEXT = 4
+} fx_model_kind;
+
+typedef enum fx_layout {
+  FX_LAYOUT_BFL = 1,       /* Black Forest Labs single files: flux1-dev.safetensors, ae.safetensors */
+  FX_LAYOUT_DIFFUSERS = 2  /* Hugging Face folders: transformer/, vae/, text_encoder/, text_encoder_2/ */
+} fx_layout;
+
+typedef struct fx_tiny_model_params {
+  uint32_t struct_size;
+  int32_t kind;            /* fx_model_kind */
+  int32_t layout;          /* fx_layout; T5 and CLIP exist only as FX_LAYOUT_DIFFUSERS folders */
+  int32_t dtype;           /* weight dtype: FX_DTYPE_F32, F16 or BF16 */
+  int32_t guidance;        /* flux transformer: 1 = dev (guidance_in), 0 = schnell */
+  int32_t shards;          /* diffusers layout: number of shard files (1 = single file + no index) */
+  uint64_t seed;           /* weights are a deterministic function of the seed */
+  int32_t hidden_size;     /* 0 = the tiny default of the kind (flux: 64) */
+  int32_t num_heads;       /* 0 = default (flux: 2) */
+  int32_t depth;           /* 0 = default (flux: 2 double blocks; ae: unused; t5/clip: layers) */
+  int32_t depth_single;    /* 0 = default (flux: 3 single blocks) */
+} fx_tiny_model_params;
+
+FX_API void fx_tiny_model_params_init(fx_tiny_model_params* params);
+
+/* Writes a random model of the given kind. FX_LAYOUT_BFL writes one file at `path`;
+ * FX_LAYOUT_DIFFUSERS creates the folder `path` with config.json and the weight file(s). */
+FX_API fx_status fx_tiny_model_write(const fx_tiny_model_params* params, const char* path);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* ABI self-description (for binding layout tests)                                                 */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* sizeof(struct_name) as this library was compiled, e.g. "fx_tensor_info". */
+FX_API fx_status fx_abi_struct_size(const char* struct_name, size_t* size);
+/* offsetof(struct_name, field_name) as this library was compiled. */
+FX_API fx_status fx_abi_field_offset(const char* struct_name, const char* field_name, size_t* offset);
+
+/* Test hook: throws a C++ exception inside the library so bindings can check that no exception
+ * escapes. kind 0: std::runtime_error -> FX_ERR_INTERNAL; 1: std::bad_alloc -> FX_ERR_OUT_OF_MEMORY;
+ * 2: a non-std exception (an int) -> FX_ERR_INTERNAL. Any other kind: FX_ERR_INVALID_ARGUMENT. */
+FX_API fx_status fx_debug_throw(int32_t kind);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FLUXNATIVE_H */

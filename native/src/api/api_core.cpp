@@ -1,0 +1,210 @@
+// C ABI: errors, version and build information, dtypes, ABI self-description, the test hook.
+#include <dlfcn.h>
+
+#include <cstddef>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "api/guard.h"
+#include "core/cpu_features.h"
+#include "core/dtype.h"
+#if defined(FX_WITH_CUDA)
+#include "ops/cuda/convert.h"
+#endif
+
+namespace fx::api {
+
+namespace {
+thread_local std::string t_last_error;
+}
+
+fx_status set_error(fx_status status, const std::string& message) noexcept {
+  try {
+    t_last_error = message;
+  } catch (...) {
+    // Out of memory while recording the message: keep whatever was there; the status still tells.
+  }
+  return status;
+}
+
+fx_status copy_string_out(const char* function, const std::string& value, char* buffer, size_t capacity,
+                          size_t* needed) {
+  require(needed != nullptr, function, "needed is NULL");
+  require(buffer != nullptr || capacity == 0, function, "buffer is NULL but capacity is not 0");
+  *needed = value.size() + 1;
+  if (capacity < value.size() + 1) {
+    return set_error(FX_ERR_BUFFER_TOO_SMALL, std::string(function) + ": buffer of " + std::to_string(capacity) +
+                                                  " bytes is too small, " + std::to_string(value.size() + 1) +
+                                                  " needed");
+  }
+  std::memcpy(buffer, value.c_str(), value.size() + 1);
+  return FX_OK;
+}
+
+}  // namespace fx::api
+
+using fx::api::guard;
+using fx::api::require;
+
+extern "C" {
+
+FX_API const char* fx_last_error(void) { return fx::api::t_last_error.c_str(); }
+
+FX_API const char* fx_status_name(int32_t status) {
+  switch (status) {
+    case FX_OK: return "FX_OK";
+    case FX_ERR_INVALID_ARGUMENT: return "FX_ERR_INVALID_ARGUMENT";
+    case FX_ERR_OUT_OF_MEMORY: return "FX_ERR_OUT_OF_MEMORY";
+    case FX_ERR_IO: return "FX_ERR_IO";
+    case FX_ERR_FORMAT: return "FX_ERR_FORMAT";
+    case FX_ERR_NOT_FOUND: return "FX_ERR_NOT_FOUND";
+    case FX_ERR_UNSUPPORTED: return "FX_ERR_UNSUPPORTED";
+    case FX_ERR_BUFFER_TOO_SMALL: return "FX_ERR_BUFFER_TOO_SMALL";
+    case FX_ERR_CANCELLED: return "FX_ERR_CANCELLED";
+    case FX_ERR_BACKEND: return "FX_ERR_BACKEND";
+    case FX_ERR_INTERNAL: return "FX_ERR_INTERNAL";
+    default: return "FX_UNKNOWN_STATUS";
+  }
+}
+
+FX_API uint32_t fx_abi_version(void) { return FX_ABI_VERSION; }
+
+FX_API const char* fx_version(void) { return FX_VERSION_STRING; }
+
+FX_API void fx_build_info_init(fx_build_info* info) {
+  if (info == nullptr) return;
+  *info = fx_build_info{};
+  info->struct_size = sizeof(fx_build_info);
+}
+
+FX_API fx_status fx_get_build_info(fx_build_info* info) {
+  return guard(__func__, [&] {
+    fx_build_info value{};
+    value.abi_version = FX_ABI_VERSION;
+    value.backends = FX_BACKEND_CPU;
+    value.cpu_features = fx::cpu_features();
+#if defined(FX_WITH_CUDA)
+    value.backends |= FX_BACKEND_CUDA;
+    value.cuda_toolkit_version = FX_CUDA_TOOLKIT_VERSION;
+    value.cuda_driver_version = fx::cuda::driver_version();
+    value.cuda_device_count = fx::cuda::device_count();
+#endif
+    fx::api::write_versioned(info, __func__, value);
+  });
+}
+
+FX_API fx_status fx_library_path(char* buffer, size_t capacity, size_t* needed) {
+  fx_status status = FX_OK;
+  fx_status guarded = guard(__func__, [&] {
+    Dl_info dl{};
+    if (dladdr(reinterpret_cast<void*>(&fx_library_path), &dl) == 0 || dl.dli_fname == nullptr)
+      fx::fail(FX_ERR_NOT_FOUND, "fx_library_path: the dynamic loader does not know this library's file");
+    status = fx::api::copy_string_out(__func__, dl.dli_fname, buffer, capacity, needed);
+  });
+  return guarded != FX_OK ? guarded : status;
+}
+
+FX_API size_t fx_dtype_size(int32_t dtype) {
+  return fx::dtype_valid(dtype) ? fx::dtype_size(static_cast<fx::DType>(dtype)) : 0;
+}
+
+FX_API const char* fx_dtype_name(int32_t dtype) {
+  return fx::dtype_valid(dtype) ? fx::dtype_name(static_cast<fx::DType>(dtype)) : "?";
+}
+
+FX_API fx_status fx_convert(int32_t src_dtype, const void* src, int32_t dst_dtype, void* dst, size_t count,
+                            int32_t overflow) {
+  return guard(__func__, [&] {
+    require(fx::dtype_valid(src_dtype), __func__, "src_dtype is not a valid fx_dtype");
+    require(fx::dtype_valid(dst_dtype), __func__, "dst_dtype is not a valid fx_dtype");
+    require(overflow == FX_OVERFLOW_SATURATE || overflow == FX_OVERFLOW_IEEE, __func__,
+            "overflow must be FX_OVERFLOW_SATURATE or FX_OVERFLOW_IEEE");
+    require(count == 0 || (src != nullptr && dst != nullptr), __func__, "src or dst is NULL");
+    fx::convert(static_cast<fx::DType>(src_dtype), src, static_cast<fx::DType>(dst_dtype), dst, count,
+                static_cast<fx::Overflow>(overflow));
+  });
+}
+
+// ---- ABI self-description -----------------------------------------------------------------------
+
+namespace {
+struct FieldOffset {
+  const char* structure;
+  const char* field;
+  size_t offset;
+};
+struct StructSize {
+  const char* structure;
+  size_t size;
+};
+
+#define FX_FIELD(S, F) FieldOffset{#S, #F, offsetof(S, F)}
+const FieldOffset kFieldOffsets[] = {
+    FX_FIELD(fx_build_info, struct_size), FX_FIELD(fx_build_info, abi_version),
+    FX_FIELD(fx_build_info, backends), FX_FIELD(fx_build_info, cpu_features),
+    FX_FIELD(fx_build_info, cuda_toolkit_version), FX_FIELD(fx_build_info, cuda_driver_version),
+    FX_FIELD(fx_build_info, cuda_device_count), FX_FIELD(fx_build_info, reserved),
+    FX_FIELD(fx_tensor_info, struct_size), FX_FIELD(fx_tensor_info, dtype), FX_FIELD(fx_tensor_info, name),
+    FX_FIELD(fx_tensor_info, file), FX_FIELD(fx_tensor_info, ndim), FX_FIELD(fx_tensor_info, reserved),
+    FX_FIELD(fx_tensor_info, shape), FX_FIELD(fx_tensor_info, byte_size), FX_FIELD(fx_tensor_info, file_offset),
+    FX_FIELD(fx_tensor_view, name), FX_FIELD(fx_tensor_view, dtype), FX_FIELD(fx_tensor_view, ndim),
+    FX_FIELD(fx_tensor_view, shape), FX_FIELD(fx_tensor_view, data), FX_FIELD(fx_tensor_view, byte_size),
+    FX_FIELD(fx_tiny_model_params, struct_size), FX_FIELD(fx_tiny_model_params, kind),
+    FX_FIELD(fx_tiny_model_params, layout), FX_FIELD(fx_tiny_model_params, dtype),
+    FX_FIELD(fx_tiny_model_params, guidance), FX_FIELD(fx_tiny_model_params, shards),
+    FX_FIELD(fx_tiny_model_params, seed), FX_FIELD(fx_tiny_model_params, hidden_size),
+    FX_FIELD(fx_tiny_model_params, num_heads), FX_FIELD(fx_tiny_model_params, depth),
+    FX_FIELD(fx_tiny_model_params, depth_single),
+};
+#undef FX_FIELD
+
+const StructSize kStructSizes[] = {
+    {"fx_build_info", sizeof(fx_build_info)},
+    {"fx_tensor_info", sizeof(fx_tensor_info)},
+    {"fx_tensor_view", sizeof(fx_tensor_view)},
+    {"fx_tiny_model_params", sizeof(fx_tiny_model_params)},
+};
+}  // namespace
+
+FX_API fx_status fx_abi_struct_size(const char* struct_name, size_t* size) {
+  return guard(__func__, [&] {
+    require(struct_name != nullptr && size != nullptr, __func__, "struct_name or size is NULL");
+    for (const auto& entry : kStructSizes) {
+      if (std::string_view(entry.structure) == struct_name) {
+        *size = entry.size;
+        return;
+      }
+    }
+    fx::fail(FX_ERR_NOT_FOUND, std::string(__func__) + ": no struct named \"" + struct_name + "\" in the ABI");
+  });
+}
+
+FX_API fx_status fx_abi_field_offset(const char* struct_name, const char* field_name, size_t* offset) {
+  return guard(__func__, [&] {
+    require(struct_name != nullptr && field_name != nullptr && offset != nullptr, __func__,
+            "struct_name, field_name or offset is NULL");
+    for (const auto& entry : kFieldOffsets) {
+      if (std::string_view(entry.structure) == struct_name && std::string_view(entry.field) == field_name) {
+        *offset = entry.offset;
+        return;
+      }
+    }
+    fx::fail(FX_ERR_NOT_FOUND, std::string(__func__) + ": no field \"" + field_name + "\" in struct \"" +
+                                   struct_name + "\"");
+  });
+}
+
+FX_API fx_status fx_debug_throw(int32_t kind) {
+  return guard(__func__, [&] {
+    switch (kind) {
+      case 0: throw std::runtime_error("fx_debug_throw: a std::runtime_error, as asked");
+      case 1: throw std::bad_alloc();
+      case 2: throw 42;  // not derived from std::exception: only a catch (...) stops it
+      default: fx::fail(FX_ERR_INVALID_ARGUMENT, "fx_debug_throw: kind must be 0, 1 or 2");
+    }
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every FluxNative test: builds everything (`dotnet build` drives the native CMake build),
+# then the native GoogleTest suites (ctest) and the xunit projects. Prints one summary line.
+#   ./test.sh            Release build, all tests
+#   FX_CUDA=ON ./test.sh  fail the build if the CUDA backend cannot be compiled (CI sets this)
+set -uo pipefail
+cd "$(dirname "$0")"
+config=${CONFIGURATION:-Release}
+log_dir=build/test-logs
+mkdir -p "$log_dir"
+
+cmake_args="-DFX_CUDA=${FX_CUDA:-AUTO}"
+echo "== build (dotnet build -c $config; native: cmake $cmake_args)"
+dotnet build FluxNative.sln -c "$config" -nologo -v:minimal "-p:FluxNativeCMakeArgs=$cmake_args" || exit 1
+
+echo "== native tests (ctest)"
+ctest --test-dir build/native --output-on-failure -j "$(nproc)" 2>&1 | tee "$log_dir/ctest.log"
+native_rc=${PIPESTATUS[0]}
+
+echo "== managed tests (dotnet test)"
+dotnet test FluxNative.sln -c "$config" --no-build -nologo 2>&1 | tee "$log_dir/dotnet-test.log"
+managed_rc=${PIPESTATUS[0]}
+
+# One summary over both runners: ctest's "N tests failed out of M" and each xunit assembly's
+# "Failed: F, Passed: P, Skipped: S".
+read -r n_total n_failed < <(sed -n 's/.*tests passed, \([0-9]*\) tests\{0,1\} failed out of \([0-9]*\).*/\2 \1/p' "$log_dir/ctest.log" | tail -1)
+n_total=${n_total:-0}; n_failed=${n_failed:-0}
+n_skipped=$(grep -c 'Skipped\]\|\*\*\*Skipped' "$log_dir/ctest.log" || true)
+m_passed=0; m_failed=0; m_skipped=0
+while read -r f p s; do
+  m_failed=$((m_failed + f)); m_passed=$((m_passed + p)); m_skipped=$((m_skipped + s))
+done < <(sed -n 's/.*Failed: *\([0-9]*\), Passed: *\([0-9]*\), Skipped: *\([0-9]*\).*/\1 \2 \3/p' "$log_dir/dotnet-test.log")
+passed=$((n_total - n_failed - n_skipped + m_passed))
+failed=$((n_failed + m_failed))
+skipped=$((n_skipped + m_skipped))
+echo "native: $((n_total - n_failed - n_skipped)) passed, $n_failed failed, $n_skipped skipped; managed: $m_passed passed, $m_failed failed, $m_skipped skipped"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+if [ "$native_rc" -ne 0 ] || [ "$managed_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then exit 1; fi
+if [ "$passed" -eq 0 ]; then echo "no test ran"; exit 1; fi
