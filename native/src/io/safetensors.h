@@ -41,7 +41,8 @@ struct SafetensorsHeader {
 // file's first `available` bytes (at least the whole header when the file is well formed).
 // Checks: 8-byte prefix present; N <= kMaxSafetensorsHeaderBytes and 8 + N <= file_size; JSON is an
 // object; each tensor has exactly dtype/shape/data_offsets of the right types; known dtype; shape of
-// non-negative ints, at most FX_MAX_DIMS; element_count * dtype size (no overflow) == end - begin;
+// non-negative ints, at most FX_MAX_DIMS; element_count * dtype size (no overflow; the product of
+// the non-zero dims must fit int64 even when a zero dim makes the tensor empty) == end - begin;
 // begin <= end; data region [8+N+begin, 8+N+end) inside the file; no two tensors overlap; names
 // unique and non-empty (a key repeated in the JSON is an error, not "last one wins"); __metadata__
 // an object of strings. `file_label` is used in messages. A caller passing fewer than the 8 + N
