@@ -1,0 +1,79 @@
+// The FLUX.1 flow transformer (flux-spec.md §5) on the CPU kernels.
+//
+// Loading reads the configuration the recognizer infers from the checkpoint (never hard-coded) and
+// assembles every weight in the BFL structure: a BFL file is used in place (zero-copy views of the
+// mapped file where the dtype allows), a diffusers folder is mapped back through the one BFL<->diffusers
+// table in recognize.cpp (q/k/v rows concatenated, norm_out halves swapped back).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "io/checkpoint.h"
+#include "ops/cpu/linear.h"
+
+namespace fx::models {
+
+struct FluxConfig {
+  int64_t in_channels = 0, out_channels = 0, hidden = 0, heads = 0, head_dim = 0, mlp_hidden = 0;
+  int64_t context_in_dim = 0, vec_in_dim = 0, time_embed_dim = 256;
+  int64_t depth = 0, depth_single = 0;
+  bool guidance_embed = false;
+  std::vector<int> axes_dim;
+  double theta = 10000.0;
+};
+
+// How linear-layer weights are held in memory. Biases, norm scales and embeddings are always f32.
+enum class FluxWeightFormat {
+  AsStored,  // f32 and bf16 as the file has them (zero-copy for BFL files); f16 widened to f32
+  BF16,      // rounded to bf16 (round-to-nearest-even) at load
+  FP8,       // e4m3fn with one scale per output channel, quantised at load
+};
+
+// One forward's inputs, all f32, row-major (flux-spec §5): img [B, Limg, in], img_ids [B, Limg, 3],
+// txt [B, Ltxt, ctx], txt_ids [B, Ltxt, 3], y [B, vec], timesteps [B], guidance [B] (dev; may be null
+// for schnell, ignored there).
+struct FluxInputs {
+  int64_t batch = 1, img_tokens = 0, txt_tokens = 0;
+  const float* img = nullptr;
+  const float* img_ids = nullptr;
+  const float* txt = nullptr;
+  const float* txt_ids = nullptr;
+  const float* y = nullptr;
+  const float* timesteps = nullptr;
+  const float* guidance = nullptr;
+};
+
+class FluxTransformer {
+ public:
+  // Throws fx::Error: FX_ERR_UNSUPPORTED if the checkpoint is not a FLUX transformer the recognizer
+  // understands (its problems list goes into the message), FX_ERR_FORMAT for missing/mis-shaped tensors.
+  static std::unique_ptr<FluxTransformer> load(std::shared_ptr<const io::Checkpoint> checkpoint,
+                                               FluxWeightFormat format);
+  ~FluxTransformer();
+
+  const FluxConfig& config() const { return config_; }
+
+  // Validates the inputs' sizes (FX_ERR_INVALID_ARGUMENT naming the tensor and the expected shape) and
+  // writes the velocity [B, Limg, out_channels] to `out`.
+  void forward(const FluxInputs& inputs, float* out, ThreadPool& pool = ThreadPool::global()) const;
+
+  struct Linear {
+    cpu::Weights weights;
+    std::vector<float> bias;  // empty when the layer has none
+  };
+  struct Impl;  // the weights, defined in the .cpp
+
+ private:
+  FluxTransformer() = default;
+  std::unique_ptr<Impl> impl_;
+  FluxConfig config_;
+};
+
+// The sinusoidal embedding of flux-spec §5.1: E(s) for s' = time_factor·s, cos half first. Computed in
+// double, returned as f32. `dim` even.
+void timestep_embedding(float value, int64_t dim, float* out, double time_factor = 1000.0, double max_period = 10000.0);
+
+}  // namespace fx::models
