@@ -3,7 +3,8 @@
  *
  * Conventions
  *   - Every name is prefixed `fx_` (functions, types) or `FX_` (constants).
- *   - Objects are opaque handles, created and destroyed in pairs (`fx_x_open` / `fx_x_close`).
+ *   - Objects are opaque handles, created and destroyed in pairs (`fx_x_open` / `fx_x_close`,
+ *     `fx_x_load` / `fx_x_free`).
  *     A destroy function accepts NULL and does nothing.
  *   - Every fallible call returns an `fx_status`. FX_OK is 0. On failure, `fx_last_error()` returns
  *     a message that names what went wrong (file, tensor, argument).
@@ -260,6 +261,60 @@ FX_API void fx_tiny_model_params_init(fx_tiny_model_params* params);
 /* Writes a random model of the given kind. FX_LAYOUT_BFL writes one file at `path`;
  * FX_LAYOUT_DIFFUSERS creates the folder `path` with config.json and the weight file(s). */
 FX_API fx_status fx_tiny_model_write(const fx_tiny_model_params* params, const char* path);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The FLUX transformer (flux-spec.md §5), CPU backend                                             */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct fx_flux_model fx_flux_model;
+
+typedef enum fx_weight_format {
+  FX_WEIGHTS_AS_STORED = 0, /* f32 and bf16 used as the file holds them (zero-copy); f16 widened to f32 */
+  FX_WEIGHTS_F32 = 1,       /* every linear weight widened to f32 at load */
+  FX_WEIGHTS_BF16 = 2,      /* rounded to bf16 at load */
+  FX_WEIGHTS_FP8 = 3        /* e4m3fn with one scale per output channel, quantised at load */
+} fx_weight_format;
+
+typedef struct fx_flux_load_params {
+  uint32_t struct_size;
+  int32_t weight_format;    /* fx_weight_format */
+  int32_t num_threads;      /* 0: the process-wide pool (one thread per core, or FX_NUM_THREADS) */
+} fx_flux_load_params;
+
+FX_API void fx_flux_load_params_init(fx_flux_load_params* params);
+
+/* Loads the transformer from an open checkpoint (BFL file or diffusers folder; configuration inferred
+ * from it). The model shares the checkpoint's mapped data: the checkpoint handle may be closed at any
+ * time afterwards. FX_ERR_UNSUPPORTED if the checkpoint is not a FLUX transformer. */
+FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_flux_load_params* params,
+                                    fx_flux_model** out);
+FX_API void fx_flux_model_free(fx_flux_model* model);
+
+/* The model's configuration as JSON: in_channels, out_channels, hidden_size, num_heads, head_dim,
+ * mlp_hidden, context_in_dim, vec_in_dim, depth, depth_single, guidance_embed, axes_dim, theta. */
+FX_API fx_status fx_flux_model_config_json(const fx_flux_model* model, char* buffer, size_t capacity, size_t* needed);
+
+/* One forward pass. All tensors f32, row-major, shapes as in flux-spec §5:
+ * img [B, Limg, in_channels], img_ids [B, Limg, 3], txt [B, Ltxt, context_in_dim], txt_ids [B, Ltxt, 3],
+ * y [B, vec_in_dim], timesteps [B] (t in [0, 1]; the model multiplies by 1000), guidance [B] (dev; NULL
+ * allowed for schnell). Writes out [B, Limg, out_channels]; out_count must be exactly that many floats.
+ * A model may run one forward at a time (calls on one model from several threads are serialised). */
+typedef struct fx_flux_inputs {
+  uint32_t struct_size;
+  int32_t batch;
+  int32_t img_tokens;
+  int32_t txt_tokens;
+  const float* img;
+  const float* img_ids;
+  const float* txt;
+  const float* txt_ids;
+  const float* y;
+  const float* timesteps;
+  const float* guidance;
+} fx_flux_inputs;
+
+FX_API void fx_flux_inputs_init(fx_flux_inputs* inputs);
+FX_API fx_status fx_flux_forward(fx_flux_model* model, const fx_flux_inputs* inputs, float* out, size_t out_count);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* ABI self-description (for binding layout tests)                                                 */

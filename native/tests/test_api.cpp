@@ -281,6 +281,63 @@ TEST(ApiSafetensors, WriteThroughTheAbiAndReadBack) {
   fx_checkpoint_close(checkpoint);
 }
 
+TEST(ApiFlux, ForwardThroughTheAbiOutlivesTheCheckpointHandle) {
+  const auto dir = fresh_dir("flux");
+  const auto path = (dir / "schnell.safetensors").string();
+  fx_tiny_model_params params;
+  fx_tiny_model_params_init(&params);
+  params.guidance = 0;
+  ASSERT_EQ(fx_tiny_model_write(&params, path.c_str()), FX_OK) << last_error();
+  fx_checkpoint* checkpoint = nullptr;
+  ASSERT_EQ(fx_checkpoint_open(path.c_str(), &checkpoint), FX_OK) << last_error();
+
+  fx_flux_load_params load;
+  fx_flux_load_params_init(&load);
+  load.weight_format = 17;
+  fx_flux_model* model = nullptr;
+  EXPECT_EQ(fx_flux_model_load(checkpoint, &load, &model), FX_ERR_INVALID_ARGUMENT);
+  load.weight_format = FX_WEIGHTS_BF16;
+  load.num_threads = 2;
+  ASSERT_EQ(fx_flux_model_load(checkpoint, &load, &model), FX_OK) << last_error();
+  fx_checkpoint_close(checkpoint);  // the model keeps the mapped weights alive
+
+  size_t needed = 0;
+  ASSERT_EQ(fx_flux_model_config_json(model, nullptr, 0, &needed), FX_ERR_BUFFER_TOO_SMALL);
+  std::vector<char> config(needed);
+  ASSERT_EQ(fx_flux_model_config_json(model, config.data(), config.size(), &needed), FX_OK);
+  EXPECT_NE(std::string(config.data()).find("\"guidance_embed\":false"), std::string::npos) << config.data();
+
+  // Tiny defaults: in 64, context 32, vec 32, out 64. Two samples, 4 image and 3 text tokens.
+  const int B = 2, Li = 4, Lt = 3;
+  std::vector<float> img(B * Li * 64), img_ids(B * Li * 3, 0.0f), txt(B * Lt * 32), txt_ids(B * Lt * 3, 0.0f),
+      y(B * 32), t = {0.3f, 0.9f};
+  for (size_t i = 0; i < img.size(); ++i) img[i] = std::sin(0.1f * i);
+  for (size_t i = 0; i < txt.size(); ++i) txt[i] = std::cos(0.2f * i);
+  for (size_t i = 0; i < y.size(); ++i) y[i] = 0.05f * i - 0.5f;
+  for (int b = 0; b < B; ++b)
+    for (int n = 0; n < Li; ++n) img_ids[(b * Li + n) * 3 + 1] = n / 2, img_ids[(b * Li + n) * 3 + 2] = n % 2;
+  fx_flux_inputs in;
+  fx_flux_inputs_init(&in);
+  in.batch = B;
+  in.img_tokens = Li;
+  in.txt_tokens = Lt;
+  in.img = img.data();
+  in.img_ids = img_ids.data();
+  in.txt = txt.data();
+  in.txt_ids = txt_ids.data();
+  in.y = y.data();
+  in.timesteps = t.data();
+  std::vector<float> out(B * Li * 64, std::nanf(""));
+  EXPECT_EQ(fx_flux_forward(model, &in, out.data(), out.size() - 1), FX_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("[2, 4, 64]"), std::string::npos) << last_error();
+  ASSERT_EQ(fx_flux_forward(model, &in, out.data(), out.size()), FX_OK) << last_error();
+  for (float v : out) ASSERT_TRUE(std::isfinite(v));
+  // Each sample is computed with its own inputs and timestep.
+  EXPECT_NE(std::memcmp(out.data(), out.data() + Li * 64, Li * 64 * sizeof(float)), 0);
+  fx_flux_model_free(model);
+  fx_flux_model_free(nullptr);
+}
+
 TEST(ApiThreads, ConcurrentReadsOfOneCheckpoint) {
   const auto dir = fresh_dir("threads");
   const auto path = (dir / "ae.safetensors").string();

@@ -144,6 +144,7 @@ INSTANTIATE_TEST_SUITE_P(
                       GoldenCase{"schnell-f32-diffusers", FluxWeightFormat::AsStored, 5e-5},
                       GoldenCase{"dev-bf16-bfl", FluxWeightFormat::AsStored, 5e-5},
                       GoldenCase{"schnell-bf16-bfl", FluxWeightFormat::AsStored, 5e-5},
+                      GoldenCase{"dev-bf16-bfl", FluxWeightFormat::F32, 5e-5},
                       GoldenCase{"dev-f32-bfl", FluxWeightFormat::BF16, 1e-2},
                       GoldenCase{"schnell-f32-diffusers", FluxWeightFormat::BF16, 1e-2},
                       GoldenCase{"dev-f32-bfl", FluxWeightFormat::FP8, 1e-1},
@@ -151,6 +152,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<GoldenCase>& info) {
       std::string name = info.param.name + "_" +
                          (info.param.format == FluxWeightFormat::AsStored ? "stored"
+                          : info.param.format == FluxWeightFormat::F32    ? "f32"
                           : info.param.format == FluxWeightFormat::BF16   ? "bf16"
                                                                            : "fp8");
       for (char& ch : name)

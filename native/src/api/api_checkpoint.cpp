@@ -4,15 +4,12 @@
 #include <vector>
 
 #include "api/guard.h"
+#include "api/handles.h"
 #include "core/dtype.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "models/recognize.h"
 #include "models/tiny.h"
-
-struct fx_checkpoint {
-  std::unique_ptr<fx::io::Checkpoint> impl;
-};
 
 using fx::api::guard;
 using fx::api::require;

@@ -157,6 +157,12 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_tiny_model_params, seed), FX_FIELD(fx_tiny_model_params, hidden_size),
     FX_FIELD(fx_tiny_model_params, num_heads), FX_FIELD(fx_tiny_model_params, depth),
     FX_FIELD(fx_tiny_model_params, depth_single),
+    FX_FIELD(fx_flux_load_params, struct_size), FX_FIELD(fx_flux_load_params, weight_format),
+    FX_FIELD(fx_flux_load_params, num_threads),
+    FX_FIELD(fx_flux_inputs, struct_size), FX_FIELD(fx_flux_inputs, batch), FX_FIELD(fx_flux_inputs, img_tokens),
+    FX_FIELD(fx_flux_inputs, txt_tokens), FX_FIELD(fx_flux_inputs, img), FX_FIELD(fx_flux_inputs, img_ids),
+    FX_FIELD(fx_flux_inputs, txt), FX_FIELD(fx_flux_inputs, txt_ids), FX_FIELD(fx_flux_inputs, y),
+    FX_FIELD(fx_flux_inputs, timesteps), FX_FIELD(fx_flux_inputs, guidance),
 };
 #undef FX_FIELD
 
@@ -165,6 +171,8 @@ const StructSize kStructSizes[] = {
     {"fx_tensor_info", sizeof(fx_tensor_info)},
     {"fx_tensor_view", sizeof(fx_tensor_view)},
     {"fx_tiny_model_params", sizeof(fx_tiny_model_params)},
+    {"fx_flux_load_params", sizeof(fx_flux_load_params)},
+    {"fx_flux_inputs", sizeof(fx_flux_inputs)},
 };
 }  // namespace
 

@@ -119,6 +119,7 @@ class Loader {
     const size_t count = static_cast<size_t>(w.elements());
 
     const bool keep = (format_ == FluxWeightFormat::AsStored && (w.dtype == DType::F32 || w.dtype == DType::BF16)) ||
+                      (format_ == FluxWeightFormat::F32 && w.dtype == DType::F32) ||
                       (format_ == FluxWeightFormat::BF16 && w.dtype == DType::BF16);
     if (keep) {
       if (!w.owned.empty()) layer.weights.data = own(std::move(w.owned));

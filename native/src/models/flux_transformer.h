@@ -28,6 +28,7 @@ struct FluxConfig {
 // How linear-layer weights are held in memory. Biases, norm scales and embeddings are always f32.
 enum class FluxWeightFormat {
   AsStored,  // f32 and bf16 as the file has them (zero-copy for BFL files); f16 widened to f32
+  F32,       // widened to f32 at load (exact)
   BF16,      // rounded to bf16 (round-to-nearest-even) at load
   FP8,       // e4m3fn with one scale per output channel, quantised at load
 };
