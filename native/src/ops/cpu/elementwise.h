@@ -1,0 +1,57 @@
+// The small bandwidth-bound kernels of the FLUX transformer (flux-spec.md §5): RoPE, LayerNorm with
+// adaLN modulation, RMSNorm (QK-norm), GELU-tanh, SiLU, gated residual add. Each has a *_reference
+// twin written as plainly as possible (double arithmetic) for the tests. The fast versions take an
+// AVX-512 path when the CPU has one (chosen at run time) and a portable loop otherwise.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+
+namespace fx::cpu {
+
+// ---- RoPE (interleaved pairs, flux-spec §5.2) ----
+// cos/sin tables for `seq` positions: ids [seq, n_axes] (float positions), axes_dim[n_axes] (sum =
+// head_dim), theta. Angles computed in double: phi = id[a] * theta^(-2j/axes_dim[a]).
+// Output tables are [seq, head_dim/2] f32 each, pair m = (x[2m], x[2m+1]).
+void rope_tables(const float* ids, int64_t seq, int n_axes, const int* axes_dim, double theta, float* cos_out,
+                 float* sin_out);
+// Rotates x in place: rows of `heads` heads of `head_dim`; element (l, h, d) at x[l*row_stride + h*head_dim + d].
+void rope_apply(float* x, int64_t seq, int64_t row_stride, int64_t heads, int64_t head_dim, const float* cos_t,
+                const float* sin_t, ThreadPool& pool = ThreadPool::global());
+void rope_apply_reference(float* x, int64_t seq, int64_t row_stride, int64_t heads, int64_t head_dim,
+                          const float* cos_t, const float* sin_t);
+
+// ---- LayerNorm without affine + modulation: y = (1 + scale) * LN(x) + shift (eps 1e-6, biased var) ----
+// x, y: [rows, dim] with row strides; shift/scale: [dim] (one sample's modulation vector).
+void layernorm_modulate(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* shift, const float* scale,
+                        float eps, float* y, int64_t ldy, ThreadPool& pool = ThreadPool::global());
+void layernorm_modulate_reference(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* shift,
+                                  const float* scale, float eps, float* y, int64_t ldy);
+
+// ---- RMSNorm over each head vector, in place: x = x / sqrt(mean(x²) + eps) * weight (QK-norm) ----
+void rms_norm_heads(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim, const float* weight,
+                    float eps, ThreadPool& pool = ThreadPool::global());
+void rms_norm_heads_reference(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                              const float* weight, float eps);
+
+// ---- activations, in place over n contiguous elements ----
+void gelu_tanh(float* x, int64_t n, ThreadPool& pool = ThreadPool::global());
+void gelu_tanh_reference(float* x, int64_t n);
+void silu(float* x, int64_t n, ThreadPool& pool = ThreadPool::global());
+void silu_reference(float* x, int64_t n);
+
+// ---- gated residual: x[r, :] += gate[:] * y[r, :] ----
+void gated_add(float* x, int64_t rows, int64_t dim, int64_t ldx, const float* gate, const float* y, int64_t ldy,
+               ThreadPool& pool = ThreadPool::global());
+void gated_add_reference(float* x, int64_t rows, int64_t dim, int64_t ldx, const float* gate, const float* y,
+                         int64_t ldy);
+
+// ---- for tests and benchmarks ----
+// True when the functions above take their AVX-512 paths (machine support and not forced off).
+bool elementwise_uses_avx512();
+// Forces the portable paths process-wide (tests compare both paths on the same machine). Not meant to
+// be flipped while other threads run these kernels.
+void elementwise_force_portable(bool on);
+
+}  // namespace fx::cpu

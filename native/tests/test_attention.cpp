@@ -1,0 +1,290 @@
+// CPU attention against its double-precision two-pass reference: q/k/v read through strides out of a
+// fused [L, 3·H·D] projection, output written into a wider buffer whose padding must survive, output
+// poisoned with NaN beforehand so an unwritten element can never pass.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops/cpu/attention.h"
+
+namespace {
+
+using fx::cpu::AttentionOperand;
+using fx::cpu::AttentionOutput;
+using fx::cpu::AttentionShape;
+
+constexpr float kSentinel = -7.25f;  // padding value that no kernel result should produce by chance
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+void fill_normal(std::vector<float>& v, uint32_t seed, float stddev = 1.0f, float mean = 0.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(mean, stddev);
+  for (float& x : v) x = dist(rng);
+}
+
+// A fused projection buffer [batch, seq, 3·H·D + pad] with q, k, v side by side in each row, and an
+// output buffer [batch, seq_q, H·D + pad] whose pad columns hold kSentinel.
+struct Problem {
+  AttentionShape shape;
+  std::vector<float> qbuf, kvbuf, bias;
+  AttentionOperand q, k, v;
+  int64_t out_row = 0;  // output row stride (with padding)
+
+  std::vector<float> make_output() const {
+    std::vector<float> out(size_t(shape.batch * shape.seq_q * out_row), kSentinel);
+    const int64_t width = shape.heads * shape.head_dim;
+    for (int64_t r = 0; r < shape.batch * shape.seq_q; ++r)
+      for (int64_t c = 0; c < width; ++c) out[size_t(r * out_row + c)] = kNaN;
+    return out;
+  }
+  AttentionOutput output(std::vector<float>& out) const {
+    return AttentionOutput{out.data(), shape.seq_q * out_row, out_row, shape.head_dim};
+  }
+};
+
+// seq_q == seq_kv: q, k and v all come from one fused buffer. Otherwise q has its own buffer (with
+// its own padding) and k/v share the fused one.
+Problem make_problem(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_kv, int64_t d, uint32_t seed,
+                     bool with_bias = false, float qk_std = 1.0f) {
+  Problem p;
+  p.shape.batch = batch;
+  p.shape.heads = heads;
+  p.shape.seq_q = seq_q;
+  p.shape.seq_kv = seq_kv;
+  p.shape.head_dim = d;
+  p.shape.scale = float(1.0 / std::sqrt(double(d)));
+  const int64_t hd = heads * d;
+  const int64_t fused_row = 3 * hd + 5;
+  p.kvbuf.resize(size_t(batch * seq_kv * fused_row));
+  fill_normal(p.kvbuf, seed, qk_std);
+  // v with unit spread whatever the q/k spread, so outputs stay O(1).
+  std::mt19937 rng(seed + 1);
+  std::normal_distribution<float> unit(0.0f, 1.0f);
+  for (int64_t r = 0; r < batch * seq_kv; ++r)
+    for (int64_t c = 0; c < hd; ++c) p.kvbuf[size_t(r * fused_row + 2 * hd + c)] = unit(rng);
+  p.k = AttentionOperand{p.kvbuf.data() + hd, seq_kv * fused_row, fused_row, d};
+  p.v = AttentionOperand{p.kvbuf.data() + 2 * hd, seq_kv * fused_row, fused_row, d};
+  if (seq_q == seq_kv) {
+    p.q = AttentionOperand{p.kvbuf.data(), seq_kv * fused_row, fused_row, d};
+  } else {
+    const int64_t q_row = hd + 3;
+    p.qbuf.resize(size_t(batch * seq_q * q_row));
+    fill_normal(p.qbuf, seed + 2, qk_std);
+    p.q = AttentionOperand{p.qbuf.data(), seq_q * q_row, q_row, d};
+  }
+  if (with_bias) {
+    p.bias.resize(size_t(heads * seq_q * seq_kv));
+    fill_normal(p.bias, seed + 3, 2.0f);
+    p.shape.bias = p.bias.data();
+  }
+  p.out_row = hd + 7;
+  return p;
+}
+
+struct Diff {
+  double rel_l2 = std::numeric_limits<double>::quiet_NaN();
+  double max_abs = std::numeric_limits<double>::quiet_NaN();
+  bool all_finite = false;
+  bool padding_intact = false;
+};
+
+// Compares the H·D valid columns of each row; NaN anywhere makes rel_l2 NaN, which fails every <=.
+Diff compare(const Problem& p, const std::vector<float>& got, const std::vector<float>& want) {
+  Diff diff;
+  const int64_t width = p.shape.heads * p.shape.head_dim;
+  double num = 0.0, den = 0.0, max_abs = 0.0;
+  bool finite = true, intact = true;
+  for (int64_t r = 0; r < p.shape.batch * p.shape.seq_q; ++r) {
+    for (int64_t c = 0; c < p.out_row; ++c) {
+      const size_t i = size_t(r * p.out_row + c);
+      if (c >= width) {
+        intact = intact && got[i] == kSentinel;
+        continue;
+      }
+      finite = finite && std::isfinite(got[i]);
+      const double e = double(got[i]) - double(want[i]);
+      num += e * e;
+      den += double(want[i]) * double(want[i]);
+      max_abs = std::max(max_abs, std::fabs(e));
+      if (std::isnan(e)) max_abs = e;
+    }
+  }
+  diff.rel_l2 = std::sqrt(num / std::max(den, 1e-300));
+  diff.max_abs = max_abs;
+  diff.all_finite = finite;
+  diff.padding_intact = intact;
+  return diff;
+}
+
+std::string describe(const Problem& p) {
+  const auto& s = p.shape;
+  return "batch " + std::to_string(s.batch) + " heads " + std::to_string(s.heads) + " seq_q " +
+         std::to_string(s.seq_q) + " seq_kv " + std::to_string(s.seq_kv) + " head_dim " +
+         std::to_string(s.head_dim) + (s.bias ? " with bias" : "");
+}
+
+// Runs the fast kernel and the portable path against the reference with f32 tolerances.
+void check_against_reference(const Problem& p, fx::ThreadPool& pool, double tol_rel = 1e-5, double tol_abs = 2e-5) {
+  std::vector<float> want = p.make_output();
+  fx::cpu::attention_reference(p.shape, p.q, p.k, p.v, p.output(want));
+  for (int path = 0; path < 2; ++path) {
+    std::vector<float> got = p.make_output();
+    if (path == 0)
+      fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
+    else
+      fx::cpu::attention_portable(p.shape, p.q, p.k, p.v, p.output(got), pool);
+    const Diff d = compare(p, got, want);
+    const char* name = path == 0 ? (fx::cpu::attention_uses_avx512(p.shape.head_dim) ? "avx512" : "auto(portable)")
+                                 : "portable";
+    EXPECT_TRUE(d.all_finite) << name << " " << describe(p);
+    EXPECT_TRUE(d.padding_intact) << name << " " << describe(p);
+    EXPECT_LE(d.rel_l2, tol_rel) << name << " " << describe(p);
+    EXPECT_LE(d.max_abs, tol_abs) << name << " " << describe(p);
+  }
+}
+
+TEST(AttentionCpu, FluxLikeFusedQkvMatchesReference) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 100;
+  for (int64_t d : {32, 128})
+    for (int64_t heads : {2, 3, 4})
+      for (int64_t seq : {1, 7, 100, 333}) {
+        if (heads == 3 && seq == 333 && d == 128) continue;  // keeps the double reference quick
+        check_against_reference(make_problem(1, heads, seq, seq, d, seed++), pool);
+      }
+}
+
+TEST(AttentionCpu, BatchOfTwoUsesBatchStrides) {
+  fx::ThreadPool pool(3);
+  check_against_reference(make_problem(2, 2, 65, 65, 64, 7), pool);
+  check_against_reference(make_problem(2, 3, 33, 90, 16, 8), pool);
+}
+
+TEST(AttentionCpu, HeadDimsFromTestSizesToVae) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 200;
+  // 6 and 8 only have the portable path; 16/48/80 exercise the partial-64 column tails of the SIMD
+  // path; 64 is CLIP/T5; 512 the VAE's single head.
+  for (int64_t d : {6, 8, 16, 48, 64, 80})
+    for (auto [sq, skv] : {std::pair<int64_t, int64_t>{37, 91}, {130, 5}, {1, 300}, {64, 64}})
+      check_against_reference(make_problem(1, 2, sq, skv, d, seed++), pool);
+  check_against_reference(make_problem(1, 1, 200, 200, 512, seed++), pool);
+  check_against_reference(make_problem(1, 1, 45, 77, 512, seed++), pool);
+}
+
+TEST(AttentionCpu, AdditiveBiasT5) {
+  fx::ThreadPool pool(2);
+  for (int64_t d : {64, 6}) {
+    Problem p = make_problem(1, 3, 50, 50, d, 300 + uint32_t(d), true);
+    p.shape.scale = 1.0f;  // T5 folds the scale into its weights
+    check_against_reference(p, pool);
+  }
+  Problem cross = make_problem(2, 2, 19, 141, 32, 310, true);
+  check_against_reference(cross, pool);
+}
+
+TEST(AttentionCpu, SameBitsForAnyThreadCount) {
+  // Rows are computed independently of how query tiles are cut, so the thread count (which changes
+  // the tiling) must not change a single bit.
+  const Problem p = make_problem(1, 3, 150, 150, 128, 400);
+  std::vector<float> first = p.make_output();
+  {
+    fx::ThreadPool one(1);
+    fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(first), one);
+  }
+  for (int threads : {2, 3, 5}) {
+    fx::ThreadPool pool(threads);
+    std::vector<float> again = p.make_output();
+    fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(again), pool);
+    for (size_t i = 0; i < first.size(); ++i)
+      ASSERT_EQ(std::memcmp(&first[i], &again[i], sizeof(float)), 0) << "threads " << threads << " at " << i;
+  }
+}
+
+TEST(AttentionCpu, HugeLogitsStayFinite) {
+  // q and k with spread 100 give scores q·k/sqrt(d) with spread 1e4: exp of an unshifted score would
+  // overflow, and a lost running max would give inf/inf = NaN.
+  fx::ThreadPool pool(2);
+  for (int64_t d : {16, 6, 128}) {
+    Problem p = make_problem(1, 2, 70, 200, d, 500 + uint32_t(d), false, 100.0f);
+    std::vector<float> want = p.make_output();
+    fx::cpu::attention_reference(p.shape, p.q, p.k, p.v, p.output(want));
+    for (int path = 0; path < 2; ++path) {
+      std::vector<float> got = p.make_output();
+      if (path == 0)
+        fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
+      else
+        fx::cpu::attention_portable(p.shape, p.q, p.k, p.v, p.output(got), pool);
+      const Diff diff = compare(p, got, want);
+      EXPECT_TRUE(diff.all_finite) << "path " << path << " d " << d;
+      EXPECT_TRUE(diff.padding_intact);
+      // f32 dot products of ±1e4 carry absolute errors ~1e-3, which can move near-ties of the almost
+      // one-hot softmax; the outputs still agree far better than the spread of v (1).
+      EXPECT_LE(diff.rel_l2, 1e-2) << "path " << path << " d " << d;
+    }
+  }
+  // The same through the bias: ±1e4 logits added after the scale.
+  Problem p = make_problem(1, 2, 40, 60, 32, 520, true);
+  for (float& b : p.bias) b *= 5e3f;
+  check_against_reference(p, pool, 1e-4, 1e-3);
+}
+
+TEST(AttentionCpu, FullyMaskedRowsGiveZerosPartlyMaskedMatchReference) {
+  fx::ThreadPool pool(2);
+  Problem p = make_problem(1, 2, 40, 70, 32, 600, true);
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t h = 0; h < 2; ++h) {
+    for (int64_t j = 0; j < 70; ++j) p.bias[size_t((h * 40 + 3) * 70 + j)] = -inf;           // row 3: all masked
+    for (int64_t j = 0; j < 70; j += 2) p.bias[size_t((h * 40 + 10) * 70 + j)] = -inf;       // row 10: half
+    for (int64_t j = 0; j < 69; ++j) p.bias[size_t((h * 40 + 20) * 70 + j)] = -inf;          // row 20: last key only
+  }
+  check_against_reference(p, pool);
+  std::vector<float> got = p.make_output();
+  fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
+  for (int64_t c = 0; c < 2 * 32; ++c) EXPECT_EQ(got[size_t(3 * p.out_row + c)], 0.0f);
+}
+
+TEST(AttentionCpu, EmptyKeysGiveZerosAndEmptyQueriesWriteNothing) {
+  fx::ThreadPool pool(2);
+  Problem p = make_problem(1, 2, 9, 0, 16, 700);
+  std::vector<float> got = p.make_output();
+  fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
+  for (int64_t r = 0; r < 9; ++r)
+    for (int64_t c = 0; c < 32; ++c) EXPECT_EQ(got[size_t(r * p.out_row + c)], 0.0f);
+}
+
+TEST(AttentionCpu, VectorExpMatchesDoubleExp) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> wide(-87.3f, 88.3f), narrow(-2.0f, 2.0f);
+  std::vector<float> x;
+  for (int i = 0; i < 20000; ++i) x.push_back(i % 2 ? wide(rng) : narrow(rng));
+  for (float v : {0.0f, -0.0f, 1.0f, -1.0f, 0.34657359f, -0.34657359f, -87.3f, 88.3f, 1e-8f, -1e-8f}) x.push_back(v);
+  x.push_back(3.0f);  // odd count: the masked tail is used
+  std::vector<float> y(x.size(), kNaN);
+  fx::cpu::attention_exp(x.data(), y.data(), int64_t(x.size()));
+  double worst = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(double(x[i]));
+    const double rel = std::fabs(double(y[i]) - want) / want;
+    ASSERT_TRUE(std::isfinite(y[i])) << x[i];
+    worst = std::max(worst, rel);
+  }
+  EXPECT_LE(worst, 1.5e-7);  // about one f32 ulp; measured 7e-8
+  // The edges the softmax relies on: -inf and far-negative give exactly 0, large positive stays finite.
+  const float edge[5] = {-std::numeric_limits<float>::infinity(), -100.0f, -1e30f, 1000.0f, kNaN};
+  float out[5];
+  fx::cpu::attention_exp(edge, out, 5);
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_EQ(out[2], 0.0f);
+  if (fx::cpu::attention_uses_avx512(16)) EXPECT_TRUE(std::isfinite(out[3]));
+  EXPECT_TRUE(std::isnan(out[4]));
+}
+
+}  // namespace

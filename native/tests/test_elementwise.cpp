@@ -1,0 +1,328 @@
+// The elementwise kernels against double references and, for RoPE and GELU, against values computed
+// here independently from the formulas in flux-spec.md, on both the AVX-512 and portable paths.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "ops/cpu/elementwise.h"
+
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kSentinel = -7.25f;
+
+void fill_normal(std::vector<float>& v, uint32_t seed, float stddev = 1.0f, float mean = 0.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(mean, stddev);
+  for (float& x : v) x = dist(rng);
+}
+
+// Runs a body once on the best path and once forced portable (restoring the setting even on failure).
+struct PathLoop {
+  template <typename Body>
+  static void run(Body body) {
+    for (bool portable : {false, true}) {
+      fx::cpu::elementwise_force_portable(portable);
+      struct Restore {
+        ~Restore() { fx::cpu::elementwise_force_portable(false); }
+      } restore;
+      SCOPED_TRACE(portable ? "portable path" : (fx::cpu::elementwise_uses_avx512() ? "avx512 path" : "auto path"));
+      body();
+    }
+  }
+};
+
+struct Stats {
+  double rel_l2 = std::numeric_limits<double>::quiet_NaN();
+  double max_abs = std::numeric_limits<double>::quiet_NaN();
+};
+
+// Over the [rows, cols] region of two buffers with row stride ld; NaN propagates into both numbers.
+Stats diff(const std::vector<float>& got, const std::vector<float>& want, int64_t rows, int64_t cols, int64_t ld) {
+  double num = 0.0, den = 0.0, mx = 0.0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double e = double(got[size_t(r * ld + c)]) - double(want[size_t(r * ld + c)]);
+      num += e * e;
+      den += double(want[size_t(r * ld + c)]) * double(want[size_t(r * ld + c)]);
+      mx = std::isnan(e) ? e : std::max(mx, std::fabs(e));
+    }
+  return Stats{std::sqrt(num / std::max(den, 1e-300)), mx};
+}
+
+bool padding_intact(const std::vector<float>& buf, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = cols; c < ld; ++c)
+      if (buf[size_t(r * ld + c)] != kSentinel) return false;
+  return true;
+}
+
+// ---- RoPE ----
+
+// The spec's formula written independently of the kernel: ω = exp(−(2j/d_a)·ln θ), φ = p·ω.
+double spec_angle(double pos, int j, int axis_dim, double theta) {
+  return pos * std::exp(-(2.0 * j / axis_dim) * std::log(theta));
+}
+
+TEST(ElementwiseRope, TablesMatchSpecFormulaWithPerAxisExponent) {
+  const int axes[3] = {16, 56, 56};
+  const int64_t seq = 300;
+  std::vector<float> ids(size_t(seq * 3));
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> pos(0, 127);
+  for (int64_t l = 0; l < seq; ++l) {
+    ids[size_t(l * 3 + 0)] = float(l % 3);
+    ids[size_t(l * 3 + 1)] = float(pos(rng));
+    ids[size_t(l * 3 + 2)] = float(pos(rng)) + (l % 5 == 0 ? 0.5f : 0.0f);  // fractional positions too
+  }
+  std::vector<float> c(size_t(seq * 64), kNaN), s(size_t(seq * 64), kNaN);
+  fx::cpu::rope_tables(ids.data(), seq, 3, axes, 10000.0, c.data(), s.data());
+  double worst = 0.0;
+  for (int64_t l = 0; l < seq; ++l) {
+    int m = 0;
+    for (int a = 0; a < 3; ++a)
+      for (int j = 0; j < axes[a] / 2; ++j, ++m) {
+        const double phi = spec_angle(ids[size_t(l * 3 + a)], j, axes[a], 10000.0);
+        const double ec = std::fabs(double(c[size_t(l * 64 + m)]) - std::cos(phi));
+        const double es = std::fabs(double(s[size_t(l * 64 + m)]) - std::sin(phi));
+        ASSERT_FALSE(std::isnan(ec) || std::isnan(es)) << l << " " << m;
+        worst = std::max({worst, ec, es});
+      }
+  }
+  EXPECT_LE(worst, 1e-7);  // f32 rounding of cos/sin is 6e-8 at most
+
+  // The per-axis exponent matters: pair 9 (axis 1, j = 1) at position 50 against what an exponent
+  // over the head dim (2·9/128) would give.
+  const float one_id[3] = {0.0f, 50.0f, 0.0f};
+  float c1[64], s1[64];
+  fx::cpu::rope_tables(one_id, 1, 3, axes, 10000.0, c1, s1);
+  const double right = 50.0 * std::pow(10000.0, -2.0 / 56.0);
+  const double wrong = 50.0 * std::pow(10000.0, -18.0 / 128.0);
+  EXPECT_NEAR(c1[9], std::cos(right), 1e-7);
+  EXPECT_NEAR(s1[9], std::sin(right), 1e-7);
+  EXPECT_GT(std::fabs(std::cos(right) - std::cos(wrong)), 0.1);
+}
+
+TEST(ElementwiseRope, TextTokensAtOriginAreTheIdentity) {
+  const int axes[3] = {16, 56, 56};
+  const float ids[6] = {0, 0, 0, 0, 0, 0};
+  std::vector<float> c(128), s(128);
+  fx::cpu::rope_tables(ids, 2, 3, axes, 10000.0, c.data(), s.data());
+  for (int i = 0; i < 128; ++i) {
+    ASSERT_EQ(c[size_t(i)], 1.0f);
+    ASSERT_EQ(s[size_t(i)], 0.0f);
+  }
+  fx::ThreadPool pool(2);
+  PathLoop::run([&] {
+    std::vector<float> x(size_t(2 * 3 * 128));
+    fill_normal(x, 3);
+    const std::vector<float> before = x;
+    fx::cpu::rope_apply(x.data(), 2, 3 * 128, 3, 128, c.data(), s.data(), pool);
+    EXPECT_EQ(std::memcmp(x.data(), before.data(), x.size() * sizeof(float)), 0);
+  });
+}
+
+TEST(ElementwiseRope, ApplyMatchesReferenceAndRotatesAdjacentPairs) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 10;
+  for (int64_t d : {128, 32, 20, 6}) {
+    const int64_t heads = 3, seq = 57;
+    const int64_t ld = 3 * heads * d + 4;  // q inside a fused qkv row: only the first heads·d columns rotate
+    std::vector<float> tc(size_t(seq * d / 2)), ts(tc.size());
+    std::vector<float> angles(tc.size());
+    fill_normal(angles, seed++, 3.0f);
+    for (size_t i = 0; i < angles.size(); ++i) {
+      tc[i] = float(std::cos(double(angles[i])));
+      ts[i] = float(std::sin(double(angles[i])));
+    }
+    std::vector<float> base(size_t(seq * ld));
+    fill_normal(base, seed++);
+    PathLoop::run([&] {
+      std::vector<float> got = base, want = base;
+      fx::cpu::rope_apply(got.data(), seq, ld, heads, d, tc.data(), ts.data(), pool);
+      fx::cpu::rope_apply_reference(want.data(), seq, ld, heads, d, tc.data(), ts.data());
+      const Stats st = diff(got, want, seq, heads * d, ld);
+      EXPECT_LE(st.rel_l2, 1e-6) << "d " << d;
+      EXPECT_LE(st.max_abs, 1e-6) << "d " << d;
+      for (int64_t r = 0; r < seq; ++r)
+        for (int64_t col = heads * d; col < ld; ++col)
+          ASSERT_EQ(got[size_t(r * ld + col)], base[size_t(r * ld + col)]) << "untouched columns";
+      // Independent check of the convention on one element pair: (x0, x1) of pair 1 of head 2, row 5.
+      const int64_t r = 5, h = 2, m = 1;
+      const size_t at = size_t(r * ld + h * d + 2 * m);
+      const double c = tc[size_t(r * d / 2 + m)], s = ts[size_t(r * d / 2 + m)];
+      EXPECT_NEAR(got[at], c * base[at] - s * base[at + 1], 1e-6);
+      EXPECT_NEAR(got[at + 1], s * base[at] + c * base[at + 1], 1e-6);
+    });
+  }
+}
+
+// ---- LayerNorm + modulation ----
+
+TEST(ElementwiseLayerNorm, ModulateMatchesDoubleReference) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 20;
+  for (int64_t dim : {3072, 64, 37, 1})
+    for (int64_t rows : {1, 5, 33})
+      for (float offset : {0.0f, 40.0f}) {  // a large common offset tests the precision of the mean
+        const int64_t ldx = dim + 3, ldy = dim + 5;
+        std::vector<float> x(size_t(rows * ldx)), shift(static_cast<size_t>(dim)), scale(static_cast<size_t>(dim));
+        fill_normal(x, seed++, 2.0f, offset);
+        fill_normal(shift, seed++, 0.5f);
+        fill_normal(scale, seed++, 0.5f);
+        std::vector<float> want(size_t(rows * ldy), kSentinel);
+        fx::cpu::layernorm_modulate_reference(x.data(), rows, dim, ldx, shift.data(), scale.data(), 1e-6f,
+                                              want.data(), ldy);
+        PathLoop::run([&] {
+          std::vector<float> got(size_t(rows * ldy), kSentinel);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < dim; ++c) got[size_t(r * ldy + c)] = kNaN;
+          fx::cpu::layernorm_modulate(x.data(), rows, dim, ldx, shift.data(), scale.data(), 1e-6f, got.data(), ldy,
+                                      pool);
+          const Stats st = diff(got, want, rows, dim, ldy);
+          if (dim == 1) {
+            // One element: x − mean is 0, so the output is the shift alone.
+            EXPECT_LE(st.max_abs, 1e-6);
+          } else {
+            EXPECT_LE(st.rel_l2, 1e-5) << "dim " << dim << " rows " << rows << " offset " << offset;
+            EXPECT_LE(st.max_abs, 3e-5) << "dim " << dim << " rows " << rows << " offset " << offset;
+          }
+          EXPECT_TRUE(padding_intact(got, rows, dim, ldy));
+        });
+      }
+}
+
+TEST(ElementwiseLayerNorm, UsesBiasedVarianceAndEps) {
+  // x = (−1, 1): mean 0, biased variance 1 (unbiased would be 2). With eps 1e-6 the normalised values
+  // are ±1/sqrt(1 + 1e-6).
+  const float x[2] = {-1.0f, 1.0f}, zero[2] = {0.0f, 0.0f};
+  PathLoop::run([&] {
+    float y[2] = {kNaN, kNaN};
+    fx::cpu::layernorm_modulate(x, 1, 2, 2, zero, zero, 1e-6f, y, 2);
+    EXPECT_NEAR(y[1], 1.0 / std::sqrt(1.0 + 1e-6), 1e-7);
+    EXPECT_NEAR(y[0], -1.0 / std::sqrt(1.0 + 1e-6), 1e-7);
+  });
+}
+
+// ---- RMSNorm over heads ----
+
+TEST(ElementwiseRmsNorm, HeadsMatchDoubleReference) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 40;
+  for (int64_t d : {128, 64, 20, 3})
+    for (int64_t rows : {1, 9, 200}) {
+      const int64_t heads = 3, ld = 3 * heads * d + 2;  // q of a fused row; k/v columns must not change
+      std::vector<float> base(size_t(rows * ld)), w(static_cast<size_t>(d));
+      fill_normal(base, seed++, 1.5f);
+      fill_normal(w, seed++, 0.3f, 1.0f);
+      std::vector<float> want = base;
+      fx::cpu::rms_norm_heads_reference(want.data(), rows, ld, heads, d, w.data(), 1e-6f);
+      PathLoop::run([&] {
+        std::vector<float> got = base;
+        fx::cpu::rms_norm_heads(got.data(), rows, ld, heads, d, w.data(), 1e-6f, pool);
+        const Stats st = diff(got, want, rows, heads * d, ld);
+        EXPECT_LE(st.rel_l2, 1e-6) << "d " << d << " rows " << rows;
+        EXPECT_LE(st.max_abs, 5e-6) << "d " << d << " rows " << rows;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = heads * d; c < ld; ++c) ASSERT_EQ(got[size_t(r * ld + c)], base[size_t(r * ld + c)]);
+      });
+    }
+  // Independent check of one head: rms of (3, 4) is sqrt(12.5).
+  const float w2[2] = {2.0f, 0.5f};
+  PathLoop::run([&] {
+    float x[2] = {3.0f, 4.0f};
+    fx::cpu::rms_norm_heads(x, 1, 2, 1, 2, w2, 1e-6f);
+    const double r = 1.0 / std::sqrt(12.5 + 1e-6);
+    EXPECT_NEAR(x[0], 3.0 * r * 2.0, 1e-6);
+    EXPECT_NEAR(x[1], 4.0 * r * 0.5, 1e-6);
+  });
+}
+
+// ---- activations ----
+
+double gelu_tanh_formula(double x) {
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+double gelu_erf(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+
+TEST(ElementwiseGelu, TanhFormMatchesFormulaAndIsNotErfForm) {
+  std::vector<float> x;
+  for (int i = -4000; i <= 4000; ++i) x.push_back(float(i) * 0.0025f);  // dense over [-10, 10]
+  std::mt19937 rng(5);
+  std::normal_distribution<float> wide(0.0f, 30.0f);
+  for (int i = 0; i < 5000; ++i) x.push_back(wide(rng));
+  for (float v : {0.0f, -0.0f, 1e-6f, -1e-6f, 80.0f, -80.0f, 1e3f, -1e3f, 1e20f, -1e20f}) x.push_back(v);
+  double worst_erf_gap = 0.0;
+  for (float v : x) worst_erf_gap = std::max(worst_erf_gap, std::fabs(gelu_tanh_formula(v) - gelu_erf(v)));
+  EXPECT_GT(worst_erf_gap, 1e-4);  // the two GELUs differ by far more than the tolerance below
+
+  fx::ThreadPool pool(2);
+  PathLoop::run([&] {
+    std::vector<float> y = x;
+    fx::cpu::gelu_tanh(y.data(), int64_t(y.size()), pool);
+    double worst = 0.0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double want = gelu_tanh_formula(x[i]);
+      const double err = std::fabs(double(y[i]) - want) / std::max(1.0, std::fabs(want));
+      ASSERT_FALSE(std::isnan(y[i])) << x[i];
+      worst = std::max(worst, err);
+    }
+    EXPECT_LE(worst, 2e-6);
+    EXPECT_LT(worst * 50.0, worst_erf_gap);
+
+    std::vector<float> r = x;
+    fx::cpu::gelu_tanh_reference(r.data(), int64_t(r.size()));
+    const Stats st = diff(y, r, 1, int64_t(x.size()), int64_t(x.size()));
+    EXPECT_LE(st.rel_l2, 1e-6);
+  });
+}
+
+TEST(ElementwiseSilu, MatchesReference) {
+  std::vector<float> x(100003);
+  fill_normal(x, 60, 6.0f);
+  x[0] = 90.0f;
+  x[1] = -90.0f;
+  x[2] = 0.0f;
+  std::vector<float> want = x;
+  fx::cpu::silu_reference(want.data(), int64_t(want.size()));
+  fx::ThreadPool pool(3);
+  PathLoop::run([&] {
+    std::vector<float> got = x;
+    fx::cpu::silu(got.data(), int64_t(got.size()), pool);
+    const Stats st = diff(got, want, 1, int64_t(x.size()), int64_t(x.size()));
+    EXPECT_LE(st.rel_l2, 1e-6);
+    EXPECT_LE(st.max_abs, 1e-5);
+    // spot values from the definition x·σ(x)
+    EXPECT_NEAR(got[5], double(x[5]) / (1.0 + std::exp(-double(x[5]))), 1e-5);
+  });
+}
+
+TEST(ElementwiseGatedAdd, MatchesReference) {
+  fx::ThreadPool pool(2);
+  for (int64_t dim : {3072, 45}) {
+    const int64_t rows = 70, ldx = dim + 6, ldy = dim + 1;
+    std::vector<float> x(size_t(rows * ldx)), y(size_t(rows * ldy)), g(static_cast<size_t>(dim));
+    fill_normal(x, 70, 1.0f);
+    fill_normal(y, 71, 1.0f);
+    fill_normal(g, 72, 0.5f);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = dim; c < ldx; ++c) x[size_t(r * ldx + c)] = kSentinel;
+    std::vector<float> want = x;
+    fx::cpu::gated_add_reference(want.data(), rows, dim, ldx, g.data(), y.data(), ldy);
+    PathLoop::run([&] {
+      std::vector<float> got = x;
+      fx::cpu::gated_add(got.data(), rows, dim, ldx, g.data(), y.data(), ldy, pool);
+      const Stats st = diff(got, want, rows, dim, ldx);
+      EXPECT_LE(st.rel_l2, 1e-6);
+      EXPECT_LE(st.max_abs, 1e-6);
+      EXPECT_TRUE(padding_intact(got, rows, dim, ldx));
+    });
+  }
+}
+
+}  // namespace
