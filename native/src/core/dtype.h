@@ -43,11 +43,12 @@ enum class Overflow : int32_t { Saturate = FX_OVERFLOW_SATURATE, Ieee = FX_OVERF
 
 // Valid enum value?
 bool dtype_valid(int32_t value);
-// Bytes per element.
+// Bytes per element. dtype_size and dtype_name throw fx::Error(FX_ERR_INVALID_ARGUMENT) for a value
+// outside the enum; the predicates (dtype_valid, dtype_is_float) never throw.
 size_t dtype_size(DType dtype);
 // Name as safetensors spells it: "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F64", "I64", ... "BOOL".
 const char* dtype_name(DType dtype);
-// Parses a safetensors dtype name; false if unknown.
+// Parses a safetensors dtype name (exact, case-sensitive spelling); false if unknown.
 bool dtype_from_name(std::string_view name, DType* out);
 // f32, f64, f16, bf16, e4m3fn, e5m2.
 bool dtype_is_float(DType dtype);
@@ -68,9 +69,31 @@ FX_HD uint8_t f32_to_e4m3fn(float x, Overflow overflow);  // Saturate: ±448; Ie
 FX_HD float e5m2_to_f32(uint8_t bits);
 FX_HD uint8_t f32_to_e5m2(float x, Overflow overflow);    // Saturate: ±57344; Ieee: ±inf
 
+// f64 <-> f32 in integer arithmetic, so that a GPU (whose float conversions may flush subnormals or
+// canonicalise NaNs) gives the same bits as the CPU. Widening is exact; narrowing rounds to nearest even.
+FX_HD uint64_t f64_bits(double x);
+FX_HD double f64_from_bits(uint64_t bits);
+FX_HD double f32_to_f64(float x);
+FX_HD float f64_to_f32(double x);
+
 // Converts n elements between floating-point dtypes (see dtype_is_float). f64 sources are first
 // rounded to f32. Same dtype: memcpy. Throws fx::Error(FX_ERR_UNSUPPORTED) for non-float dtypes.
 void convert(DType src_dtype, const void* src, DType dst_dtype, void* dst, size_t n, Overflow overflow);
+//
+// Details of convert(): the same dtype is a plain copy for every valid dtype (integers included).
+// Other errors: FX_ERR_INVALID_ARGUMENT for values outside the DType or Overflow enums, a null buffer
+// with n > 0, overlapping buffers, or n * element size beyond size_t.
+
+// Throws what convert() throws for these arguments; other backends' converts call it first so that
+// every backend rejects the same calls with the same status.
+void validate_convert_arguments(DType src_dtype, const void* src, DType dst_dtype, const void* dst, size_t n,
+                                Overflow overflow);
+
+// Tests only: convert() uses F16C (f32 <-> f16) and an AVX2 build of its loop when the CPU has them;
+// turning that off lets the tests check the baseline loop on the same machine. convert_uses_simd says
+// whether any of those paths is in use now.
+void convert_allow_simd(bool allowed) noexcept;
+bool convert_uses_simd() noexcept;
 
 }  // namespace fx
 
