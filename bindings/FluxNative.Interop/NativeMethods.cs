@@ -1,0 +1,131 @@
+using System.Runtime.InteropServices;
+
+namespace FluxNative.Interop;
+
+/// <summary>
+/// One declaration per function of <c>native/include/fluxnative.h</c>, in header order.
+/// <c>const char*</c> results are static or thread-local library strings that must not be freed,
+/// so they come back as <c>byte*</c> (a string-marshalled return would free them). <c>size_t</c> is
+/// <see cref="nuint"/>.
+/// </summary>
+internal static unsafe partial class NativeMethods
+{
+    /// <summary>The name every declaration binds to; <see cref="FluxNativeLibrary"/> resolves it.</summary>
+    public const string LibraryName = "fluxnative";
+
+    /// <summary><c>FX_MAX_DIMS</c>.</summary>
+    public const int MaxDims = 8;
+
+    // Registering the resolver loads nothing: the library is loaded (and its ABI checked) by the
+    // resolver on the first call, or earlier by FluxNativeLibrary.EnsureLoaded/Diagnose. Doing it here
+    // guarantees it happens before any declaration below is bound, whichever is called first.
+    static NativeMethods() => FluxNativeLibrary.InstallResolver();
+
+    // ---- Status and errors ----------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial byte* fx_last_error();
+
+    [LibraryImport(LibraryName)]
+    public static partial byte* fx_status_name(int status);
+
+    // ---- Version and build information ----------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial uint fx_abi_version();
+
+    [LibraryImport(LibraryName)]
+    public static partial byte* fx_version();
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_build_info_init(FxBuildInfo* info);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_get_build_info(FxBuildInfo* info);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_library_path(byte* buffer, nuint capacity, nuint* needed);
+
+    // ---- Data types -----------------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial nuint fx_dtype_size(int dtype);
+
+    [LibraryImport(LibraryName)]
+    public static partial byte* fx_dtype_name(int dtype);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_convert(int srcDType, void* src, int dstDType, void* dst, nuint count, int overflow);
+
+    // ---- Checkpoints ----------------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_tensor_info_init(FxTensorInfo* info);
+
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial FluxStatus fx_checkpoint_open(string path, out CheckpointHandle checkpoint);
+
+    /// <summary>Called only by <see cref="CheckpointHandle.ReleaseHandle"/>.</summary>
+    [LibraryImport(LibraryName)]
+    public static partial void fx_checkpoint_close(IntPtr checkpoint);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_checkpoint_tensor_count(CheckpointHandle checkpoint, out nuint count);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_checkpoint_tensor_info(CheckpointHandle checkpoint, nuint index, FxTensorInfo* info);
+
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial FluxStatus fx_checkpoint_find(CheckpointHandle checkpoint, string name, out nuint index);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_checkpoint_read_tensor(CheckpointHandle checkpoint, nuint index, int dstDType, void* dst, nuint dstBytes);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_checkpoint_describe_json(CheckpointHandle checkpoint, byte* buffer, nuint capacity, nuint* needed);
+
+    // ---- Writing safetensors files --------------------------------------------------------------
+
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial FluxStatus fx_safetensors_write(string path, FxTensorView* tensors, nuint count, string? metadataJson);
+
+    // ---- Tiny random models ---------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_tiny_model_params_init(FxTinyModelParams* parameters);
+
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial FluxStatus fx_tiny_model_write(FxTinyModelParams* parameters, string path);
+
+    // ---- The FLUX transformer -------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_flux_load_params_init(FxFluxLoadParams* parameters);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_flux_model_load(CheckpointHandle checkpoint, FxFluxLoadParams* parameters, out FluxModelHandle model);
+
+    /// <summary>Called only by <see cref="FluxModelHandle.ReleaseHandle"/>.</summary>
+    [LibraryImport(LibraryName)]
+    public static partial void fx_flux_model_free(IntPtr model);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_flux_model_config_json(FluxModelHandle model, byte* buffer, nuint capacity, nuint* needed);
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_flux_inputs_init(FxFluxInputs* inputs);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_flux_forward(FluxModelHandle model, FxFluxInputs* inputs, float* output, nuint outputCount);
+
+    // ---- ABI self-description -------------------------------------------------------------------
+
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial FluxStatus fx_abi_struct_size(string structName, out nuint size);
+
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial FluxStatus fx_abi_field_offset(string structName, string fieldName, out nuint offset);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_debug_throw(int kind);
+}

@@ -1,0 +1,102 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace FluxNative.Interop;
+
+// Blittable mirrors of the structs in fluxnative.h. Field order, types and therefore offsets match
+// the C declarations exactly; FluxNative.Interop.Tests checks every offset and size against what the
+// library reports through fx_abi_struct_size / fx_abi_field_offset.
+
+/// <summary><c>FX_MAX_DIMS</c> dimensions (<c>int64_t shape[FX_MAX_DIMS]</c>).</summary>
+[InlineArray(NativeMethods.MaxDims)]
+internal struct FxShape
+{
+    private long _element0;
+}
+
+/// <summary>Mirror of <c>fx_build_info</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FxBuildInfo
+{
+    public uint StructSize;
+    public uint AbiVersion;
+    public uint Backends;
+    public uint CpuFeatures;
+    public int CudaToolkitVersion;
+    public int CudaDriverVersion;
+    public int CudaDeviceCount;
+    public uint Reserved;
+}
+
+/// <summary>Mirror of <c>fx_tensor_info</c>. The strings belong to the checkpoint.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FxTensorInfo
+{
+    public uint StructSize;
+    public int DType;
+    public byte* Name;
+    public byte* File;
+    public int NDim;
+    public int Reserved;
+    public FxShape Shape;
+    public ulong ByteSize;
+    public ulong FileOffset;
+}
+
+/// <summary>Mirror of <c>fx_tensor_view</c>: a caller-owned tensor handed to the safetensors writer.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FxTensorView
+{
+    public byte* Name;
+    public int DType;
+    public int NDim;
+    public FxShape Shape;
+    public void* Data;
+    public ulong ByteSize;
+}
+
+/// <summary>Mirror of <c>fx_tiny_model_params</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FxTinyModelParams
+{
+    public uint StructSize;
+    public int Kind;
+    public int Layout;
+    public int DType;
+    public int Guidance;
+    public int Shards;
+    public ulong Seed;
+    public int HiddenSize;
+    public int NumHeads;
+    public int Depth;
+    public int DepthSingle;
+}
+
+/// <summary>Mirror of <c>fx_flux_load_params</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FxFluxLoadParams
+{
+    public uint StructSize;
+    public int WeightFormat;
+    public int NumThreads;
+}
+
+/// <summary>
+/// Mirror of <c>fx_flux_inputs</c>. The pointers are caller-owned f32 arrays, read only during
+/// <c>fx_flux_forward</c>; <see cref="Guidance"/> may be null for models without a guidance embedder.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FxFluxInputs
+{
+    public uint StructSize;
+    public int Batch;
+    public int ImgTokens;
+    public int TxtTokens;
+    public float* Img;
+    public float* ImgIds;
+    public float* Txt;
+    public float* TxtIds;
+    public float* Y;
+    public float* Timesteps;
+    public float* Guidance;
+}

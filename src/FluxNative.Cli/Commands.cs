@@ -1,0 +1,117 @@
+using System.CommandLine;
+using FluxNative.Interop;
+
+namespace FluxNative.Cli;
+
+// The commands only declare their options and hand the parsed values to a service
+// (CheckpointReport, TinyModelRequest, LibraryReport), which is where the tests look.
+
+/// <summary><c>flux inspect PATH [--json] [--tensors]</c>.</summary>
+internal static class InspectCommand
+{
+    public static Command Create(TextWriter output)
+    {
+        var path = new Argument<string>("path")
+        {
+            Description = "A .safetensors file, a *.safetensors.index.json, or a folder holding one (diffusers layout).",
+        };
+        var json = new Option<bool>("--json") { Description = "Print the native description as JSON, for machines." };
+        var tensors = new Option<bool>("--tensors") { Description = "List every tensor: name, dtype and shape." };
+
+        var command = new Command("inspect", "Show what a checkpoint is: model, inferred configuration, parameters, dtypes, files and problems.")
+        {
+            path, json, tensors,
+        };
+        command.SetAction(parsed =>
+        {
+            CheckpointReport.Inspect(parsed.GetValue(path)!, parsed.GetValue(json), parsed.GetValue(tensors), output);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}
+
+/// <summary><c>flux tiny-model --kind flux|ae|t5|clip ... -o PATH</c>.</summary>
+internal static class TinyModelCommand
+{
+    public static Command Create(TextWriter output)
+    {
+        var kind = new Option<string>("--kind")
+        {
+            Description = "The model: flux (transformer), ae (autoencoder), t5 or clip (text encoders).",
+            DefaultValueFactory = _ => "flux",
+        };
+        kind.AcceptOnlyFromAmong(TinyModelRequest.Kinds);
+
+        var variant = new Option<string>("--variant")
+        {
+            Description = "FLUX transformer variant: dev (with guidance embedder) or schnell.",
+            DefaultValueFactory = _ => "dev",
+        };
+        variant.AcceptOnlyFromAmong("dev", "schnell");
+
+        var layout = new Option<string?>("--layout")
+        {
+            Description = "bfl (one file) or diffusers (a folder with config.json). Default: bfl for flux and ae, diffusers for t5 and clip (their only layout).",
+        };
+        layout.AcceptOnlyFromAmong("bfl", "diffusers");
+
+        var dtype = new Option<string>("--dtype")
+        {
+            Description = "Weight dtype: f32, bf16 or f16.",
+            DefaultValueFactory = _ => "bf16",
+        };
+        dtype.AcceptOnlyFromAmong("f32", "bf16", "f16");
+
+        var shards = new Option<int>("--shards")
+        {
+            Description = "Diffusers layout: the number of weight files (more than 1 writes an index).",
+            DefaultValueFactory = _ => 1,
+        };
+        shards.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 1)
+            {
+                result.AddError("--shards must be at least 1.");
+            }
+        });
+
+        var seed = new Option<ulong>("--seed") { Description = "The weights are a deterministic function of the seed." };
+        var path = new Option<string>("--output", "-o")
+        {
+            Description = "Where to write: a .safetensors file (bfl) or a folder (diffusers).",
+            Required = true,
+        };
+
+        var command = new Command("tiny-model", "Write a tiny random checkpoint with the published tensor names (for tests and demos).")
+        {
+            kind, variant, layout, dtype, shards, seed, path,
+        };
+        command.SetAction(parsed =>
+        {
+            var request = new TinyModelRequest(
+                parsed.GetValue(kind)!, parsed.GetValue(variant)!, parsed.GetValue(layout), parsed.GetValue(dtype)!,
+                parsed.GetValue(shards), parsed.GetValue(seed));
+            string written = request.Write(parsed.GetValue(path)!);
+            output.WriteLine(written);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}
+
+/// <summary><c>flux info</c>: which native library is used and what it can do.</summary>
+internal static class InfoCommand
+{
+    public static Command Create(TextWriter output)
+    {
+        var command = new Command("info", "Show the native library: where it was found (every path tried), its version, ABI, backends, CPU features and CUDA.");
+        command.SetAction(_ =>
+        {
+            FluxNativeDiagnostics diagnostics = FluxNativeLibrary.Diagnose();
+            LibraryReport.Write(diagnostics, output);
+            return diagnostics.IsLoaded ? ExitCodes.Success : ExitCodes.Failure;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,151 @@
+using System.Buffers;
+using FluxNative.Interop;
+
+namespace FluxNative;
+
+/// <summary>
+/// The FLUX.1 flow transformer, loaded by the native library (CPU backend): one denoising step's
+/// velocity prediction for a batch of packed latents.
+/// </summary>
+/// <example><code>
+/// using FluxTransformer model = FluxTransformer.Load("flux1-dev.safetensors", FluxWeightFormat.BF16);
+/// float[] velocity = model.Forward(inputs);
+/// </code></example>
+/// <remarks>
+/// The model shares the checkpoint's memory-mapped data, so the <see cref="Checkpoint"/> it was loaded from
+/// may be disposed right after <see cref="Load(Checkpoint, FluxWeightFormat, int)"/>. Forward passes may be
+/// called from any thread; the library runs one at a time per model. <see cref="Dispose"/> frees the model
+/// only after a forward running on another thread has returned.
+/// </remarks>
+public sealed class FluxTransformer : IDisposable
+{
+    private readonly FluxModelHandle handle;
+
+    private FluxTransformer(FluxModelHandle handle, FluxTransformerConfig config, FluxWeightFormat weightFormat)
+    {
+        this.handle = handle;
+        Config = config;
+        WeightFormat = weightFormat;
+    }
+
+    /// <summary>The configuration inferred from the checkpoint; it fixes the shapes <see cref="Forward(FluxForwardInputs)"/> accepts.</summary>
+    public FluxTransformerConfig Config { get; }
+
+    /// <summary>How the linear weights are held in memory.</summary>
+    public FluxWeightFormat WeightFormat { get; }
+
+    /// <summary>Loads the transformer from an open checkpoint (a BFL file or a diffusers folder).</summary>
+    /// <param name="checkpoint">The checkpoint; it may be disposed as soon as this returns.</param>
+    /// <param name="format">How to hold the linear weights: as stored, or converted to F32, BF16 or FP8 at load.</param>
+    /// <param name="threads">Threads for forward passes: 0 uses the process-wide pool (one per core, or <c>FX_NUM_THREADS</c>).</param>
+    /// <exception cref="FluxNativeException">
+    /// The checkpoint is not a FLUX transformer (<see cref="FluxStatus.Unsupported"/>) or lacks a tensor it needs;
+    /// the message names it.
+    /// </exception>
+    public static unsafe FluxTransformer Load(Checkpoint checkpoint, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0)
+    {
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        if (!Enum.IsDefined(format))
+        {
+            throw new ArgumentOutOfRangeException(nameof(format), format, "Not a FluxWeightFormat.");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+
+        FxFluxLoadParams parameters;
+        NativeMethods.fx_flux_load_params_init(&parameters);
+        parameters.WeightFormat = (int)format;
+        parameters.NumThreads = threads;
+        NativeStatus.ThrowIfFailed(NativeMethods.fx_flux_model_load(checkpoint.Handle, &parameters, out FluxModelHandle handle));
+        try
+        {
+            return new FluxTransformer(handle, FluxTransformerConfig.Parse(ReadConfigJson(handle)), format);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens the checkpoint at <paramref name="path"/>, loads the transformer and closes the checkpoint again.</summary>
+    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int)"/>
+    public static FluxTransformer Load(string path, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0)
+    {
+        using Checkpoint checkpoint = Checkpoint.Open(path);
+        return Load(checkpoint, format, threads);
+    }
+
+    /// <summary>The configuration as the library reports it (JSON), including fields <see cref="Config"/> may not have yet.</summary>
+    public string ConfigJson()
+    {
+        ThrowIfDisposed();
+        return ReadConfigJson(handle);
+    }
+
+    /// <summary>Runs one forward pass and returns the output, [B, Limg, out_channels].</summary>
+    /// <exception cref="ArgumentException">A tensor's length does not match the batch, token counts and <see cref="Config"/>.</exception>
+    public float[] Forward(FluxForwardInputs inputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ThrowIfDisposed();
+        inputs.Validate(Config);
+        // Every value is written by the forward pass.
+        float[] output = GC.AllocateUninitializedArray<float>(checked((int)inputs.OutputLength(Config)));
+        Forward(inputs, output);
+        return output;
+    }
+
+    /// <summary>Runs one forward pass into <paramref name="output"/>, which must hold exactly [B, Limg, out_channels] values.</summary>
+    /// <exception cref="ArgumentException">A tensor's or the output's length does not match the batch, token counts and <see cref="Config"/>.</exception>
+    public unsafe void Forward(FluxForwardInputs inputs, Span<float> output)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ThrowIfDisposed();
+        // The library trusts the pointers it is given: a short buffer would be read past its end,
+        // so every length is checked here, where the message can name the tensor.
+        inputs.Validate(Config);
+        long outputLength = inputs.OutputLength(Config);
+        if (output.Length != outputLength)
+        {
+            throw new ArgumentException(
+                $"output has {output.Length} values but [B={inputs.Batch}, Limg={inputs.ImageTokens}, out_channels={Config.OutChannels}] needs {outputLength}.",
+                nameof(output));
+        }
+
+        // A model without a guidance embedder never reads it; passing null keeps it that way.
+        ReadOnlyMemory<float> guidance = Config.GuidanceEmbed ? inputs.Guidance : default;
+        using MemoryHandle img = inputs.Img.Pin();
+        using MemoryHandle imgIds = inputs.ImgIds.Pin();
+        using MemoryHandle txt = inputs.Txt.Pin();
+        using MemoryHandle txtIds = inputs.TxtIds.Pin();
+        using MemoryHandle y = inputs.Y.Pin();
+        using MemoryHandle timesteps = inputs.Timesteps.Pin();
+        using MemoryHandle guidanceScales = guidance.Pin();
+
+        FxFluxInputs native;
+        NativeMethods.fx_flux_inputs_init(&native);
+        native.Batch = inputs.Batch;
+        native.ImgTokens = inputs.ImageTokens;
+        native.TxtTokens = inputs.TextTokens;
+        native.Img = (float*)img.Pointer;
+        native.ImgIds = (float*)imgIds.Pointer;
+        native.Txt = (float*)txt.Pointer;
+        native.TxtIds = (float*)txtIds.Pointer;
+        native.Y = (float*)y.Pointer;
+        native.Timesteps = (float*)timesteps.Pointer;
+        native.Guidance = guidance.IsEmpty ? null : (float*)guidanceScales.Pointer;
+        fixed (float* result = output)
+        {
+            NativeStatus.ThrowIfFailed(NativeMethods.fx_flux_forward(handle, &native, result, (nuint)output.Length));
+        }
+    }
+
+    /// <summary>Frees the model (its weights, and its share of the checkpoint's mapping). Later calls throw <see cref="ObjectDisposedException"/>.</summary>
+    public void Dispose() => handle.Dispose();
+
+    private static unsafe string ReadConfigJson(FluxModelHandle model) =>
+        NativeString.Read(model, static (m, buffer, capacity, needed) => NativeMethods.fx_flux_model_config_json(m, buffer, capacity, needed));
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(handle.IsClosed, this);
+}

@@ -1,0 +1,171 @@
+using System.Reflection;
+using System.Runtime.CompilerServices;
+
+namespace FluxNative.Interop.Tests;
+
+/// <summary>
+/// Every mirrored struct has the size and field offsets the native library was compiled with
+/// (as it reports them through fx_abi_struct_size / fx_abi_field_offset), field by field.
+/// </summary>
+public class StructLayoutTests
+{
+    // (C struct, C field, C# field, the C# field's offset in the managed layout). Offsets are taken
+    // from field addresses, i.e. the layout the JIT really uses (no marshalling layout is involved:
+    // runtime marshalling is disabled for the binding).
+    public static unsafe TheoryData<string, string, string, long> Fields()
+    {
+        var data = new TheoryData<string, string, string, long>();
+
+        FxBuildInfo b;
+        var build = (byte*)&b;
+        data.Add("fx_build_info", "struct_size", nameof(b.StructSize), (byte*)&b.StructSize - build);
+        data.Add("fx_build_info", "abi_version", nameof(b.AbiVersion), (byte*)&b.AbiVersion - build);
+        data.Add("fx_build_info", "backends", nameof(b.Backends), (byte*)&b.Backends - build);
+        data.Add("fx_build_info", "cpu_features", nameof(b.CpuFeatures), (byte*)&b.CpuFeatures - build);
+        data.Add("fx_build_info", "cuda_toolkit_version", nameof(b.CudaToolkitVersion), (byte*)&b.CudaToolkitVersion - build);
+        data.Add("fx_build_info", "cuda_driver_version", nameof(b.CudaDriverVersion), (byte*)&b.CudaDriverVersion - build);
+        data.Add("fx_build_info", "cuda_device_count", nameof(b.CudaDeviceCount), (byte*)&b.CudaDeviceCount - build);
+        data.Add("fx_build_info", "reserved", nameof(b.Reserved), (byte*)&b.Reserved - build);
+
+        FxTensorInfo i;
+        var info = (byte*)&i;
+        data.Add("fx_tensor_info", "struct_size", nameof(i.StructSize), (byte*)&i.StructSize - info);
+        data.Add("fx_tensor_info", "dtype", nameof(i.DType), (byte*)&i.DType - info);
+        data.Add("fx_tensor_info", "name", nameof(i.Name), (byte*)&i.Name - info);
+        data.Add("fx_tensor_info", "file", nameof(i.File), (byte*)&i.File - info);
+        data.Add("fx_tensor_info", "ndim", nameof(i.NDim), (byte*)&i.NDim - info);
+        data.Add("fx_tensor_info", "reserved", nameof(i.Reserved), (byte*)&i.Reserved - info);
+        data.Add("fx_tensor_info", "shape", nameof(i.Shape), (byte*)&i.Shape - info);
+        data.Add("fx_tensor_info", "byte_size", nameof(i.ByteSize), (byte*)&i.ByteSize - info);
+        data.Add("fx_tensor_info", "file_offset", nameof(i.FileOffset), (byte*)&i.FileOffset - info);
+
+        FxTensorView v;
+        var view = (byte*)&v;
+        data.Add("fx_tensor_view", "name", nameof(v.Name), (byte*)&v.Name - view);
+        data.Add("fx_tensor_view", "dtype", nameof(v.DType), (byte*)&v.DType - view);
+        data.Add("fx_tensor_view", "ndim", nameof(v.NDim), (byte*)&v.NDim - view);
+        data.Add("fx_tensor_view", "shape", nameof(v.Shape), (byte*)&v.Shape - view);
+        data.Add("fx_tensor_view", "data", nameof(v.Data), (byte*)&v.Data - view);
+        data.Add("fx_tensor_view", "byte_size", nameof(v.ByteSize), (byte*)&v.ByteSize - view);
+
+        FxTinyModelParams t;
+        var tiny = (byte*)&t;
+        data.Add("fx_tiny_model_params", "struct_size", nameof(t.StructSize), (byte*)&t.StructSize - tiny);
+        data.Add("fx_tiny_model_params", "kind", nameof(t.Kind), (byte*)&t.Kind - tiny);
+        data.Add("fx_tiny_model_params", "layout", nameof(t.Layout), (byte*)&t.Layout - tiny);
+        data.Add("fx_tiny_model_params", "dtype", nameof(t.DType), (byte*)&t.DType - tiny);
+        data.Add("fx_tiny_model_params", "guidance", nameof(t.Guidance), (byte*)&t.Guidance - tiny);
+        data.Add("fx_tiny_model_params", "shards", nameof(t.Shards), (byte*)&t.Shards - tiny);
+        data.Add("fx_tiny_model_params", "seed", nameof(t.Seed), (byte*)&t.Seed - tiny);
+        data.Add("fx_tiny_model_params", "hidden_size", nameof(t.HiddenSize), (byte*)&t.HiddenSize - tiny);
+        data.Add("fx_tiny_model_params", "num_heads", nameof(t.NumHeads), (byte*)&t.NumHeads - tiny);
+        data.Add("fx_tiny_model_params", "depth", nameof(t.Depth), (byte*)&t.Depth - tiny);
+        data.Add("fx_tiny_model_params", "depth_single", nameof(t.DepthSingle), (byte*)&t.DepthSingle - tiny);
+
+        FxFluxLoadParams l;
+        var load = (byte*)&l;
+        data.Add("fx_flux_load_params", "struct_size", nameof(l.StructSize), (byte*)&l.StructSize - load);
+        data.Add("fx_flux_load_params", "weight_format", nameof(l.WeightFormat), (byte*)&l.WeightFormat - load);
+        data.Add("fx_flux_load_params", "num_threads", nameof(l.NumThreads), (byte*)&l.NumThreads - load);
+
+        FxFluxInputs f;
+        var inputs = (byte*)&f;
+        data.Add("fx_flux_inputs", "struct_size", nameof(f.StructSize), (byte*)&f.StructSize - inputs);
+        data.Add("fx_flux_inputs", "batch", nameof(f.Batch), (byte*)&f.Batch - inputs);
+        data.Add("fx_flux_inputs", "img_tokens", nameof(f.ImgTokens), (byte*)&f.ImgTokens - inputs);
+        data.Add("fx_flux_inputs", "txt_tokens", nameof(f.TxtTokens), (byte*)&f.TxtTokens - inputs);
+        data.Add("fx_flux_inputs", "img", nameof(f.Img), (byte*)&f.Img - inputs);
+        data.Add("fx_flux_inputs", "img_ids", nameof(f.ImgIds), (byte*)&f.ImgIds - inputs);
+        data.Add("fx_flux_inputs", "txt", nameof(f.Txt), (byte*)&f.Txt - inputs);
+        data.Add("fx_flux_inputs", "txt_ids", nameof(f.TxtIds), (byte*)&f.TxtIds - inputs);
+        data.Add("fx_flux_inputs", "y", nameof(f.Y), (byte*)&f.Y - inputs);
+        data.Add("fx_flux_inputs", "timesteps", nameof(f.Timesteps), (byte*)&f.Timesteps - inputs);
+        data.Add("fx_flux_inputs", "guidance", nameof(f.Guidance), (byte*)&f.Guidance - inputs);
+        return data;
+    }
+
+    public static TheoryData<string, int> Sizes() => new()
+    {
+        { "fx_build_info", Unsafe.SizeOf<FxBuildInfo>() },
+        { "fx_tensor_info", Unsafe.SizeOf<FxTensorInfo>() },
+        { "fx_tensor_view", Unsafe.SizeOf<FxTensorView>() },
+        { "fx_tiny_model_params", Unsafe.SizeOf<FxTinyModelParams>() },
+        { "fx_flux_load_params", Unsafe.SizeOf<FxFluxLoadParams>() },
+        { "fx_flux_inputs", Unsafe.SizeOf<FxFluxInputs>() },
+    };
+
+    [Theory]
+    [MemberData(nameof(Fields))]
+    public void Field_offset_matches_the_native_struct(string structName, string fieldName, string managedField, long managedOffset)
+    {
+        Assert.Equal(FluxStatus.Ok, NativeMethods.fx_abi_field_offset(structName, fieldName, out nuint nativeOffset));
+        Assert.True((ulong)managedOffset == nativeOffset,
+            $"{structName}.{fieldName} is at {nativeOffset} natively, but {managedField} is at {managedOffset}.");
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void Struct_size_matches_the_native_struct(string structName, int managedSize)
+    {
+        Assert.Equal(FluxStatus.Ok, NativeMethods.fx_abi_struct_size(structName, out nuint nativeSize));
+        Assert.Equal(nativeSize, (nuint)managedSize);
+    }
+
+    [Fact]
+    public void Every_managed_field_is_checked()
+    {
+        var checkedFields = Fields().Select(row => ((string)row[0], (string)row[2])).ToHashSet();
+        var structs = new Dictionary<Type, string>
+        {
+            [typeof(FxBuildInfo)] = "fx_build_info",
+            [typeof(FxTensorInfo)] = "fx_tensor_info",
+            [typeof(FxTensorView)] = "fx_tensor_view",
+            [typeof(FxTinyModelParams)] = "fx_tiny_model_params",
+            [typeof(FxFluxLoadParams)] = "fx_flux_load_params",
+            [typeof(FxFluxInputs)] = "fx_flux_inputs",
+        };
+        foreach ((Type type, string cName) in structs)
+        {
+            foreach (FieldInfo field in type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic))
+            {
+                Assert.Contains((cName, field.Name), checkedFields);
+            }
+        }
+    }
+
+    [Fact]
+    public void An_unknown_struct_or_field_is_refused_by_name()
+    {
+        FluxStatus status = NativeMethods.fx_abi_struct_size("fx_no_such_struct", out _);
+        Assert.NotEqual(FluxStatus.Ok, status);
+        Assert.Contains("fx_no_such_struct", NativeStatus.LastErrorMessage(status));
+
+        status = NativeMethods.fx_abi_field_offset("fx_tensor_info", "no_such_field", out _);
+        Assert.NotEqual(FluxStatus.Ok, status);
+        Assert.Contains("no_such_field", NativeStatus.LastErrorMessage(status));
+    }
+
+    [Fact]
+    public unsafe void Init_functions_set_struct_size_to_the_native_size()
+    {
+        FxBuildInfo build;
+        NativeMethods.fx_build_info_init(&build);
+        Assert.Equal((uint)sizeof(FxBuildInfo), build.StructSize);
+
+        FxTensorInfo info;
+        NativeMethods.fx_tensor_info_init(&info);
+        Assert.Equal((uint)sizeof(FxTensorInfo), info.StructSize);
+
+        FxTinyModelParams tiny;
+        NativeMethods.fx_tiny_model_params_init(&tiny);
+        Assert.Equal((uint)sizeof(FxTinyModelParams), tiny.StructSize);
+
+        FxFluxLoadParams load;
+        NativeMethods.fx_flux_load_params_init(&load);
+        Assert.Equal((uint)sizeof(FxFluxLoadParams), load.StructSize);
+
+        FxFluxInputs inputs;
+        NativeMethods.fx_flux_inputs_init(&inputs);
+        Assert.Equal((uint)sizeof(FxFluxInputs), inputs.StructSize);
+    }
+}
