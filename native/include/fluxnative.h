@@ -269,7 +269,7 @@ FX_API fx_status fx_tiny_model_write(const fx_tiny_model_params* params, const c
 typedef struct fx_flux_model fx_flux_model;
 
 typedef enum fx_weight_format {
-  FX_WEIGHTS_AS_STORED = 0, /* f32 and bf16 used as the file holds them (zero-copy); f16 widened to f32 */
+  FX_WEIGHTS_AS_STORED = 0, /* f32 and bf16 kept in the file's dtype; f16 widened to f32 */
   FX_WEIGHTS_F32 = 1,       /* every linear weight widened to f32 at load */
   FX_WEIGHTS_BF16 = 2,      /* rounded to bf16 at load */
   FX_WEIGHTS_FP8 = 3        /* e4m3fn with one scale per output channel, quantised at load */
@@ -284,8 +284,9 @@ typedef struct fx_flux_load_params {
 FX_API void fx_flux_load_params_init(fx_flux_load_params* params);
 
 /* Loads the transformer from an open checkpoint (BFL file or diffusers folder; configuration inferred
- * from it). The model shares the checkpoint's mapped data: the checkpoint handle may be closed at any
- * time afterwards. FX_ERR_UNSUPPORTED if the checkpoint is not a FLUX transformer. */
+ * from it). Weights are packed once into the CPU kernels' layout in their dtype (reordered, never
+ * dequantized), so the checkpoint handle may be closed right after. FX_ERR_UNSUPPORTED if the
+ * checkpoint is not a FLUX transformer. */
 FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_flux_load_params* params,
                                     fx_flux_model** out);
 FX_API void fx_flux_model_free(fx_flux_model* model);

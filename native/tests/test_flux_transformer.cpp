@@ -98,7 +98,7 @@ TEST_P(FluxGolden, ForwardMatchesTheReference) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   auto checkpoint = regenerate_model(meta_json, dir);
-  auto model = fx::models::FluxTransformer::load(checkpoint, c.format);
+  auto model = fx::models::FluxTransformer::load(*checkpoint, c.format);
 
   const auto img = read_f32(*inputs, "img");
   const auto img_ids = read_f32(*inputs, "img_ids");
@@ -173,7 +173,7 @@ TEST(FluxTransformer, RefusesOtherModelsAndBadInputs) {
   fx::models::write_tiny_model(params, (dir / "ae.safetensors").string());
   auto ae = std::shared_ptr<fx::io::Checkpoint>(fx::io::Checkpoint::open((dir / "ae.safetensors").string()));
   try {
-    fx::models::FluxTransformer::load(ae, FluxWeightFormat::AsStored);
+    fx::models::FluxTransformer::load(*ae, FluxWeightFormat::AsStored);
     FAIL() << "an autoencoder loaded as a transformer";
   } catch (const fx::Error& e) {
     EXPECT_EQ(e.status(), FX_ERR_UNSUPPORTED);
@@ -184,7 +184,7 @@ TEST(FluxTransformer, RefusesOtherModelsAndBadInputs) {
   params.guidance = 1;
   fx::models::write_tiny_model(params, (dir / "dev.safetensors").string());
   auto dev = std::shared_ptr<fx::io::Checkpoint>(fx::io::Checkpoint::open((dir / "dev.safetensors").string()));
-  auto model = fx::models::FluxTransformer::load(dev, FluxWeightFormat::AsStored);
+  auto model = fx::models::FluxTransformer::load(*dev, FluxWeightFormat::AsStored);
   std::vector<float> buffer(4096, 0.5f), out(4096);
   fx::models::FluxInputs in;
   in.batch = 1;

@@ -40,7 +40,7 @@ FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_fl
     require(p.num_threads >= 0, __func__, "num_threads must be >= 0");
     auto handle = std::make_unique<fx_flux_model>();
     if (p.num_threads > 0) handle->own_pool = std::make_unique<fx::ThreadPool>(p.num_threads);
-    handle->model = fx::models::FluxTransformer::load(checkpoint->impl, format);
+    handle->model = fx::models::FluxTransformer::load(*checkpoint->impl, format);
     *out = handle.release();
   });
 }

@@ -10,7 +10,7 @@
 #include "models/flux_transformer.h"
 
 struct fx_checkpoint {
-  std::shared_ptr<const fx::io::Checkpoint> impl;  // shared with the models loaded from it
+  std::unique_ptr<const fx::io::Checkpoint> impl;
 };
 
 struct fx_flux_model {

@@ -70,10 +70,6 @@ FluxConfig config_from(const nlohmann::json& c) {
 }  // namespace
 
 struct FluxTransformer::Impl {
-  std::shared_ptr<const io::Checkpoint> checkpoint;  // keeps zero-copy weight views alive
-  std::vector<std::vector<uint8_t>> weight_storage;   // converted or assembled weights
-  std::vector<std::vector<float>> scale_storage;      // fp8 row scales
-
   Linear img_in, txt_in, time_in1, time_in2, guidance_in1, guidance_in2, vector_in1, vector_in2;
   Linear final_mod, final_linear;
 
@@ -109,51 +105,49 @@ class Loader {
   }
 
   FluxTransformer::Linear linear(const std::string& prefix, bool has_bias = true) {
-    FluxTransformer::Linear layer;
     BflTensor w = fetch(prefix + ".weight");
     if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(prefix + ".weight") + " is not a matrix");
-    layer.weights.n = w.shape[0];
-    layer.weights.k = w.shape[1];
-    layer.weights.dtype = w.dtype;
-    layer.weights.data = w.data;
+    cpu::Weights view;
+    view.n = w.shape[0];
+    view.k = w.shape[1];
+    view.dtype = w.dtype;
+    view.data = w.data;
     const size_t count = static_cast<size_t>(w.elements());
 
+    // Temporaries for a dtype change; pack_weights copies what it needs, so they die with this call.
+    std::vector<uint8_t> converted;
+    std::vector<float> scales;
     const bool keep = (format_ == FluxWeightFormat::AsStored && (w.dtype == DType::F32 || w.dtype == DType::BF16)) ||
                       (format_ == FluxWeightFormat::F32 && w.dtype == DType::F32) ||
                       (format_ == FluxWeightFormat::BF16 && w.dtype == DType::BF16);
-    if (keep) {
-      if (!w.owned.empty()) layer.weights.data = own(std::move(w.owned));
-    } else if (format_ == FluxWeightFormat::FP8) {
-      std::vector<float> values(count);
-      convert(w.dtype, w.data, DType::F32, values.data(), count, Overflow::Ieee);
-      std::vector<uint8_t> q(count);
-      std::vector<float> scales(static_cast<size_t>(w.shape[0]));
-      cpu::quantize_e4m3_per_row(values.data(), w.shape[0], w.shape[1], q.data(), scales.data());
-      layer.weights.dtype = DType::F8_E4M3FN;
-      layer.weights.data = own(std::move(q));
-      impl_.scale_storage.push_back(std::move(scales));
-      layer.weights.row_scale = impl_.scale_storage.back().data();
-    } else {
-      // f16 as stored has no kernel: widen exactly to f32. BF16 format: round whatever is stored.
-      const DType target = format_ == FluxWeightFormat::BF16 ? DType::BF16 : DType::F32;
+    if (!keep) {
       if (!dtype_is_float(w.dtype) || w.dtype == DType::F8_E4M3FN || w.dtype == DType::F8_E5M2)
         fail(FX_ERR_UNSUPPORTED, label(prefix + ".weight") + " is stored as " + dtype_name(w.dtype) +
                                      ", which FLUX weights are not loaded from");
-      std::vector<uint8_t> converted(count * dtype_size(target));
-      convert(w.dtype, w.data, target, converted.data(), count, Overflow::Ieee);
-      layer.weights.dtype = target;
-      layer.weights.data = own(std::move(converted));
+      if (format_ == FluxWeightFormat::FP8) {
+        std::vector<float> values(count);
+        convert(w.dtype, w.data, DType::F32, values.data(), count, Overflow::Ieee);
+        converted.resize(count);
+        scales.resize(static_cast<size_t>(view.n));
+        cpu::quantize_e4m3_per_row(values.data(), view.n, view.k, converted.data(), scales.data());
+        view.dtype = DType::F8_E4M3FN;
+        view.row_scale = scales.data();
+      } else {
+        // f16 as stored has no kernel: widen exactly to f32. BF16 format: round whatever is stored.
+        const DType target = format_ == FluxWeightFormat::BF16 ? DType::BF16 : DType::F32;
+        converted.resize(count * dtype_size(target));
+        convert(w.dtype, w.data, target, converted.data(), count, Overflow::Ieee);
+        view.dtype = target;
+      }
+      view.data = converted.data();
     }
+    FluxTransformer::Linear layer;
+    layer.weights = cpu::pack_weights(view);
     if (has_bias) layer.bias = vector(prefix + ".bias");
     return layer;
   }
 
  private:
-  const void* own(std::vector<uint8_t> bytes) {
-    impl_.weight_storage.push_back(std::move(bytes));
-    return impl_.weight_storage.back().data();
-  }
-
   std::string label(const std::string& bfl_name) const {
     return checkpoint_.path() + ": FLUX tensor \"" + bfl_name + "\"";
   }
@@ -237,27 +231,24 @@ void timestep_embedding(float value, int64_t dim, float* out, double time_factor
   }
 }
 
-std::unique_ptr<FluxTransformer> FluxTransformer::load(std::shared_ptr<const io::Checkpoint> checkpoint,
-                                                       FluxWeightFormat format) {
-  if (!checkpoint) fail(FX_ERR_INVALID_ARGUMENT, "FluxTransformer::load: no checkpoint");
-  const nlohmann::json description = describe(*checkpoint);
+std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& checkpoint, FluxWeightFormat format) {
+  const nlohmann::json description = describe(checkpoint);
   if (description.value("kind", "") != kKind)
-    fail(FX_ERR_UNSUPPORTED, checkpoint->path() + " is not a FLUX transformer (recognised as \"" +
+    fail(FX_ERR_UNSUPPORTED, checkpoint.path() + " is not a FLUX transformer (recognised as \"" +
                                  description.value("kind", "unknown") + "\")");
   if (!description["problems"].empty()) {
     std::string problems;
     for (const auto& p : description["problems"]) problems += "\n  " + p.get<std::string>();
-    fail(FX_ERR_FORMAT, checkpoint->path() + ": the FLUX transformer checkpoint is incomplete:" + problems);
+    fail(FX_ERR_FORMAT, checkpoint.path() + ": the FLUX transformer checkpoint is incomplete:" + problems);
   }
 
   std::unique_ptr<FluxTransformer> model(new FluxTransformer());
   model->config_ = config_from(description["config"]);
   model->impl_ = std::make_unique<Impl>();
   Impl& m = *model->impl_;
-  m.checkpoint = checkpoint;
   const FluxConfig& c = model->config_;
 
-  Loader load(*checkpoint, description, format, m);
+  Loader load(checkpoint, description, format, m);
   m.img_in = load.linear("img_in");
   m.txt_in = load.linear("txt_in");
   m.time_in1 = load.linear("time_in.in_layer");
@@ -321,7 +312,8 @@ void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool
 
   auto run = [&](const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
                  cpu::Activation act = cpu::Activation::None) {
-    cpu::linear(x, rows, ldx, layer.weights, layer.bias.empty() ? nullptr : layer.bias.data(), act, y, ldy, pool);
+    cpu::linear(x, rows, ldx, layer.weights, layer.bias.empty() ? nullptr : layer.bias.data(), act, y, ldy,
+                cpu::Precision::Exact, pool);
   };
 
   // Buffers, reused across samples and blocks.

@@ -1,9 +1,10 @@
 // The FLUX.1 flow transformer (flux-spec.md §5) on the CPU kernels.
 //
 // Loading reads the configuration the recognizer infers from the checkpoint (never hard-coded) and
-// assembles every weight in the BFL structure: a BFL file is used in place (zero-copy views of the
-// mapped file where the dtype allows), a diffusers folder is mapped back through the one BFL<->diffusers
-// table in recognize.cpp (q/k/v rows concatenated, norm_out halves swapped back).
+// assembles every weight in the BFL structure: a BFL file is read in place, a diffusers folder is mapped
+// back through the one BFL<->diffusers table in recognize.cpp (q/k/v rows concatenated, norm_out halves
+// swapped back). Each linear weight is then packed once into the GEMM's panel layout in its dtype
+// (reordered, never dequantized), so the model holds no view of the checkpoint after load.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +28,7 @@ struct FluxConfig {
 
 // How linear-layer weights are held in memory. Biases, norm scales and embeddings are always f32.
 enum class FluxWeightFormat {
-  AsStored,  // f32 and bf16 as the file has them (zero-copy for BFL files); f16 widened to f32
+  AsStored,  // f32 and bf16 kept in the dtype the file has; f16 widened to f32
   F32,       // widened to f32 at load (exact)
   BF16,      // rounded to bf16 (round-to-nearest-even) at load
   FP8,       // e4m3fn with one scale per output channel, quantised at load
@@ -51,8 +52,7 @@ class FluxTransformer {
  public:
   // Throws fx::Error: FX_ERR_UNSUPPORTED if the checkpoint is not a FLUX transformer the recognizer
   // understands (its problems list goes into the message), FX_ERR_FORMAT for missing/mis-shaped tensors.
-  static std::unique_ptr<FluxTransformer> load(std::shared_ptr<const io::Checkpoint> checkpoint,
-                                               FluxWeightFormat format);
+  static std::unique_ptr<FluxTransformer> load(const io::Checkpoint& checkpoint, FluxWeightFormat format);
   ~FluxTransformer();
 
   const FluxConfig& config() const { return config_; }
@@ -62,7 +62,7 @@ class FluxTransformer {
   void forward(const FluxInputs& inputs, float* out, ThreadPool& pool = ThreadPool::global()) const;
 
   struct Linear {
-    cpu::Weights weights;
+    cpu::PackedWeights weights;
     std::vector<float> bias;  // empty when the layer has none
   };
   struct Impl;  // the weights, defined in the .cpp
