@@ -32,6 +32,7 @@
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "fluxnative.h"
+#include "ops/cpu/avx512_math.h"
 
 #define FX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
 #define FX_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -94,32 +95,13 @@ constexpr int kMR = 12;  // 12×2 accumulators + 2 weight vectors + broadcasts f
 // steps (~200 cycles) ahead, one line per step, which is more than the stream needs.
 constexpr int kXAhead = 16 * kMR;
 
-// e^t for the activation epilogue: 2^n · p(r), degree-6 Taylor on |r| <= ln2/2 (~1 ulp). The clamp keeps
-// the result finite, so v / (1 + e) is ±0 rather than NaN for very negative t; NaN in v still propagates.
-FX_AVX512 FX_INLINE __m512 exp_ps(__m512 t) {
-  t = _mm512_max_ps(_mm512_min_ps(t, _mm512_set1_ps(88.3f)), _mm512_set1_ps(-87.3f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), t);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
 FX_AVX512 FX_INLINE __m512 activate(__m512 v, Activation act) {
   if (act == Activation::None) return v;
   const __m512 t = act == Activation::Silu
                        ? v
                        : _mm512_mul_ps(v, _mm512_fmadd_ps(_mm512_mul_ps(v, v), _mm512_set1_ps(kGeluC3),
                                                           _mm512_set1_ps(kGeluC1)));
-  const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), t));
-  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  return fx::cpu::avx512::sigmoid_times(v, t);  // v / (1 + e^-t): SiLU for t = v, GELU-tanh for t = 2u
 }
 
 template <int MR>
