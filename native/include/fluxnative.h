@@ -275,10 +275,19 @@ typedef enum fx_weight_format {
   FX_WEIGHTS_FP8 = 3        /* e4m3fn with one scale per output channel, quantised at load */
 } fx_weight_format;
 
+/* Precision of the activations entering the linear layers. */
+typedef enum fx_activation_precision {
+  FX_ACTIVATIONS_F32 = 0,  /* exact: f32 activations on every path (the reference-matching default) */
+  FX_ACTIVATIONS_BF16 = 1  /* bf16 weights meet bf16-rounded activations in the CPU's bf16 dot products
+                              (AVX512-BF16) where it has them: faster, ~1e-2 relative error; other
+                              weight dtypes and CPUs without it stay exact */
+} fx_activation_precision;
+
 typedef struct fx_flux_load_params {
   uint32_t struct_size;
   int32_t weight_format;    /* fx_weight_format */
   int32_t num_threads;      /* 0: the process-wide pool (one thread per core, or FX_NUM_THREADS) */
+  int32_t activations;      /* fx_activation_precision */
 } fx_flux_load_params;
 
 FX_API void fx_flux_load_params_init(fx_flux_load_params* params);

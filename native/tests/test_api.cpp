@@ -297,6 +297,10 @@ TEST(ApiFlux, ForwardThroughTheAbiOutlivesTheCheckpointHandle) {
   fx_flux_model* model = nullptr;
   EXPECT_EQ(fx_flux_model_load(checkpoint, &load, &model), FX_ERR_INVALID_ARGUMENT);
   load.weight_format = FX_WEIGHTS_BF16;
+  load.activations = 7;
+  EXPECT_EQ(fx_flux_model_load(checkpoint, &load, &model), FX_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("activations"), std::string::npos) << last_error();
+  load.activations = FX_ACTIVATIONS_BF16;
   load.num_threads = 2;
   ASSERT_EQ(fx_flux_model_load(checkpoint, &load, &model), FX_OK) << last_error();
   fx_checkpoint_close(checkpoint);  // the model keeps the mapped weights alive

@@ -45,6 +45,7 @@ struct GoldenCase {
   std::string name;
   FluxWeightFormat format;
   double tolerance;  // relative L2 of the output
+  fx::cpu::Precision precision = fx::cpu::Precision::Exact;
 };
 
 class FluxGolden : public ::testing::TestWithParam<GoldenCase> {};
@@ -98,7 +99,7 @@ TEST_P(FluxGolden, ForwardMatchesTheReference) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   auto checkpoint = regenerate_model(meta_json, dir);
-  auto model = fx::models::FluxTransformer::load(*checkpoint, c.format);
+  auto model = fx::models::FluxTransformer::load(*checkpoint, c.format, c.precision);
 
   const auto img = read_f32(*inputs, "img");
   const auto img_ids = read_f32(*inputs, "img_ids");
@@ -148,9 +149,12 @@ INSTANTIATE_TEST_SUITE_P(
                       GoldenCase{"dev-f32-bfl", FluxWeightFormat::BF16, 1e-2},
                       GoldenCase{"schnell-f32-diffusers", FluxWeightFormat::BF16, 1e-2},
                       GoldenCase{"dev-f32-bfl", FluxWeightFormat::FP8, 1e-1},
-                      GoldenCase{"schnell-f32-bfl", FluxWeightFormat::FP8, 1e-1}),
+                      GoldenCase{"schnell-f32-bfl", FluxWeightFormat::FP8, 1e-1},
+                      // bf16 weights meeting bf16-rounded activations (vdpbf16ps where the CPU has it).
+                      GoldenCase{"dev-bf16-bfl", FluxWeightFormat::AsStored, 1e-2, fx::cpu::Precision::Bf16Activations},
+                      GoldenCase{"schnell-bf16-bfl", FluxWeightFormat::AsStored, 1e-2, fx::cpu::Precision::Bf16Activations}),
     [](const ::testing::TestParamInfo<GoldenCase>& info) {
-      std::string name = info.param.name + "_" +
+      std::string name = info.param.name + (info.param.precision == fx::cpu::Precision::Bf16Activations ? "_bf16act_" : "_") +
                          (info.param.format == FluxWeightFormat::AsStored ? "stored"
                           : info.param.format == FluxWeightFormat::F32    ? "f32"
                           : info.param.format == FluxWeightFormat::BF16   ? "bf16"

@@ -158,7 +158,7 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_tiny_model_params, num_heads), FX_FIELD(fx_tiny_model_params, depth),
     FX_FIELD(fx_tiny_model_params, depth_single),
     FX_FIELD(fx_flux_load_params, struct_size), FX_FIELD(fx_flux_load_params, weight_format),
-    FX_FIELD(fx_flux_load_params, num_threads),
+    FX_FIELD(fx_flux_load_params, num_threads), FX_FIELD(fx_flux_load_params, activations),
     FX_FIELD(fx_flux_inputs, struct_size), FX_FIELD(fx_flux_inputs, batch), FX_FIELD(fx_flux_inputs, img_tokens),
     FX_FIELD(fx_flux_inputs, txt_tokens), FX_FIELD(fx_flux_inputs, img), FX_FIELD(fx_flux_inputs, img_ids),
     FX_FIELD(fx_flux_inputs, txt), FX_FIELD(fx_flux_inputs, txt_ids), FX_FIELD(fx_flux_inputs, y),

@@ -38,9 +38,13 @@ FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_fl
       default: fx::fail(FX_ERR_INVALID_ARGUMENT, "fx_flux_model_load: weight_format must be an fx_weight_format");
     }
     require(p.num_threads >= 0, __func__, "num_threads must be >= 0");
+    require(p.activations == FX_ACTIVATIONS_F32 || p.activations == FX_ACTIVATIONS_BF16, __func__,
+            "activations must be FX_ACTIVATIONS_F32 or FX_ACTIVATIONS_BF16");
+    const auto precision =
+        p.activations == FX_ACTIVATIONS_BF16 ? fx::cpu::Precision::Bf16Activations : fx::cpu::Precision::Exact;
     auto handle = std::make_unique<fx_flux_model>();
     if (p.num_threads > 0) handle->own_pool = std::make_unique<fx::ThreadPool>(p.num_threads);
-    handle->model = fx::models::FluxTransformer::load(*checkpoint->impl, format);
+    handle->model = fx::models::FluxTransformer::load(*checkpoint->impl, format, precision);
     *out = handle.release();
   });
 }

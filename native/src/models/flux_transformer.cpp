@@ -231,7 +231,8 @@ void timestep_embedding(float value, int64_t dim, float* out, double time_factor
   }
 }
 
-std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& checkpoint, FluxWeightFormat format) {
+std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& checkpoint, FluxWeightFormat format,
+                                                       cpu::Precision precision) {
   const nlohmann::json description = describe(checkpoint);
   if (description.value("kind", "") != kKind)
     fail(FX_ERR_UNSUPPORTED, checkpoint.path() + " is not a FLUX transformer (recognised as \"" +
@@ -244,6 +245,7 @@ std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& che
 
   std::unique_ptr<FluxTransformer> model(new FluxTransformer());
   model->config_ = config_from(description["config"]);
+  model->precision_ = precision;
   model->impl_ = std::make_unique<Impl>();
   Impl& m = *model->impl_;
   const FluxConfig& c = model->config_;
@@ -313,7 +315,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool
   auto run = [&](const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
                  cpu::Activation act = cpu::Activation::None) {
     cpu::linear(x, rows, ldx, layer.weights, layer.bias.empty() ? nullptr : layer.bias.data(), act, y, ldy,
-                cpu::Precision::Exact, pool);
+                precision_, pool);
   };
 
   // Buffers, reused across samples and blocks.
