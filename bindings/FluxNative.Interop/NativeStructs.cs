@@ -79,6 +79,7 @@ internal struct FxFluxLoadParams
     public uint StructSize;
     public int WeightFormat;
     public int NumThreads;
+    public int Activations;
 }
 
 /// <summary>

@@ -3,7 +3,7 @@ using System.CommandLine;
 namespace FluxNative.Cli;
 
 /// <summary>
-/// <c>flux forward --model PATH --inputs FILE --out FILE [--weights-dtype stored|f32|bf16|fp8] [--threads N] [--repeat N]</c>.
+/// <c>flux forward --model PATH --inputs FILE --out FILE [--weights-dtype stored|f32|bf16|fp8] [--activations f32|bf16] [--threads N] [--repeat N]</c>.
 /// Declares the options only; <see cref="TransformerForward"/> does the work.
 /// </summary>
 internal static class ForwardCommand
@@ -32,6 +32,13 @@ internal static class ForwardCommand
         };
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
 
+        var activations = new Option<string>("--activations")
+        {
+            Description = "Precision of the activations entering the linear layers: f32 (exact) or bf16 (faster bf16 dot products, ~1e-2 relative error; only for bf16 weights on CPUs with AVX512-BF16, exact elsewhere).",
+            DefaultValueFactory = _ => "f32",
+        };
+        activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
+
         var threads = new Option<int>("--threads")
         {
             Description = "Threads for the forward pass; 0 uses the process-wide pool (one per core, or FX_NUM_THREADS).",
@@ -59,7 +66,7 @@ internal static class ForwardCommand
 
         var command = new Command("forward", "Run the FLUX transformer once on inputs from a safetensors file and write its output; optionally time it.")
         {
-            model, inputs, outPath, weights, threads, repeat,
+            model, inputs, outPath, weights, activations, threads, repeat,
         };
         command.SetAction(parsed =>
         {
@@ -69,7 +76,8 @@ internal static class ForwardCommand
                 parsed.GetValue(outPath)!,
                 TransformerForward.ParseWeightFormat(parsed.GetValue(weights)!),
                 parsed.GetValue(threads),
-                parsed.GetValue(repeat));
+                parsed.GetValue(repeat),
+                TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!));
             TransformerForward.Run(request, output);
             return ExitCodes.Success;
         });

@@ -10,13 +10,15 @@ namespace FluxNative.Cli;
 /// <param name="WeightFormat">How to hold the linear weights.</param>
 /// <param name="Threads">Forward threads; 0 for the process-wide pool.</param>
 /// <param name="Repeat">Timed forward passes after the first; null to time nothing.</param>
+/// <param name="Activations">Precision of the activations entering the linear layers.</param>
 internal sealed record ForwardRequest(
     string ModelPath,
     string InputsPath,
     string OutputPath,
     FluxWeightFormat WeightFormat = FluxWeightFormat.AsStored,
     int Threads = 0,
-    int? Repeat = null);
+    int? Repeat = null,
+    FluxActivationPrecision Activations = FluxActivationPrecision.F32);
 
 /// <summary>Milliseconds per forward pass over the timed runs.</summary>
 internal sealed record ForwardTiming(int Runs, double MedianMilliseconds, double MinMilliseconds, double MaxMilliseconds);
@@ -41,6 +43,16 @@ internal static class TransformerForward
         _ => throw new CliInputException($"Unknown weight format '{name}'; expected one of {string.Join(", ", WeightFormatNames)}."),
     };
 
+    /// <summary>The <c>--activations</c> names, indexed by <see cref="FluxActivationPrecision"/>.</summary>
+    public static readonly string[] ActivationPrecisionNames = ["f32", "bf16"];
+
+    public static FluxActivationPrecision ParseActivationPrecision(string name) => name switch
+    {
+        "f32" => FluxActivationPrecision.F32,
+        "bf16" => FluxActivationPrecision.BF16,
+        _ => throw new CliInputException($"Unknown activation precision '{name}'; expected one of {string.Join(", ", ActivationPrecisionNames)}."),
+    };
+
     public static ForwardReport Run(ForwardRequest request, TextWriter output)
     {
         ArgumentNullException.ThrowIfNull(request);
@@ -50,7 +62,7 @@ internal static class TransformerForward
             throw new CliInputException($"--repeat must be at least 1, not {request.Repeat}.");
         }
 
-        using FluxTransformer model = FluxTransformer.Load(request.ModelPath, request.WeightFormat, request.Threads);
+        using FluxTransformer model = FluxTransformer.Load(request.ModelPath, request.WeightFormat, request.Threads, request.Activations);
         FluxTransformerConfig config = model.Config;
         FluxForwardInputs inputs = ReadInputs(request.InputsPath, config);
 
@@ -62,6 +74,7 @@ internal static class TransformerForward
                 ["producer"] = "flux forward",
                 ["model"] = request.ModelPath,
                 ["weights"] = WeightFormatNames[(int)request.WeightFormat],
+                ["activations"] = ActivationPrecisionNames[(int)request.Activations],
             },
         }
             .Add("out", result, inputs.Batch, inputs.ImageTokens, config.OutChannels)
@@ -70,6 +83,7 @@ internal static class TransformerForward
         output.WriteLine($"model    {request.ModelPath}");
         output.WriteLine($"config   {config.Summary}");
         output.WriteLine($"run      B={inputs.Batch}, Limg={inputs.ImageTokens}, Ltxt={inputs.TextTokens}; weights {WeightFormatNames[(int)request.WeightFormat]}; "
+            + $"activations {ActivationPrecisionNames[(int)request.Activations]}; "
             + (request.Threads == 0 ? "threads: process pool" : $"threads: {request.Threads}"));
         output.WriteLine($"out      [{inputs.Batch}, {inputs.ImageTokens}, {config.OutChannels}] F32 -> {request.OutputPath}");
 

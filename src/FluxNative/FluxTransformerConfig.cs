@@ -19,6 +19,22 @@ public enum FluxWeightFormat
 }
 
 /// <summary>
+/// Precision of the activations entering a loaded transformer's linear layers. Values mirror <c>fx_activation_precision</c>.
+/// </summary>
+public enum FluxActivationPrecision
+{
+    /// <summary>Exact: F32 activations on every path, matching the reference (the default).</summary>
+    F32 = 0,
+
+    /// <summary>
+    /// Faster: BF16 weights meet BF16-rounded activations in the CPU's BF16 dot products, at about 1e-2 relative
+    /// error. It applies only to BF16 weights (stored as BF16, or <see cref="FluxWeightFormat.BF16"/>) on CPUs with
+    /// AVX512-BF16; other weight dtypes and CPUs without it stay exact.
+    /// </summary>
+    BF16 = 1,
+}
+
+/// <summary>
 /// The configuration of a loaded FLUX transformer, as the native library inferred it from the
 /// checkpoint (<c>fx_flux_model_config_json</c>). It fixes the shapes <see cref="FluxTransformer.Forward(FluxForwardInputs)"/> accepts.
 /// </summary>

@@ -23,6 +23,7 @@ public sealed partial class ForwardTests : IDisposable
         Assert.Equal(string.Empty, result.Error);
         Assert.Contains($"-> {outPath}", result.Output);
         Assert.Contains("config   dev: hidden 64, 2 heads x 32", result.Output);
+        Assert.Contains("weights stored; activations f32;", result.Output);
         using Checkpoint written = Checkpoint.Open(outPath);
         TensorInfo tensor = Assert.Single(written.Tensors);
         Assert.Equal("out", tensor.Name);
@@ -57,6 +58,33 @@ public sealed partial class ForwardTests : IDisposable
         Assert.True(f32.ExitCode == 0, f32.Error);
         Assert.True(f64.ExitCode == 0, f64.Error);
         Assert.Equal(ReadOut(temp.File("f32.safetensors")), ReadOut(temp.File("f64.safetensors")));
+    }
+
+    [Fact]
+    public void Bf16_activations_reach_the_model_and_show_in_the_run_line()
+    {
+        FluxGoldenCase golden = FluxGoldenCase.Load("dev-bf16-bfl");
+        string model = golden.WriteModel(temp.Path);
+        string outPath = temp.File("out.safetensors");
+
+        CliResult result = CliRunner.Run("forward", "--model", model, "--inputs", golden.InputsPath, "--out", outPath, "--activations", "bf16");
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("weights stored; activations bf16;", result.Output);
+        using (FluxTransformer inProcess = FluxTransformer.Load(model, activations: FluxActivationPrecision.BF16))
+        {
+            Assert.Equal(inProcess.Forward(golden.ReadInputs()), ReadOut(outPath));
+        }
+
+        Assert.True(FluxGoldenCase.RelativeL2(ReadOut(outPath), golden.ReadExpectedOutput()) <= 1e-2);
+    }
+
+    [Fact]
+    public void The_activations_option_parses_to_the_request()
+    {
+        Assert.Equal(FluxActivationPrecision.F32, TransformerForward.ParseActivationPrecision("f32"));
+        Assert.Equal(FluxActivationPrecision.BF16, TransformerForward.ParseActivationPrecision("bf16"));
+        Assert.Throws<CliInputException>(() => TransformerForward.ParseActivationPrecision("f16"));
     }
 
     [Fact]
@@ -178,6 +206,7 @@ public sealed partial class ForwardTests : IDisposable
     [InlineData("--repeat", "0")]
     [InlineData("--threads", "-1")]
     [InlineData("--weights-dtype", "f16")]
+    [InlineData("--activations", "f16")]
     public void Bad_options_are_usage_errors(string option, string value)
     {
         FluxGoldenCase golden = FluxGoldenCase.Load("dev-f32-bfl");

@@ -67,6 +67,7 @@ public class StructLayoutTests
         data.Add("fx_flux_load_params", "struct_size", nameof(l.StructSize), (byte*)&l.StructSize - load);
         data.Add("fx_flux_load_params", "weight_format", nameof(l.WeightFormat), (byte*)&l.WeightFormat - load);
         data.Add("fx_flux_load_params", "num_threads", nameof(l.NumThreads), (byte*)&l.NumThreads - load);
+        data.Add("fx_flux_load_params", "activations", nameof(l.Activations), (byte*)&l.Activations - load);
 
         FxFluxInputs f;
         var inputs = (byte*)&f;

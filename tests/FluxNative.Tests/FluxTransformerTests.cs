@@ -37,6 +37,27 @@ public sealed partial class FluxTransformerTests : IDisposable
         }
     }
 
+    // BF16 activations meet the bf16 weights in the CPU's bf16 dot products: about 1e-2 relative L2, as
+    // native/tests/test_flux_transformer.cpp allows.
+    [Fact]
+    public void Forward_with_bf16_activations_stays_near_the_reference()
+    {
+        FluxGoldenCase golden = FluxGoldenCase.Load("dev-bf16-bfl");
+        using FluxTransformer model = FluxTransformer.Load(golden.WriteModel(temp.Path), activations: FluxActivationPrecision.BF16);
+        Assert.Equal(FluxActivationPrecision.BF16, model.Activations);
+        Assert.Equal(FluxWeightFormat.AsStored, model.WeightFormat);
+
+        float[] output = model.Forward(golden.ReadInputs());
+
+        double error = FluxGoldenCase.RelativeL2(output, golden.ReadExpectedOutput());
+        Assert.True(error <= 1e-2, $"dev-bf16-bfl with bf16 activations: relative L2 {error:G3} > 1e-2");
+        // Only CPUs with AVX512-BF16 take the bf16 path; elsewhere the forward stays exact.
+        if (FluxNativeLibrary.Diagnose().CpuFeatures.HasFlag(CpuFeatures.Avx512Bf16))
+        {
+            Assert.True(error > 1e-6, $"dev-bf16-bfl with bf16 activations is as exact as f32 ({error:G3}) on a CPU with AVX512-BF16: were the activations ignored?");
+        }
+    }
+
     [Fact]
     public void Config_is_what_the_checkpoint_implies()
     {
@@ -59,6 +80,7 @@ public sealed partial class FluxTransformerTests : IDisposable
         Assert.Equal(10000.0, config.Theta);
         Assert.Equal(config.HeadDim, config.AxesDim.Sum());
         Assert.Equal(FluxWeightFormat.AsStored, dev.WeightFormat);
+        Assert.Equal(FluxActivationPrecision.F32, dev.Activations);
 
         Assert.False(schnell.Config.GuidanceEmbed);
         Assert.Equal(config with { GuidanceEmbed = false, AxesDim = schnell.Config.AxesDim }, schnell.Config);
@@ -213,6 +235,9 @@ public sealed partial class FluxTransformerTests : IDisposable
 
         Assert.Throws<ArgumentOutOfRangeException>(() => FluxTransformer.Load(checkpoint, (FluxWeightFormat)17));
         Assert.Throws<ArgumentOutOfRangeException>(() => FluxTransformer.Load(checkpoint, threads: -1));
+        var activations = Assert.Throws<ArgumentOutOfRangeException>(() => FluxTransformer.Load(checkpoint, activations: (FluxActivationPrecision)2));
+        Assert.Equal("activations", activations.ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>(() => FluxTransformer.Load(path, activations: (FluxActivationPrecision)(-1)));
         checkpoint.Dispose();
         Assert.Throws<ObjectDisposedException>(() => FluxTransformer.Load(checkpoint));
     }
@@ -246,6 +271,20 @@ public sealed partial class FluxTransformerTests : IDisposable
         Assert.Equal((int)FluxWeightFormat.Fp8, values["FX_WEIGHTS_FP8"]);
     }
 
+    [Fact]
+    public void Activation_precision_values_match_the_header()
+    {
+        string header = File.ReadAllText(RepoPaths.Header);
+        var values = ActivationPrecisionDefinition().Matches(header).ToDictionary(m => m.Groups[1].Value, m => int.Parse(m.Groups[2].Value));
+
+        Assert.Equal(Enum.GetValues<FluxActivationPrecision>().Length, values.Count);
+        Assert.Equal((int)FluxActivationPrecision.F32, values["FX_ACTIVATIONS_F32"]);
+        Assert.Equal((int)FluxActivationPrecision.BF16, values["FX_ACTIVATIONS_BF16"]);
+    }
+
     [GeneratedRegex(@"\b(FX_WEIGHTS_\w+)\s*=\s*(\d+)")]
     private static partial Regex WeightFormatDefinition();
+
+    [GeneratedRegex(@"\b(FX_ACTIVATIONS_\w+)\s*=\s*(\d+)")]
+    private static partial Regex ActivationPrecisionDefinition();
 }
