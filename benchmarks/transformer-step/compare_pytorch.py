@@ -303,10 +303,10 @@ def time_torch(w, inp, autocast: bool, repeat: int):
 # FluxNative
 # ----------------------------------------------------------------------------------------------
 
-def run_fluxnative(model, inputs, out, repeat, threads):
+def run_fluxnative(model, inputs, out, repeat, threads, activations="f32"):
     cmd = ["dotnet", "run", "--project", os.path.join(REPO, "src", "FluxNative.Cli"), "-c", "Release",
            "--no-build", "--", "forward", "--model", model, "--inputs", inputs, "--out", out,
-           "--repeat", str(repeat)]
+           "--repeat", str(repeat), "--activations", activations]
     if threads:
         cmd += ["--threads", str(threads)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -376,6 +376,8 @@ def main(argv=None) -> int:
     # 1. FluxNative (separate process; nothing else of ours is running while it is timed).
     fx, fx_t, fx_stdout, fx_cmd = run_fluxnative(model, inputs, fx_out, args.repeat, 0)
     print(fx_stdout, flush=True)
+    fxb, fxb_t, fxb_stdout, _ = run_fluxnative(model, inputs, fx_out + ".bf16act", args.repeat, 0, "bf16")
+    print(fxb_stdout, flush=True)
 
     # 2. PyTorch.
     torch.set_num_threads(args.threads)
@@ -394,6 +396,8 @@ def main(argv=None) -> int:
 
     rows = [
         ("FluxNative (flux forward)", "bf16 weights, f32 activations", fx_t[0], fx_t[1], fx_t[2], rel_l2(fx, t32)),
+        ("FluxNative (flux forward --activations bf16)", "bf16 weights, bf16 activations (vdpbf16ps)", fxb_t[0],
+         fxb_t[1], fxb_t[2], rel_l2(fxb, t32)),
         ("PyTorch " + torch.__version__, "float32", statistics.median(t32_ms), min(t32_ms), max(t32_ms), 0.0),
         ("PyTorch " + torch.__version__, "bf16 autocast (oneDNN)", statistics.median(tbf_ms), min(tbf_ms),
          max(tbf_ms), rel_l2(tbf, t32)),
@@ -404,8 +408,13 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {prec} | {med:.1f} | {mn:.1f} | {mx:.1f} | {gflop / (med / 1e3):.0f} | "
                      f"{rl:.2e} |")
     table = "\n".join(lines)
-    extra = {"FluxNative vs torch bf16 autocast": rel_l2(fx, tbf)}
-    speed = {"torch f32 / FluxNative": rows[1][2] / rows[0][2], "torch bf16 / FluxNative": rows[2][2] / rows[0][2]}
+    extra = {"FluxNative f32 act. vs torch bf16 autocast": rel_l2(fx, tbf),
+             "FluxNative bf16 act. vs torch bf16 autocast": rel_l2(fxb, tbf)}
+    fx_f32_ms, fx_bf16_ms, torch_f32_ms, torch_bf16_ms = rows[0][2], rows[1][2], rows[2][2], rows[3][2]
+    speed = {"torch f32 / FluxNative f32 act.": torch_f32_ms / fx_f32_ms,
+             "torch bf16 autocast / FluxNative f32 act.": torch_bf16_ms / fx_f32_ms,
+             "torch f32 / FluxNative bf16 act.": torch_f32_ms / fx_bf16_ms,
+             "torch bf16 autocast / FluxNative bf16 act.": torch_bf16_ms / fx_bf16_ms}
 
     print()
     print(table)
@@ -443,14 +452,14 @@ GEMM work per forward ≈ {gflop:.1f} GFLOP. Warm-up 1, then {args.repeat} timed
 
 {table}
 
-- rel. L2, FluxNative vs torch bf16 autocast: {extra['FluxNative vs torch bf16 autocast']:.2e}
-- median time ratio torch f32 / FluxNative: {speed['torch f32 / FluxNative']:.2f}x;
-  torch bf16 autocast / FluxNative: {speed['torch bf16 / FluxNative']:.2f}x
+{chr(10).join(f"- rel. L2, {k}: {v:.2e}" for k, v in extra.items())}
+{chr(10).join(f"- median time ratio {k}: {v:.2f}x" for k, v in speed.items())}
 
-FluxNative command: `{fx_cmd.replace(REPO + '/', '')}`
+FluxNative command (the second run adds `--activations bf16`): `{fx_cmd.replace(REPO + '/', '')}`
 
 ```
 {fx_stdout}
+{fxb_stdout}
 ```
 """
     os.makedirs(os.path.dirname(args.results), exist_ok=True)
