@@ -2,6 +2,8 @@
 // shards can disagree.
 
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,21 +61,8 @@ uint64_t total_bytes(const std::vector<OwnedTensor>& tensors) {
   return total;
 }
 
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public fx::testing::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "." + info->name();
-    std::replace(name.begin(), name.end(), '/', '_');
-    dir_ = fs::path(FX_TEST_TMPDIR) / (name + "." + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& file) const { return (dir_ / file).string(); }
 
   // A valid diffusers-style 3-shard checkpoint in `folder` (relative to the test folder).
   // Returns the tensors per shard, in shard order.
@@ -110,7 +99,6 @@ class CheckpointTest : public ::testing::Test {
     write_text(index_path(folder), index_.dump(2));
   }
 
-  fs::path dir_;
   json index_;
 };
 

@@ -2,6 +2,8 @@
 // fx::Error(FX_ERR_FORMAT) that names the file and the tensor at fault.
 
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,24 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh folder per test, so tests can run in parallel (ctest -j) without sharing files.
-class SafetensorsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "." + info->name();
-    std::replace(name.begin(), name.end(), '/', '_');
-    dir_ = fs::path(FX_TEST_TMPDIR) / (name + "." + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& file) const { return (dir_ / file).string(); }
-  fs::path dir_;
-};
+class SafetensorsTest : public fx::testing::TempDirTest {};
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
