@@ -51,7 +51,7 @@ struct GoldenCase {
 class FluxGolden : public ::testing::TestWithParam<GoldenCase> {};
 
 // Writes the case's tiny model from the recorded fx_tiny_model_params and checks its fingerprint.
-std::shared_ptr<fx::io::Checkpoint> regenerate_model(const nlohmann::json& meta, const fs::path& dir) {
+std::unique_ptr<fx::io::Checkpoint> regenerate_model(const nlohmann::json& meta, const fs::path& dir) {
   const auto params_json = nlohmann::json::parse(meta["model_params"].get<std::string>());
   fx_tiny_model_params params{};
   params.struct_size = sizeof(params);
@@ -68,7 +68,7 @@ std::shared_ptr<fx::io::Checkpoint> regenerate_model(const nlohmann::json& meta,
   params.depth_single = params_json["depth_single"];
   const fs::path path = params.layout == FX_LAYOUT_BFL ? dir / "model.safetensors" : dir / "transformer";
   fx::models::write_tiny_model(params, path.string());
-  auto checkpoint = std::shared_ptr<fx::io::Checkpoint>(fx::io::Checkpoint::open(path.string()));
+  auto checkpoint = fx::io::Checkpoint::open(path.string());
 
   const auto fingerprint = nlohmann::json::parse(meta["weights_fingerprint"].get<std::string>());
   double sum = 0, sum_sq = 0;
@@ -175,7 +175,7 @@ TEST(FluxTransformer, RefusesOtherModelsAndBadInputs) {
   params.dtype = FX_DTYPE_F32;
   params.shards = 1;
   fx::models::write_tiny_model(params, (dir / "ae.safetensors").string());
-  auto ae = std::shared_ptr<fx::io::Checkpoint>(fx::io::Checkpoint::open((dir / "ae.safetensors").string()));
+  auto ae = fx::io::Checkpoint::open((dir / "ae.safetensors").string());
   try {
     fx::models::FluxTransformer::load(*ae, FluxWeightFormat::AsStored);
     FAIL() << "an autoencoder loaded as a transformer";
@@ -187,7 +187,7 @@ TEST(FluxTransformer, RefusesOtherModelsAndBadInputs) {
   params.kind = FX_MODEL_FLUX_TRANSFORMER;
   params.guidance = 1;
   fx::models::write_tiny_model(params, (dir / "dev.safetensors").string());
-  auto dev = std::shared_ptr<fx::io::Checkpoint>(fx::io::Checkpoint::open((dir / "dev.safetensors").string()));
+  auto dev = fx::io::Checkpoint::open((dir / "dev.safetensors").string());
   auto model = fx::models::FluxTransformer::load(*dev, FluxWeightFormat::AsStored);
   std::vector<float> buffer(4096, 0.5f), out(4096);
   fx::models::FluxInputs in;

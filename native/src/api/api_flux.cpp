@@ -1,12 +1,8 @@
 // C ABI: the FLUX transformer.
-#include <memory>
-#include <mutex>
 #include <string>
 
 #include "api/guard.h"
 #include "api/handles.h"
-#include "core/thread_pool.h"
-#include "models/flux_transformer.h"
 
 using fx::api::guard;
 using fx::api::require;

@@ -326,7 +326,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool
   std::vector<float> qkv(static_cast<size_t>(L * 3 * H));
   std::vector<float> attn(static_cast<size_t>(L * H));
   std::vector<float> proj(static_cast<size_t>(L * H));
-  std::vector<float> hidden(static_cast<size_t>(L * std::max<int64_t>(mlp, 3 * H + mlp)));
+  std::vector<float> hidden(static_cast<size_t>(L * (3 * H + mlp)));  // MLP hidden, or linear1's [qkv | mlp]
   std::vector<float> cat(static_cast<size_t>(L * (H + mlp)));
   std::vector<float> mod(static_cast<size_t>(6 * H)), mod2(static_cast<size_t>(6 * H));
   std::vector<float> ids(static_cast<size_t>(L * n_axes));
