@@ -252,8 +252,9 @@ typedef struct fx_tiny_model_params {
   uint64_t seed;           /* weights are a deterministic function of the seed */
   int32_t hidden_size;     /* 0 = the tiny default of the kind (flux: 64) */
   int32_t num_heads;       /* 0 = default (flux: 2) */
-  int32_t depth;           /* 0 = default (flux: 2 double blocks; ae: unused; t5/clip: layers) */
-  int32_t depth_single;    /* 0 = default (flux: 3 single blocks) */
+  int32_t depth;           /* 0 = default (flux: 2 double blocks; ae: 2 resolution levels, ch_mult
+                              1, 2, 4, 4, 4, ... cut to that many; t5/clip: 2 layers) */
+  int32_t depth_single;    /* 0 = default (flux: 3 single blocks; ae: num_res_blocks 1) */
 } fx_tiny_model_params;
 
 FX_API void fx_tiny_model_params_init(fx_tiny_model_params* params);
@@ -321,10 +322,140 @@ typedef struct fx_flux_inputs {
   const float* y;
   const float* timesteps;
   const float* guidance;
+  const volatile int32_t* cancel; /* optional: the forward stops with FX_ERR_CANCELLED soon after another
+                                     thread sets *cancel to non-zero (checked between blocks) */
 } fx_flux_inputs;
 
 FX_API void fx_flux_inputs_init(fx_flux_inputs* inputs);
 FX_API fx_status fx_flux_forward(fx_flux_model* model, const fx_flux_inputs* inputs, float* out, size_t out_count);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Text encoders: CLIP ViT-L/14 text tower and T5-v1.1 encoder (flux-spec.md §3), CPU backend      */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct fx_text_model fx_text_model;
+
+typedef struct fx_text_load_params {
+  uint32_t struct_size;
+  int32_t weight_format; /* fx_weight_format for the linear layers (embeddings and norms stay as they are) */
+  int32_t num_threads;   /* 0: the process-wide pool */
+} fx_text_load_params;
+
+FX_API void fx_text_load_params_init(fx_text_load_params* params);
+
+/* Loads a CLIP text encoder (diffusers text_encoder/) or a T5 encoder (text_encoder_2/; sharded with
+ * index), which one inferred from the checkpoint; configuration from config.json, else from shapes.
+ * FX_ERR_UNSUPPORTED for anything else. */
+FX_API fx_status fx_text_model_load(const fx_checkpoint* checkpoint, const fx_text_load_params* params,
+                                    fx_text_model** out);
+FX_API void fx_text_model_free(fx_text_model* model);
+
+/* JSON: kind ("clip_text" | "t5_encoder"), vocab_size, hidden_size, num_layers, num_heads, head_dim,
+ * intermediate_size, max_positions (CLIP; 0 for T5), num_buckets and max_distance (T5), eps. */
+FX_API fx_status fx_text_model_config_json(const fx_text_model* model, char* buffer, size_t capacity, size_t* needed);
+
+/* Runs the encoder on token ids [B, L] (no attention mask, as FLUX uses them). Writes the last hidden
+ * state [B, L, hidden_size] (after the final norm) to `hidden` (may be NULL when not wanted) and, for
+ * CLIP, the pooled vector [B, hidden_size] (the final hidden state at the first occurrence of the
+ * largest id of each row, i.e. the first <|endoftext|>) to `pooled` (NULL for T5, or when not wanted).
+ * Counts must be exact. CLIP needs L <= max_positions. An id outside [0, vocab_size) is
+ * FX_ERR_INVALID_ARGUMENT naming the row and position. `cancel` as in fx_flux_inputs. */
+FX_API fx_status fx_text_encode(fx_text_model* model, const int32_t* ids, int32_t batch, int32_t length,
+                                float* hidden, size_t hidden_count, float* pooled, size_t pooled_count,
+                                const volatile int32_t* cancel);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Sampling helpers (flux-spec.md §4.3, §6.2)                                                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* 2x2 patch packing: latents [B, C, h, w] -> packed [B, (h/2)*(w/2), 4*C] with token
+ * n = (y/2)*(w/2) + x/2 and channel k = 4*c + 2*(y%2) + (x%2). h and w must be even; both counts
+ * must be exactly B*C*h*w. Unpacking is the exact inverse. */
+FX_API fx_status fx_latents_pack(const float* latents, int32_t batch, int32_t channels, int32_t height,
+                                 int32_t width, float* packed, size_t count);
+FX_API fx_status fx_latents_unpack(const float* packed, int32_t batch, int32_t channels, int32_t height,
+                                   int32_t width, float* latents, size_t count);
+
+/* One Euler step of the flow ODE in float32: x[i] += dt * velocity[i] (dt = t_next - t_cur < 0). */
+FX_API fx_status fx_euler_step(float* x, const float* velocity, size_t count, float dt);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The autoencoder (flux-spec.md §7), CPU backend                                                  */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct fx_ae_model fx_ae_model;
+
+typedef struct fx_ae_load_params {
+  uint32_t struct_size;
+  int32_t num_threads; /* 0: the process-wide pool */
+} fx_ae_load_params;
+
+FX_API void fx_ae_load_params_init(fx_ae_load_params* params);
+
+/* Loads the autoencoder from an open checkpoint: a BFL ae.safetensors or a diffusers vae/ folder
+ * (configuration inferred from it; the latent scale and shift from config.json when there is one,
+ * else the published 0.3611 and 0.1159). Weights are held in float32. Loads the decoder and the
+ * encoder, whichever the checkpoint has. FX_ERR_UNSUPPORTED if it is not an autoencoder. */
+FX_API fx_status fx_ae_model_load(const fx_checkpoint* checkpoint, const fx_ae_load_params* params,
+                                  fx_ae_model** out);
+FX_API void fx_ae_model_free(fx_ae_model* model);
+
+/* JSON: in_channels, out_channels, ch, ch_mult, num_res_blocks, z_channels, downscale (pixels per
+ * latent cell, 2^(len(ch_mult)-1)), scale_factor, shift_factor, has_encoder, has_decoder. */
+FX_API fx_status fx_ae_model_config_json(const fx_ae_model* model, char* buffer, size_t capacity, size_t* needed);
+
+/* Both directions return FX_ERR_UNSUPPORTED when the checkpoint lacks that half (decoder, encoder).
+ * Decodes FLUX latents [B, z_channels, height, width] (normalised, as the transformer sees them; the
+ * model applies z/scale + shift first) into pixels [B, out_channels, height*downscale,
+ * width*downscale], float32, nominally in [-1, 1], not clamped. pixel_count must be exactly that
+ * many floats. `cancel` is optional (see fx_flux_inputs.cancel). */
+FX_API fx_status fx_ae_decode(fx_ae_model* model, const float* latents, int32_t batch, int32_t height,
+                              int32_t width, float* pixels, size_t pixel_count, const volatile int32_t* cancel);
+
+/* Encodes pixels [B, in_channels, height, width] in [-1, 1] (height and width multiples of
+ * downscale) into normalised FLUX latents [B, z_channels, height/downscale, width/downscale]:
+ * scale * (posterior mean - shift). */
+FX_API fx_status fx_ae_encode(fx_ae_model* model, const float* pixels, int32_t batch, int32_t height,
+                              int32_t width, float* latents, size_t latent_count, const volatile int32_t* cancel);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Images: 8-bit conversion and files (libpng, libjpeg-turbo, libwebp)                             */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Bytes the library allocated (an encoded file, decoded pixels). Owned by the caller: fx_blob_free. */
+typedef struct fx_blob fx_blob;
+FX_API fx_status fx_blob_data(const fx_blob* blob, const uint8_t** data, size_t* size);
+FX_API void fx_blob_free(fx_blob* blob);
+
+typedef enum fx_pixel_rounding {
+  FX_PIXELS_ROUND = 0,   /* round(127.5 * (x + 1)) in float32, ties to even (as numpy), as diffusers */
+  FX_PIXELS_TRUNCATE = 1 /* truncate(127.5 * (x + 1)), as BFL (PyTorch .byte()) */
+} fx_pixel_rounding;
+
+/* Model pixels [3, height, width] (planar float32, nominally [-1, 1]; clamped here, NaN -> 0) into
+ * interleaved 8-bit RGB [height, width, 3]. rgb_size must be exactly height*width*3. */
+FX_API fx_status fx_pixels_to_rgb8(const float* pixels, int32_t width, int32_t height, int32_t rounding,
+                                   uint8_t* rgb, size_t rgb_size);
+/* The inverse direction, for the encoder: rgb [height, width, 3] -> [3, height, width], x/127.5 - 1. */
+FX_API fx_status fx_rgb8_to_pixels(const uint8_t* rgb, int32_t width, int32_t height, float* pixels,
+                                   size_t pixel_count);
+
+typedef enum fx_image_format {
+  FX_IMAGE_PNG = 1,  /* lossless; quality ignored */
+  FX_IMAGE_JPEG = 2, /* libjpeg-turbo, 4:2:0 below quality 90, 4:4:4 from 90 */
+  FX_IMAGE_WEBP = 3  /* libwebp, lossy; quality 100 is still lossy */
+} fx_image_format;
+
+/* Encodes interleaved 8-bit RGB [height, width, 3] as a file in memory. Sides 1..16384 (WebP: 16383).
+ * quality 1..100 for JPEG and WebP; PNG accepts 0..100 and ignores it (zlib level 6). */
+FX_API fx_status fx_image_encode(const uint8_t* rgb, int32_t width, int32_t height, int32_t format,
+                                 int32_t quality, fx_blob** out);
+/* Decodes a PNG, JPEG or WebP file in memory (format from its signature) into interleaved 8-bit RGB
+ * (alpha dropped, grey expanded). All four outputs are required; they are zeroed on failure.
+ * FX_ERR_FORMAT for anything else, a corrupt or truncated file, or a side above 16384 (checked before
+ * any pixel memory is allocated); FX_ERR_UNSUPPORTED for animated WebP. */
+FX_API fx_status fx_image_decode(const void* data, size_t size, int32_t* width, int32_t* height, int32_t* format,
+                                 fx_blob** rgb);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* ABI self-description (for binding layout tests)                                                 */

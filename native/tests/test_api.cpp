@@ -72,6 +72,30 @@ TEST(ApiErrors, NullArgumentsAreRejectedNotDereferenced) {
   fx_checkpoint_close(nullptr);  // documented no-op
 }
 
+// A message starts with the entry point's own name (not the lambda's "operator()" that guard() runs).
+TEST(ApiErrors, MessagesNameTheEntryPoint) {
+  auto starts_with = [](const char* function) { return std::string(fx_last_error()).rfind(std::string(function) + ":", 0) == 0; };
+  fx_checkpoint* checkpoint = nullptr;
+  EXPECT_NE(fx_checkpoint_open(nullptr, &checkpoint), FX_OK);
+  EXPECT_TRUE(starts_with("fx_checkpoint_open")) << fx_last_error();
+  fx_flux_model* flux = nullptr;
+  EXPECT_NE(fx_flux_model_load(nullptr, nullptr, &flux), FX_OK);
+  EXPECT_TRUE(starts_with("fx_flux_model_load")) << fx_last_error();
+  fx_ae_model* ae = nullptr;
+  EXPECT_NE(fx_ae_model_load(nullptr, nullptr, &ae), FX_OK);
+  EXPECT_TRUE(starts_with("fx_ae_model_load")) << fx_last_error();
+  float x = 0;
+  EXPECT_NE(fx_euler_step(&x, nullptr, 1, 0.5f), FX_OK);
+  EXPECT_TRUE(starts_with("fx_euler_step")) << fx_last_error();
+  size_t size = 0;
+  EXPECT_NE(fx_abi_struct_size("fx_no_such_struct", &size), FX_OK);
+  EXPECT_TRUE(starts_with("fx_abi_struct_size")) << fx_last_error();
+  uint8_t rgb[3] = {1, 2, 3};
+  fx_blob* blob = nullptr;
+  EXPECT_NE(fx_image_encode(rgb, 1, 1, FX_IMAGE_JPEG, 0, &blob), FX_OK);
+  EXPECT_TRUE(starts_with("fx_image_encode")) << fx_last_error();
+}
+
 TEST(ApiVersion, VersionAndBuildInfo) {
   EXPECT_EQ(fx_abi_version(), FX_ABI_VERSION);
   EXPECT_STRNE(fx_version(), "");

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "fluxnative.h"
 #include "io/checkpoint.h"
 #include "models/flux_transformer.h"
 #include "models/tiny.h"
@@ -217,3 +219,48 @@ TEST(FluxTransformer, TimestepEmbeddingMatchesTheSpecValues) {
 }
 
 }  // namespace
+
+// Cancellation: with the flag already set, the forward stops at its first block boundary, writes an error
+// naming the cause, and the model stays usable.
+TEST(FluxTransformer, ForwardStopsWhenTheCancelFlagIsSet) {
+  const fs::path dir = fs::path(FX_TEST_TMPDIR) / "flux-cancel";
+  fs::create_directories(dir);
+  fx_tiny_model_params p;
+  fx_tiny_model_params_init(&p);
+  p.kind = FX_MODEL_FLUX_TRANSFORMER;
+  p.seed = 3;
+  const std::string path = (dir / "m.safetensors").string();
+  ASSERT_EQ(fx_tiny_model_write(&p, path.c_str()), FX_OK) << fx_last_error();
+  fx_checkpoint* checkpoint = nullptr;
+  ASSERT_EQ(fx_checkpoint_open(path.c_str(), &checkpoint), FX_OK) << fx_last_error();
+  fx_flux_load_params load;
+  fx_flux_load_params_init(&load);
+  fx_flux_model* model = nullptr;
+  ASSERT_EQ(fx_flux_model_load(checkpoint, &load, &model), FX_OK) << fx_last_error();
+  fx_checkpoint_close(checkpoint);
+
+  const int Li = 4, Lt = 3;
+  std::vector<float> img(Li * 64, 0.25f), img_ids(Li * 3, 1.0f), txt(Lt * 32, -0.5f), txt_ids(Lt * 3, 0.0f), y(32, 0.1f);
+  float t = 0.5f, g = 3.5f;
+  volatile int32_t cancel = 1;
+  fx_flux_inputs in;
+  fx_flux_inputs_init(&in);
+  in.img_tokens = Li;
+  in.txt_tokens = Lt;
+  in.img = img.data();
+  in.img_ids = img_ids.data();
+  in.txt = txt.data();
+  in.txt_ids = txt_ids.data();
+  in.y = y.data();
+  in.timesteps = &t;
+  in.guidance = &g;
+  in.cancel = &cancel;
+  std::vector<float> out(Li * 64, std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(fx_flux_forward(model, &in, out.data(), out.size()), FX_ERR_CANCELLED);
+  EXPECT_NE(std::string(fx_last_error()).find("cancelled"), std::string::npos) << fx_last_error();
+
+  cancel = 0;
+  ASSERT_EQ(fx_flux_forward(model, &in, out.data(), out.size()), FX_OK) << fx_last_error();
+  for (float v : out) ASSERT_TRUE(std::isfinite(v));
+  fx_flux_model_free(model);
+}

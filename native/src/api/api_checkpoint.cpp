@@ -44,10 +44,11 @@ FX_API void fx_tensor_info_init(fx_tensor_info* info) {
 }
 
 FX_API fx_status fx_checkpoint_open(const char* path, fx_checkpoint** out) {
-  return guard(__func__, [&] {
-    require(out != nullptr, __func__, "out is NULL");
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(out != nullptr, function, "out is NULL");
     *out = nullptr;
-    require(path != nullptr && *path != '\0', __func__, "path is NULL or empty");
+    require(path != nullptr && *path != '\0', function, "path is NULL or empty");
     auto handle = std::make_unique<fx_checkpoint>();
     handle->impl = fx::io::Checkpoint::open(path);
     *out = handle.release();
@@ -57,15 +58,17 @@ FX_API fx_status fx_checkpoint_open(const char* path, fx_checkpoint** out) {
 FX_API void fx_checkpoint_close(fx_checkpoint* checkpoint) { delete checkpoint; }
 
 FX_API fx_status fx_checkpoint_tensor_count(const fx_checkpoint* checkpoint, size_t* count) {
-  return guard(__func__, [&] {
-    require(checkpoint != nullptr && count != nullptr, __func__, "checkpoint or count is NULL");
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(checkpoint != nullptr && count != nullptr, function, "checkpoint or count is NULL");
     *count = checkpoint->impl->tensors().size();
   });
 }
 
 FX_API fx_status fx_checkpoint_tensor_info(const fx_checkpoint* checkpoint, size_t index, fx_tensor_info* info) {
-  return guard(__func__, [&] {
-    const auto& tensor = tensor_at(checkpoint, index, __func__);
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    const auto& tensor = tensor_at(checkpoint, index, function);
     fx_tensor_info value{};
     value.dtype = static_cast<int32_t>(tensor.dtype);
     value.name = tensor.name.c_str();
@@ -74,13 +77,14 @@ FX_API fx_status fx_checkpoint_tensor_info(const fx_checkpoint* checkpoint, size
     for (size_t d = 0; d < tensor.shape.size() && d < FX_MAX_DIMS; ++d) value.shape[d] = tensor.shape[d];
     value.byte_size = tensor.byte_size;
     value.file_offset = tensor.file->absolute_offset(*tensor.entry);
-    fx::api::write_versioned(info, __func__, value);
+    fx::api::write_versioned(info, function, value);
   });
 }
 
 FX_API fx_status fx_checkpoint_find(const fx_checkpoint* checkpoint, const char* name, size_t* index) {
-  return guard(__func__, [&] {
-    require(checkpoint != nullptr && name != nullptr && index != nullptr, __func__,
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(checkpoint != nullptr && name != nullptr && index != nullptr, function,
             "checkpoint, name or index is NULL");
     const auto* tensor = checkpoint->impl->find(name);
     if (tensor == nullptr) {
@@ -92,27 +96,28 @@ FX_API fx_status fx_checkpoint_find(const fx_checkpoint* checkpoint, const char*
 
 FX_API fx_status fx_checkpoint_read_tensor(const fx_checkpoint* checkpoint, size_t index, int32_t dst_dtype,
                                            void* dst, size_t dst_bytes) {
-  return guard(__func__, [&] {
-    const auto& tensor = tensor_at(checkpoint, index, __func__);
-    require(fx::dtype_valid(dst_dtype), __func__, "dst_dtype is not a valid fx_dtype");
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    const auto& tensor = tensor_at(checkpoint, index, function);
+    require(fx::dtype_valid(dst_dtype), function, "dst_dtype is not a valid fx_dtype");
     const auto target = static_cast<fx::DType>(dst_dtype);
     const uint64_t count = tensor.element_count();
     const uint64_t needed = count * fx::dtype_size(target);
     const std::string what = tensor.file->path() + ": tensor \"" + tensor.name + "\" (" +
                              fx::dtype_name(tensor.dtype) + " " + shape_text(tensor.shape) + ")";
     if (dst_bytes < needed) {
-      fx::fail(FX_ERR_BUFFER_TOO_SMALL, std::string(__func__) + ": " + what + " needs " + std::to_string(needed) +
+      fx::fail(FX_ERR_BUFFER_TOO_SMALL, std::string(function) + ": " + what + " needs " + std::to_string(needed) +
                                             " bytes as " + fx::dtype_name(target) + ", the buffer has " +
                                             std::to_string(dst_bytes));
     }
-    require(dst != nullptr || needed == 0, __func__, "dst is NULL");
+    require(dst != nullptr || needed == 0, function, "dst is NULL");
     if (count == 0) return;
     if (target == tensor.dtype) {
       std::memcpy(dst, tensor.data(), tensor.byte_size);
       return;
     }
     if (!fx::dtype_is_float(tensor.dtype) || !fx::dtype_is_float(target)) {
-      fx::fail(FX_ERR_UNSUPPORTED, std::string(__func__) + ": " + what + " cannot be converted to " +
+      fx::fail(FX_ERR_UNSUPPORTED, std::string(function) + ": " + what + " cannot be converted to " +
                                        fx::dtype_name(target) + " (only floating-point dtypes convert)");
     }
     fx::convert(tensor.dtype, tensor.data(), target, dst, count, fx::Overflow::Saturate);
@@ -121,30 +126,32 @@ FX_API fx_status fx_checkpoint_read_tensor(const fx_checkpoint* checkpoint, size
 
 FX_API fx_status fx_checkpoint_describe_json(const fx_checkpoint* checkpoint, char* buffer, size_t capacity,
                                              size_t* needed) {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
   fx_status status = FX_OK;
-  fx_status guarded = guard(__func__, [&] {
-    require(checkpoint != nullptr, __func__, "checkpoint is NULL");
+  fx_status guarded = guard(function, [&] {
+    require(checkpoint != nullptr, function, "checkpoint is NULL");
     const std::string text = fx::models::describe(*checkpoint->impl).dump(2);
-    status = fx::api::copy_string_out(__func__, text, buffer, capacity, needed);
+    status = fx::api::copy_string_out(function, text, buffer, capacity, needed);
   });
   return guarded != FX_OK ? guarded : status;
 }
 
 FX_API fx_status fx_safetensors_write(const char* path, const fx_tensor_view* tensors, size_t count,
                                       const char* metadata_json) {
-  return guard(__func__, [&] {
-    require(path != nullptr && *path != '\0', __func__, "path is NULL or empty");
-    require(tensors != nullptr || count == 0, __func__, "tensors is NULL");
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(path != nullptr && *path != '\0', function, "path is NULL or empty");
+    require(tensors != nullptr || count == 0, function, "tensors is NULL");
     std::vector<fx::io::TensorToWrite> list;
     list.reserve(count);
     for (size_t i = 0; i < count; ++i) {
       const fx_tensor_view& view = tensors[i];
-      const std::string label = std::string(__func__) + ": tensor " + std::to_string(i);
-      require(view.name != nullptr, __func__, (label + " has a NULL name").c_str());
-      require(fx::dtype_valid(view.dtype), __func__, (label + " (\"" + view.name + "\") has an invalid dtype").c_str());
-      require(view.ndim >= 0 && view.ndim <= FX_MAX_DIMS, __func__,
+      const std::string label = std::string(function) + ": tensor " + std::to_string(i);
+      require(view.name != nullptr, function, (label + " has a NULL name").c_str());
+      require(fx::dtype_valid(view.dtype), function, (label + " (\"" + view.name + "\") has an invalid dtype").c_str());
+      require(view.ndim >= 0 && view.ndim <= FX_MAX_DIMS, function,
               (label + " (\"" + view.name + "\") has ndim outside 0.." + std::to_string(FX_MAX_DIMS)).c_str());
-      require(view.data != nullptr || view.byte_size == 0, __func__,
+      require(view.data != nullptr || view.byte_size == 0, function,
               (label + " (\"" + view.name + "\") has NULL data").c_str());
       list.push_back({view.name, static_cast<fx::DType>(view.dtype),
                       std::vector<int64_t>(view.shape, view.shape + view.ndim), view.data, view.byte_size});
@@ -155,11 +162,11 @@ FX_API fx_status fx_safetensors_write(const char* path, const fx_tensor_view* te
       try {
         parsed = nlohmann::json::parse(metadata_json);
       } catch (const nlohmann::json::exception& e) {
-        fx::fail(FX_ERR_INVALID_ARGUMENT, std::string(__func__) + ": metadata_json is not valid JSON: " + e.what());
+        fx::fail(FX_ERR_INVALID_ARGUMENT, std::string(function) + ": metadata_json is not valid JSON: " + e.what());
       }
-      require(parsed.is_object(), __func__, "metadata_json must be a JSON object");
+      require(parsed.is_object(), function, "metadata_json must be a JSON object");
       for (const auto& [key, value] : parsed.items()) {
-        require(value.is_string(), __func__, ("metadata value \"" + key + "\" is not a string").c_str());
+        require(value.is_string(), function, ("metadata value \"" + key + "\" is not a string").c_str());
         metadata[key] = value.get<std::string>();
       }
     }
@@ -180,11 +187,12 @@ FX_API void fx_tiny_model_params_init(fx_tiny_model_params* params) {
 }
 
 FX_API fx_status fx_tiny_model_write(const fx_tiny_model_params* params, const char* path) {
-  return guard(__func__, [&] {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
     fx_tiny_model_params defaults;
     fx_tiny_model_params_init(&defaults);
-    const auto value = fx::api::read_versioned(params, __func__, defaults);
-    require(path != nullptr && *path != '\0', __func__, "path is NULL or empty");
+    const auto value = fx::api::read_versioned(params, function, defaults);
+    require(path != nullptr && *path != '\0', function, "path is NULL or empty");
     fx::models::write_tiny_model(value, path);
   });
 }

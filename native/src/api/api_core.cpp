@@ -80,7 +80,8 @@ FX_API void fx_build_info_init(fx_build_info* info) {
 }
 
 FX_API fx_status fx_get_build_info(fx_build_info* info) {
-  return guard(__func__, [&] {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
     fx_build_info value{};
     value.abi_version = FX_ABI_VERSION;
     value.backends = FX_BACKEND_CPU;
@@ -91,17 +92,18 @@ FX_API fx_status fx_get_build_info(fx_build_info* info) {
     value.cuda_driver_version = fx::cuda::driver_version();
     value.cuda_device_count = fx::cuda::device_count();
 #endif
-    fx::api::write_versioned(info, __func__, value);
+    fx::api::write_versioned(info, function, value);
   });
 }
 
 FX_API fx_status fx_library_path(char* buffer, size_t capacity, size_t* needed) {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
   fx_status status = FX_OK;
-  fx_status guarded = guard(__func__, [&] {
+  fx_status guarded = guard(function, [&] {
     Dl_info dl{};
     if (dladdr(reinterpret_cast<void*>(&fx_library_path), &dl) == 0 || dl.dli_fname == nullptr)
       fx::fail(FX_ERR_NOT_FOUND, "fx_library_path: the dynamic loader does not know this library's file");
-    status = fx::api::copy_string_out(__func__, dl.dli_fname, buffer, capacity, needed);
+    status = fx::api::copy_string_out(function, dl.dli_fname, buffer, capacity, needed);
   });
   return guarded != FX_OK ? guarded : status;
 }
@@ -116,12 +118,13 @@ FX_API const char* fx_dtype_name(int32_t dtype) {
 
 FX_API fx_status fx_convert(int32_t src_dtype, const void* src, int32_t dst_dtype, void* dst, size_t count,
                             int32_t overflow) {
-  return guard(__func__, [&] {
-    require(fx::dtype_valid(src_dtype), __func__, "src_dtype is not a valid fx_dtype");
-    require(fx::dtype_valid(dst_dtype), __func__, "dst_dtype is not a valid fx_dtype");
-    require(overflow == FX_OVERFLOW_SATURATE || overflow == FX_OVERFLOW_IEEE, __func__,
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(fx::dtype_valid(src_dtype), function, "src_dtype is not a valid fx_dtype");
+    require(fx::dtype_valid(dst_dtype), function, "dst_dtype is not a valid fx_dtype");
+    require(overflow == FX_OVERFLOW_SATURATE || overflow == FX_OVERFLOW_IEEE, function,
             "overflow must be FX_OVERFLOW_SATURATE or FX_OVERFLOW_IEEE");
-    require(count == 0 || (src != nullptr && dst != nullptr), __func__, "src or dst is NULL");
+    require(count == 0 || (src != nullptr && dst != nullptr), function, "src or dst is NULL");
     fx::convert(static_cast<fx::DType>(src_dtype), src, static_cast<fx::DType>(dst_dtype), dst, count,
                 static_cast<fx::Overflow>(overflow));
   });
@@ -162,7 +165,10 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_flux_inputs, struct_size), FX_FIELD(fx_flux_inputs, batch), FX_FIELD(fx_flux_inputs, img_tokens),
     FX_FIELD(fx_flux_inputs, txt_tokens), FX_FIELD(fx_flux_inputs, img), FX_FIELD(fx_flux_inputs, img_ids),
     FX_FIELD(fx_flux_inputs, txt), FX_FIELD(fx_flux_inputs, txt_ids), FX_FIELD(fx_flux_inputs, y),
-    FX_FIELD(fx_flux_inputs, timesteps), FX_FIELD(fx_flux_inputs, guidance),
+    FX_FIELD(fx_flux_inputs, timesteps), FX_FIELD(fx_flux_inputs, guidance), FX_FIELD(fx_flux_inputs, cancel),
+    FX_FIELD(fx_ae_load_params, struct_size), FX_FIELD(fx_ae_load_params, num_threads),
+    FX_FIELD(fx_text_load_params, struct_size), FX_FIELD(fx_text_load_params, weight_format),
+    FX_FIELD(fx_text_load_params, num_threads),
 };
 #undef FX_FIELD
 
@@ -173,25 +179,29 @@ const StructSize kStructSizes[] = {
     {"fx_tiny_model_params", sizeof(fx_tiny_model_params)},
     {"fx_flux_load_params", sizeof(fx_flux_load_params)},
     {"fx_flux_inputs", sizeof(fx_flux_inputs)},
+    {"fx_ae_load_params", sizeof(fx_ae_load_params)},
+    {"fx_text_load_params", sizeof(fx_text_load_params)},
 };
 }  // namespace
 
 FX_API fx_status fx_abi_struct_size(const char* struct_name, size_t* size) {
-  return guard(__func__, [&] {
-    require(struct_name != nullptr && size != nullptr, __func__, "struct_name or size is NULL");
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(struct_name != nullptr && size != nullptr, function, "struct_name or size is NULL");
     for (const auto& entry : kStructSizes) {
       if (std::string_view(entry.structure) == struct_name) {
         *size = entry.size;
         return;
       }
     }
-    fx::fail(FX_ERR_NOT_FOUND, std::string(__func__) + ": no struct named \"" + struct_name + "\" in the ABI");
+    fx::fail(FX_ERR_NOT_FOUND, std::string(function) + ": no struct named \"" + struct_name + "\" in the ABI");
   });
 }
 
 FX_API fx_status fx_abi_field_offset(const char* struct_name, const char* field_name, size_t* offset) {
-  return guard(__func__, [&] {
-    require(struct_name != nullptr && field_name != nullptr && offset != nullptr, __func__,
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(struct_name != nullptr && field_name != nullptr && offset != nullptr, function,
             "struct_name, field_name or offset is NULL");
     for (const auto& entry : kFieldOffsets) {
       if (std::string_view(entry.structure) == struct_name && std::string_view(entry.field) == field_name) {
@@ -199,13 +209,14 @@ FX_API fx_status fx_abi_field_offset(const char* struct_name, const char* field_
         return;
       }
     }
-    fx::fail(FX_ERR_NOT_FOUND, std::string(__func__) + ": no field \"" + field_name + "\" in struct \"" +
+    fx::fail(FX_ERR_NOT_FOUND, std::string(function) + ": no field \"" + field_name + "\" in struct \"" +
                                    struct_name + "\"");
   });
 }
 
 FX_API fx_status fx_debug_throw(int32_t kind) {
-  return guard(__func__, [&] {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
     switch (kind) {
       case 0: throw std::runtime_error("fx_debug_throw: a std::runtime_error, as asked");
       case 1: throw std::bad_alloc();

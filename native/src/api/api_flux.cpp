@@ -18,13 +18,14 @@ FX_API void fx_flux_load_params_init(fx_flux_load_params* params) {
 
 FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_flux_load_params* params,
                                     fx_flux_model** out) {
-  return guard(__func__, [&] {
-    require(out != nullptr, __func__, "out is NULL");
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(out != nullptr, function, "out is NULL");
     *out = nullptr;
-    require(checkpoint != nullptr, __func__, "checkpoint is NULL");
+    require(checkpoint != nullptr, function, "checkpoint is NULL");
     fx_flux_load_params defaults;
     fx_flux_load_params_init(&defaults);
-    const auto p = fx::api::read_versioned(params, __func__, defaults);
+    const auto p = fx::api::read_versioned(params, function, defaults);
     fx::models::FluxWeightFormat format;
     switch (p.weight_format) {
       case FX_WEIGHTS_AS_STORED: format = fx::models::FluxWeightFormat::AsStored; break;
@@ -33,8 +34,8 @@ FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_fl
       case FX_WEIGHTS_FP8: format = fx::models::FluxWeightFormat::FP8; break;
       default: fx::fail(FX_ERR_INVALID_ARGUMENT, "fx_flux_model_load: weight_format must be an fx_weight_format");
     }
-    require(p.num_threads >= 0, __func__, "num_threads must be >= 0");
-    require(p.activations == FX_ACTIVATIONS_F32 || p.activations == FX_ACTIVATIONS_BF16, __func__,
+    require(p.num_threads >= 0, function, "num_threads must be >= 0");
+    require(p.activations == FX_ACTIVATIONS_F32 || p.activations == FX_ACTIVATIONS_BF16, function,
             "activations must be FX_ACTIVATIONS_F32 or FX_ACTIVATIONS_BF16");
     const auto precision =
         p.activations == FX_ACTIVATIONS_BF16 ? fx::cpu::Precision::Bf16Activations : fx::cpu::Precision::Exact;
@@ -49,9 +50,10 @@ FX_API void fx_flux_model_free(fx_flux_model* model) { delete model; }
 
 FX_API fx_status fx_flux_model_config_json(const fx_flux_model* model, char* buffer, size_t capacity,
                                            size_t* needed) {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
   fx_status status = FX_OK;
-  fx_status guarded = guard(__func__, [&] {
-    require(model != nullptr, __func__, "model is NULL");
+  fx_status guarded = guard(function, [&] {
+    require(model != nullptr, function, "model is NULL");
     const auto& c = model->model->config();
     nlohmann::json j = {{"in_channels", c.in_channels},       {"out_channels", c.out_channels},
                         {"hidden_size", c.hidden},            {"num_heads", c.heads},
@@ -60,7 +62,7 @@ FX_API fx_status fx_flux_model_config_json(const fx_flux_model* model, char* buf
                         {"time_embed_dim", c.time_embed_dim}, {"depth", c.depth},
                         {"depth_single", c.depth_single},     {"guidance_embed", c.guidance_embed},
                         {"axes_dim", c.axes_dim},             {"theta", c.theta}};
-    status = fx::api::copy_string_out(__func__, j.dump(), buffer, capacity, needed);
+    status = fx::api::copy_string_out(function, j.dump(), buffer, capacity, needed);
   });
   return guarded != FX_OK ? guarded : status;
 }
@@ -73,17 +75,18 @@ FX_API void fx_flux_inputs_init(fx_flux_inputs* inputs) {
 }
 
 FX_API fx_status fx_flux_forward(fx_flux_model* model, const fx_flux_inputs* inputs, float* out, size_t out_count) {
-  return guard(__func__, [&] {
-    require(model != nullptr, __func__, "model is NULL");
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(model != nullptr, function, "model is NULL");
     fx_flux_inputs defaults;
     fx_flux_inputs_init(&defaults);
-    const auto in = fx::api::read_versioned(inputs, __func__, defaults);
+    const auto in = fx::api::read_versioned(inputs, function, defaults);
     const auto& c = model->model->config();
-    require(in.batch >= 1 && in.img_tokens >= 1 && in.txt_tokens >= 1, __func__,
+    require(in.batch >= 1 && in.img_tokens >= 1 && in.txt_tokens >= 1, function,
             "batch, img_tokens and txt_tokens must all be >= 1");
     const size_t expected = static_cast<size_t>(in.batch) * in.img_tokens * c.out_channels;
     if (out_count != expected) {
-      fx::fail(FX_ERR_INVALID_ARGUMENT, std::string(__func__) + ": out holds " + std::to_string(out_count) +
+      fx::fail(FX_ERR_INVALID_ARGUMENT, std::string(function) + ": out holds " + std::to_string(out_count) +
                                             " floats but [" + std::to_string(in.batch) + ", " +
                                             std::to_string(in.img_tokens) + ", " + std::to_string(c.out_channels) +
                                             "] needs " + std::to_string(expected));
@@ -99,6 +102,7 @@ FX_API fx_status fx_flux_forward(fx_flux_model* model, const fx_flux_inputs* inp
     f.y = in.y;
     f.timesteps = in.timesteps;
     f.guidance = in.guidance;
+    f.cancel = in.cancel;
     std::lock_guard<std::mutex> lock(model->forward_mutex);
     model->model->forward(f, out, model->pool());
   });

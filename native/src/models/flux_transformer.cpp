@@ -332,7 +332,12 @@ void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool
   std::vector<float> ids(static_cast<size_t>(L * n_axes));
   std::vector<float> cos_t(static_cast<size_t>(L * hd / 2)), sin_t(static_cast<size_t>(L * hd / 2));
 
+  auto check_cancel = [&] {
+    if (in.cancel != nullptr && *in.cancel != 0) fail(FX_ERR_CANCELLED, "flux forward: cancelled");
+  };
+
   for (int64_t b = 0; b < in.batch; ++b) {
+    check_cancel();
     // ---- conditioning vector: time (+ guidance) + pooled text ----
     timestep_embedding(in.timesteps[b], c.time_embed_dim, emb.data());
     run(m.time_in1, emb.data(), 1, c.time_embed_dim, hidden_tmp.data(), H, cpu::Activation::Silu);
@@ -382,6 +387,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool
 
     // ---- double-stream blocks ----
     for (const auto& blk : m.doubles) {
+      check_cancel();
       run(blk.img_mod, vec.data(), 1, H, mod.data(), 6 * H);   // shift1 scale1 gate1 shift2 scale2 gate2
       run(blk.txt_mod, vec.data(), 1, H, mod2.data(), 6 * H);
       const float* is1 = mod.data(); const float* ic1 = is1 + H; const float* ig1 = is1 + 2 * H;
@@ -415,6 +421,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool
     // ---- single-stream blocks over x = [txt; img] ----
     const int64_t u_width = 3 * H + mlp, cat_width = H + mlp;
     for (const auto& blk : m.singles) {
+      check_cancel();
       run(blk.mod, vec.data(), 1, H, mod.data(), 3 * H);  // shift scale gate
       cpu::layernorm_modulate(x.data(), L, H, H, mod.data(), mod.data() + H, kNormEps, a.data(), H, pool);
       float* u = hidden.data();

@@ -46,6 +46,8 @@ struct FluxInputs {
   const float* y = nullptr;
   const float* timesteps = nullptr;
   const float* guidance = nullptr;
+  // Optional: forward() throws FX_ERR_CANCELLED at the next block boundary after *cancel turns non-zero.
+  const volatile int32_t* cancel = nullptr;
 };
 
 class FluxTransformer {

@@ -316,8 +316,12 @@ Plan plan_ae(const fx_tiny_model_params& p) {
   require(ch % 32 == 0,
           "autoencoder base width (hidden_size) must be a multiple of 32: GroupNorm uses 32 groups (got " +
               std::to_string(ch) + ")");
-  const json mult = json::array({1, 2});
-  const int64_t nrb = 1, z = 16;
+  // depth = resolution levels (the published model has 4: ch_mult [1, 2, 4, 4]); depth_single =
+  // num_res_blocks (published: 2). The tiny default is 2 levels of 1 block: ch_mult [1, 2].
+  const int64_t levels = or_default(p.depth, 2), nrb = or_default(p.depth_single, 1), z = 16;
+  require(levels <= 6 && nrb <= 4, "autoencoder levels (depth) must be at most 6 and num_res_blocks (depth_single) at most 4");
+  json mult = json::array();
+  for (int64_t i = 0; i < levels; ++i) mult.push_back(i == 0 ? 1 : (i == 1 ? 2 : 4));
   Plan plan;
   plan.kind = "autoencoder";
   plan.config = {{"ch", ch},
