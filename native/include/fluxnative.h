@@ -345,7 +345,9 @@ FX_API void fx_text_load_params_init(fx_text_load_params* params);
 
 /* Loads a CLIP text encoder (diffusers text_encoder/) or a T5 encoder (text_encoder_2/; sharded with
  * index), which one inferred from the checkpoint; configuration from config.json, else from shapes.
- * FX_ERR_UNSUPPORTED for anything else. */
+ * Linear weights are packed in their dtype (never widened to f32 unless asked); the embedding table
+ * stays memory-mapped and only looked-up rows are converted. The checkpoint handle may be closed right
+ * after. FX_ERR_UNSUPPORTED for anything else. */
 FX_API fx_status fx_text_model_load(const fx_checkpoint* checkpoint, const fx_text_load_params* params,
                                     fx_text_model** out);
 FX_API void fx_text_model_free(fx_text_model* model);
@@ -355,7 +357,7 @@ FX_API void fx_text_model_free(fx_text_model* model);
 FX_API fx_status fx_text_model_config_json(const fx_text_model* model, char* buffer, size_t capacity, size_t* needed);
 
 /* Runs the encoder on token ids [B, L] (no attention mask, as FLUX uses them). Writes the last hidden
- * state [B, L, hidden_size] (after the final norm) to `hidden` (may be NULL when not wanted) and, for
+ * state [B, L, hidden_size] (after the final norm) to `hidden` (may be NULL, with count 0, when not wanted) and, for
  * CLIP, the pooled vector [B, hidden_size] (the final hidden state at the first occurrence of the
  * largest id of each row, i.e. the first <|endoftext|>) to `pooled` (NULL for T5, or when not wanted).
  * Counts must be exact. CLIP needs L <= max_positions. An id outside [0, vocab_size) is

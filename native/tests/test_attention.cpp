@@ -126,7 +126,7 @@ std::string describe(const Problem& p) {
   const auto& s = p.shape;
   return "batch " + std::to_string(s.batch) + " heads " + std::to_string(s.heads) + " seq_q " +
          std::to_string(s.seq_q) + " seq_kv " + std::to_string(s.seq_kv) + " head_dim " +
-         std::to_string(s.head_dim) + (s.bias ? " with bias" : "");
+         std::to_string(s.head_dim) + (s.bias ? " with bias" : "") + (s.causal ? " causal" : "");
 }
 
 // Runs the fast kernel and the portable path against the reference with f32 tolerances.
@@ -187,6 +187,37 @@ TEST(AttentionCpu, AdditiveBiasT5) {
   }
   Problem cross = make_problem(2, 2, 19, 141, 32, 310, true);
   check_against_reference(cross, pool);
+}
+
+// CLIP's causal mask: query i sees keys 0..i. Lengths around the 32-row strips and the 128-key blocks
+// (and several query tiles), with and without a bias, on both paths.
+TEST(AttentionCpu, CausalMaskMatchesReference) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 800;
+  for (int64_t d : {64, 16, 6})
+    for (int64_t seq : {1, 2, 31, 33, 77, 129, 300}) {
+      Problem p = make_problem(2, 3, seq, seq, d, seed++, seq == 77);
+      p.shape.causal = true;
+      check_against_reference(p, pool);
+    }
+  // Independent of the reference: row 0 sees only key 0, so its output is v[0] exactly (up to the
+  // rounding of p/l = 1); and the last row of a causal pass equals the unmasked result for that row.
+  Problem p = make_problem(1, 2, 150, 150, 32, 850);
+  p.shape.causal = true;
+  std::vector<float> got = p.make_output();
+  fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
+  for (int64_t h = 0; h < 2; ++h)
+    for (int64_t c = 0; c < 32; ++c) EXPECT_NEAR(got[size_t(h * 32 + c)], p.v.data[h * 32 + c], 1e-6);
+  Problem full = p;
+  full.shape.causal = false;
+  std::vector<float> unmasked = full.make_output();
+  fx::cpu::attention(full.shape, full.q, full.k, full.v, full.output(unmasked), pool);
+  const size_t last = size_t(149 * p.out_row);
+  for (int64_t c = 0; c < 64; ++c) EXPECT_NEAR(got[last + c], unmasked[last + c], 1e-5);
+  // ... and row 1 differs from the unmasked one (the mask does something).
+  double gap = 0.0;
+  for (int64_t c = 0; c < 64; ++c) gap += std::fabs(double(got[size_t(p.out_row) + c]) - unmasked[size_t(p.out_row) + c]);
+  EXPECT_GT(gap, 1e-2);
 }
 
 TEST(AttentionCpu, SameBitsForAnyThreadCount) {

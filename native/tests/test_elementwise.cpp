@@ -325,4 +325,129 @@ TEST(ElementwiseGatedAdd, MatchesReference) {
   }
 }
 
+// ---- text-encoder kernels ----
+
+TEST(ElementwiseLayerNormAffine, MatchesDoubleReference) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 900;
+  for (int64_t dim : {768, 32, 37, 1})
+    for (int64_t rows : {1, 5, 77})
+      for (float offset : {0.0f, 40.0f}) {
+        const int64_t ldx = dim + 3, ldy = dim + 5;
+        std::vector<float> x(size_t(rows * ldx)), w(static_cast<size_t>(dim)), b(static_cast<size_t>(dim));
+        fill_normal(x, seed++, 2.0f, offset);
+        fill_normal(w, seed++, 0.5f, 1.0f);
+        fill_normal(b, seed++, 0.5f);
+        std::vector<float> want(size_t(rows * ldy), kSentinel);
+        fx::cpu::layernorm_affine_reference(x.data(), rows, dim, ldx, w.data(), b.data(), 1e-5f, want.data(), ldy);
+        PathLoop::run([&] {
+          std::vector<float> got(size_t(rows * ldy), kSentinel);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < dim; ++c) got[size_t(r * ldy + c)] = kNaN;
+          fx::cpu::layernorm_affine(x.data(), rows, dim, ldx, w.data(), b.data(), 1e-5f, got.data(), ldy, pool);
+          const Stats st = diff(got, want, rows, dim, ldy);
+          if (dim == 1) {
+            EXPECT_LE(st.max_abs, 1e-6);  // x − mean = 0: the bias alone
+          } else {
+            EXPECT_LE(st.rel_l2, 1e-5) << "dim " << dim << " rows " << rows << " offset " << offset;
+            EXPECT_LE(st.max_abs, 3e-5) << "dim " << dim << " rows " << rows << " offset " << offset;
+          }
+          EXPECT_TRUE(padding_intact(got, rows, dim, ldy));
+        });
+      }
+  // Independent values: x = (−1, 1) has mean 0 and biased variance 1; weight (2, 3), bias (0.5, −0.25).
+  const float x2[2] = {-1.0f, 1.0f}, w2[2] = {2.0f, 3.0f}, b2[2] = {0.5f, -0.25f};
+  PathLoop::run([&] {
+    float y[2] = {kNaN, kNaN};
+    fx::cpu::layernorm_affine(x2, 1, 2, 2, w2, b2, 1e-5f, y, 2);
+    const double n = 1.0 / std::sqrt(1.0 + 1e-5);
+    EXPECT_NEAR(y[0], -n * 2.0 + 0.5, 1e-6);
+    EXPECT_NEAR(y[1], n * 3.0 - 0.25, 1e-6);
+  });
+}
+
+TEST(ElementwiseRmsNormRows, MatchesDoubleReferenceInAndOutOfPlace) {
+  fx::ThreadPool pool(2);
+  uint32_t seed = 950;
+  for (int64_t dim : {4096, 32, 45, 3})
+    for (int64_t rows : {1, 9, 70}) {
+      const int64_t ldx = dim + 2, ldy = dim + 7;
+      std::vector<float> x(size_t(rows * ldx)), w(static_cast<size_t>(dim));
+      fill_normal(x, seed++, 1.5f, 0.3f);
+      fill_normal(w, seed++, 0.3f, 1.0f);
+      std::vector<float> want(size_t(rows * ldy), kSentinel);
+      fx::cpu::rms_norm_reference(x.data(), rows, dim, ldx, w.data(), 1e-6f, want.data(), ldy);
+      PathLoop::run([&] {
+        std::vector<float> got(size_t(rows * ldy), kSentinel);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < dim; ++c) got[size_t(r * ldy + c)] = kNaN;
+        fx::cpu::rms_norm(x.data(), rows, dim, ldx, w.data(), 1e-6f, got.data(), ldy, pool);
+        Stats st = diff(got, want, rows, dim, ldy);
+        EXPECT_LE(st.rel_l2, 1e-6) << "dim " << dim << " rows " << rows;
+        EXPECT_LE(st.max_abs, 1e-5) << "dim " << dim << " rows " << rows;
+        EXPECT_TRUE(padding_intact(got, rows, dim, ldy));
+        // In place (y = x, same stride): same values.
+        std::vector<float> inplace(size_t(rows * ldy), kSentinel);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < dim; ++c) inplace[size_t(r * ldy + c)] = x[size_t(r * ldx + c)];
+        fx::cpu::rms_norm(inplace.data(), rows, dim, ldy, w.data(), 1e-6f, inplace.data(), ldy, pool);
+        st = diff(inplace, want, rows, dim, ldy);
+        EXPECT_LE(st.rel_l2, 1e-6) << "in place, dim " << dim << " rows " << rows;
+      });
+    }
+  // Independent values: rms of (3, 4) is sqrt(12.5); no mean subtraction (the mean 3.5 is kept).
+  const float x2[2] = {3.0f, 4.0f}, w2[2] = {2.0f, 0.5f};
+  PathLoop::run([&] {
+    float y[2] = {kNaN, kNaN};
+    fx::cpu::rms_norm(x2, 1, 2, 2, w2, 1e-6f, y, 2);
+    const double r = 1.0 / std::sqrt(12.5 + 1e-6);
+    EXPECT_NEAR(y[0], 3.0 * r * 2.0, 1e-6);
+    EXPECT_NEAR(y[1], 4.0 * r * 0.5, 1e-6);
+  });
+}
+
+TEST(ElementwiseQuickGelu, MatchesFormula) {
+  std::vector<float> x(50001);
+  fill_normal(x, 980, 5.0f);
+  for (float v : {0.0f, -0.0f, 90.0f, -90.0f, 1e-6f, 1.0f, -1.0f}) x.push_back(v);
+  std::vector<float> want = x;
+  fx::cpu::quick_gelu_reference(want.data(), int64_t(want.size()));
+  fx::ThreadPool pool(2);
+  PathLoop::run([&] {
+    std::vector<float> got = x;
+    fx::cpu::quick_gelu(got.data(), int64_t(got.size()), pool);
+    const Stats st = diff(got, want, 1, int64_t(x.size()), int64_t(x.size()));
+    EXPECT_LE(st.rel_l2, 1e-6);
+    EXPECT_LE(st.max_abs, 1e-5);
+    // The formula x·σ(1.702x) written out here, and not x·σ(x) (SiLU) nor the tanh GELU.
+    for (size_t i : {size_t(3), size_t(50000), x.size() - 2, x.size() - 1}) {
+      const double v = x[i];
+      EXPECT_NEAR(got[i], v / (1.0 + std::exp(-1.702 * v)), 1e-5 * std::max(1.0, std::fabs(v))) << v;
+    }
+    EXPECT_NEAR(got[x.size() - 2], 1.0 / (1.0 + std::exp(-1.702)), 1e-6);  // 0.845796...
+  });
+}
+
+TEST(ElementwiseAddMul, MatchReference) {
+  fx::ThreadPool pool(2);
+  for (int64_t n : {int64_t(1), int64_t(15), int64_t(4096 * 7 + 3)}) {
+    std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+    fill_normal(x, 990 + uint32_t(n), 2.0f);
+    fill_normal(y, 991 + uint32_t(n), 2.0f);
+    std::vector<float> want_add = x, want_mul = x;
+    fx::cpu::add_inplace_reference(want_add.data(), y.data(), n);
+    fx::cpu::mul_inplace_reference(want_mul.data(), y.data(), n);
+    PathLoop::run([&] {
+      std::vector<float> a = x, m = x;
+      fx::cpu::add_inplace(a.data(), y.data(), n, pool);
+      fx::cpu::mul_inplace(m.data(), y.data(), n, pool);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(a[size_t(i)], want_add[size_t(i)]) << i;  // one f32 rounding either way: bit-identical
+        ASSERT_EQ(m[size_t(i)], want_mul[size_t(i)]) << i;
+        ASSERT_EQ(a[size_t(i)], x[size_t(i)] + y[size_t(i)]);
+      }
+    });
+  }
+}
+
 }  // namespace

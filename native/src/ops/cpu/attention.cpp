@@ -101,12 +101,17 @@ void portable_task(const AttentionShape& s, const AttentionOperand& q, const Att
   const float* kb = k.data + b * k.batch_stride + h * k.head_stride;
   const float* vb = v.data + b * v.batch_stride + h * v.head_stride;
   for (int64_t kv0 = 0; kv0 < s.seq_kv; kv0 += bk) {
+    if (s.causal && kv0 > q0 + nq - 1) break;  // every later key is above the diagonal of every row here
     const int64_t nk = std::min(bk, s.seq_kv - kv0);
     for (int64_t i = 0; i < nq; ++i) {
       const float* qi = qs + i * d;
       const float* bias_row = s.bias ? s.bias + (h * s.seq_q + q0 + i) * s.seq_kv + kv0 : nullptr;
       float mx = m[i];
       for (int64_t j = 0; j < nk; ++j) {
+        if (s.causal && kv0 + j > q0 + i) {
+          p[j] = kNegInf;
+          continue;
+        }
         const float* kj = kb + (kv0 + j) * k.row_stride;
         float dot = 0.0f;
         for (int64_t c = 0; c < d; ++c) dot += qi[c] * kj[c];
@@ -246,17 +251,29 @@ FX_TARGET_AVX512 void avx512_task(const AttentionShape& s, const AttentionOperan
   const float* vb = v.data + b * v.batch_stride + h * v.head_stride;
   const __m512 neg_inf = _mm512_set1_ps(kNegInf);
   for (int64_t kv0 = 0; kv0 < s.seq_kv; kv0 += bk) {
+    if (s.causal && kv0 > q0 + nq - 1) break;  // every later key is above the diagonal of every row here
     const int64_t nk = std::min(bk, s.seq_kv - kv0);
     const float* k0 = kb + kv0 * k.row_stride;
     const float* v0 = vb + kv0 * v.row_stride;
     for (int64_t sI = 0; sI < strips; ++sI) {
       const int64_t r0 = sI * kStrip;
+      // Causal: a strip whose last real row lies before this block sees none of it (skipping it is the
+      // same as adding exp(-inf) = 0 terms).
+      if (s.causal && kv0 > q0 + r0 + std::min(kStrip, nq - r0) - 1) continue;
       scores_strip(k0, k.row_stride, qt + sI * d * kStrip, d, nk, st);
       if (s.bias) {
         const int64_t valid = std::min(kStrip, nq - r0);
         for (int64_t i = 0; i < valid; ++i) {
           const float* br = s.bias + (h * s.seq_q + q0 + r0 + i) * s.seq_kv + kv0;
           for (int64_t j = 0; j < nk; ++j) st[j * kStrip + i] += br[j];
+        }
+      }
+      if (s.causal && kv0 + nk - 1 > q0 + r0) {
+        // Key kv0 + j is hidden from row q0 + r0 + i when kv0 + j > q0 + r0 + i: from the strip's first
+        // kv0 + j - q0 - r0 rows (padding rows are masked alike).
+        for (int64_t j = 0; j < nk; ++j) {
+          const int64_t hidden_rows = std::min(kStrip, kv0 + j - q0 - r0);
+          for (int64_t i = 0; i < hidden_rows; ++i) st[j * kStrip + i] = kNegInf;
         }
       }
       // Online softmax for the 32 rows at once: the row max is a vertical max over key rows.
@@ -381,6 +398,10 @@ void attention_reference(const AttentionShape& s, const AttentionOperand& q, con
         const float* qi = q.data + b * q.batch_stride + i * q.row_stride + h * q.head_stride;
         double mx = -std::numeric_limits<double>::infinity();
         for (int64_t j = 0; j < s.seq_kv; ++j) {
+          if (s.causal && j > i) {
+            scores[j] = -std::numeric_limits<double>::infinity();
+            continue;
+          }
           const float* kj = k.data + b * k.batch_stride + j * k.row_stride + h * k.head_stride;
           double dot = 0.0;
           for (int64_t c = 0; c < d; ++c) dot += double(qi[c]) * double(kj[c]);

@@ -1,7 +1,9 @@
 // CPU attention: out = softmax(q · kᵀ · scale) · v per (batch, head), tiled with an online softmax
 // (running max and sum per query row), so the L×L score matrix never exists in memory.
-// No mask: FLUX's joint attention, the T5 encoder (with a bias) and the VAE mid-block use none. A row
-// whose logits are all -inf (only possible through the bias) gives zeros rather than NaN.
+// No padding mask: FLUX's joint attention, the T5 encoder (with a bias) and the VAE mid-block use none;
+// CLIP's text tower uses the causal mask (AttentionShape::causal, aligned at the top-left corner: key j
+// is visible to query i when j <= i). A row whose logits are all -inf (only possible through the bias)
+// gives zeros rather than NaN.
 // attention() picks an AVX-512 path at run time (head_dim a multiple of 16) or else the portable one.
 // attention_reference() is the plain two-pass version (full score row, double accumulation) that the
 // tests compare with.
@@ -38,6 +40,7 @@ struct AttentionShape {
   int64_t head_dim = 0;
   float scale = 1.0f;              // 1/sqrt(head_dim) for FLUX and CLIP, 1 for T5, 1/sqrt(512) for the VAE
   const float* bias = nullptr;     // optional additive bias [heads, seq_q, seq_kv] shared over the batch (T5)
+  bool causal = false;             // query i sees keys 0..i only (CLIP); keys above the diagonal count as -inf
 };
 
 void attention(const AttentionShape& shape, const AttentionOperand& q, const AttentionOperand& k,

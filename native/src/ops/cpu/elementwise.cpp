@@ -61,8 +61,8 @@ inline double gelu_tanh_exact(double x) {
 
 // ---- portable bodies ----
 
-void layernorm_row_portable(const float* x, int64_t dim, const float* shift, const float* scale, float eps,
-                            float* y) {
+// Mean (summed in f64) and 1/sqrt(biased variance + eps) of one row, for both LayerNorm flavours.
+void layernorm_stats_portable(const float* x, int64_t dim, float eps, float* mean_out, float* rstd_out) {
   double sum = 0.0;
   for (int64_t i = 0; i < dim; ++i) sum += x[i];
   const float mean = float(sum / double(dim));
@@ -71,7 +71,14 @@ void layernorm_row_portable(const float* x, int64_t dim, const float* shift, con
     const float c = x[i] - mean;
     ss += c * c;
   }
-  const float rstd = float(1.0 / std::sqrt(double(ss) / double(dim) + double(eps)));
+  *mean_out = mean;
+  *rstd_out = float(1.0 / std::sqrt(double(ss) / double(dim) + double(eps)));
+}
+
+void layernorm_row_portable(const float* x, int64_t dim, const float* shift, const float* scale, float eps,
+                            float* y) {
+  float mean, rstd;
+  layernorm_stats_portable(x, dim, eps, &mean, &rstd);
   for (int64_t i = 0; i < dim; ++i) y[i] = (x[i] - mean) * rstd * (1.0f + scale[i]) + shift[i];
 }
 
@@ -95,8 +102,9 @@ void rope_head_portable(float* x, int64_t pairs, const float* c, const float* s)
 
 FX_TARGET_AVX512 inline __mmask16 tail_mask(int64_t left) { return __mmask16((1u << left) - 1u); }
 
-FX_TARGET_AVX512 void layernorm_row_avx512(const float* x, int64_t dim, const float* shift, const float* scale,
-                                           float eps, float* y) {
+// Mean (summed in f64) and 1/sqrt(biased variance + eps) of one row, for both LayerNorm flavours.
+FX_TARGET_AVX512 void layernorm_stats_avx512(const float* x, int64_t dim, float eps, float* mean_out,
+                                             float* rstd_out) {
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
   int64_t i = 0;
   for (; i + 16 <= dim; i += 16) {
@@ -122,9 +130,18 @@ FX_TARGET_AVX512 void layernorm_row_avx512(const float* x, int64_t dim, const fl
     q0 = _mm512_fmadd_ps(c, c, q0);
   }
   const float ss = _mm512_reduce_add_ps(_mm512_add_ps(q0, q1));
-  const __m512 rv = _mm512_set1_ps(float(1.0 / std::sqrt(double(ss) / double(dim) + double(eps))));
+  *mean_out = mean;
+  *rstd_out = float(1.0 / std::sqrt(double(ss) / double(dim) + double(eps)));
+}
+
+FX_TARGET_AVX512 void layernorm_row_avx512(const float* x, int64_t dim, const float* shift, const float* scale,
+                                           float eps, float* y) {
+  float mean, rstd;
+  layernorm_stats_avx512(x, dim, eps, &mean, &rstd);
+  const __m512 mv = _mm512_set1_ps(mean);
+  const __m512 rv = _mm512_set1_ps(rstd);
   const __m512 one = _mm512_set1_ps(1.0f);
-  for (i = 0; i < dim; i += 16) {
+  for (int64_t i = 0; i < dim; i += 16) {
     const __mmask16 k = tail_mask(std::min<int64_t>(16, dim - i));
     const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv), rv);
     const __m512 g = _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, scale + i));
@@ -191,6 +208,67 @@ FX_TARGET_AVX512 void gated_add_row_avx512(float* x, int64_t dim, const float* g
     const __m512 r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, gate + i), _mm512_maskz_loadu_ps(m, y + i),
                                      _mm512_maskz_loadu_ps(m, x + i));
     _mm512_mask_storeu_ps(x + i, m, r);
+  }
+}
+
+// ---- text-encoder bodies ----
+
+FX_TARGET_AVX512 void layernorm_affine_row_avx512(const float* x, int64_t dim, const float* weight,
+                                                  const float* bias, float eps, float* y) {
+  float mean, rstd;
+  layernorm_stats_avx512(x, dim, eps, &mean, &rstd);
+  const __m512 mv = _mm512_set1_ps(mean);
+  const __m512 rv = _mm512_set1_ps(rstd);
+  for (int64_t i = 0; i < dim; i += 16) {
+    const __mmask16 k = tail_mask(std::min<int64_t>(16, dim - i));
+    const __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv), rv);
+    _mm512_mask_storeu_ps(y + i, k,
+                          _mm512_fmadd_ps(n, _mm512_maskz_loadu_ps(k, weight + i), _mm512_maskz_loadu_ps(k, bias + i)));
+  }
+}
+
+FX_TARGET_AVX512 void rms_row_avx512(const float* x, int64_t dim, const float* w, float eps, float* y) {
+  __m512 q0 = _mm512_setzero_ps(), q1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= dim; i += 32) {
+    const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+    q0 = _mm512_fmadd_ps(v0, v0, q0);
+    q1 = _mm512_fmadd_ps(v1, v1, q1);
+  }
+  for (; i < dim; i += 16) {
+    const __mmask16 k = tail_mask(std::min<int64_t>(16, dim - i));
+    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    q0 = _mm512_fmadd_ps(v, v, q0);
+  }
+  const float ss = _mm512_reduce_add_ps(_mm512_add_ps(q0, q1));
+  const __m512 r = _mm512_set1_ps(float(1.0 / std::sqrt(double(ss) / double(dim) + double(eps))));
+  for (i = 0; i < dim; i += 16) {
+    const __mmask16 k = tail_mask(std::min<int64_t>(16, dim - i));
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), r);
+    _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, w + i)));
+  }
+}
+
+FX_TARGET_AVX512 void quick_gelu_avx512(float* x, int64_t n) {
+  const __m512 a = _mm512_set1_ps(1.702f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(std::min<int64_t>(16, n - i));
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    _mm512_mask_storeu_ps(x + i, m, avx512::sigmoid_times(v, _mm512_mul_ps(a, v)));
+  }
+}
+
+FX_TARGET_AVX512 void add_avx512(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(std::min<int64_t>(16, n - i));
+    _mm512_mask_storeu_ps(x + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+FX_TARGET_AVX512 void mul_avx512(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(std::min<int64_t>(16, n - i));
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
   }
 }
 #endif  // FX_HAVE_AVX512_PATH
@@ -409,6 +487,138 @@ void gated_add_reference(float* x, int64_t rows, int64_t dim, int64_t ldx, const
                          int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < dim; ++i) x[r * ldx + i] = float(double(x[r * ldx + i]) + double(gate[i]) * double(y[r * ldy + i]));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Text encoders: affine LayerNorm, row RMSNorm, QuickGELU, in-place add / multiply
+
+void layernorm_affine(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,
+                      float eps, float* y, int64_t ldy, ThreadPool& pool) {
+  if (dim <= 0) return;
+  const bool simd = use_avx512();
+  pool.parallel_for(
+      rows,
+      [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* xr = x + r * ldx;
+          float* yr = y + r * ldy;
+#if FX_HAVE_AVX512_PATH
+          if (simd) {
+            layernorm_affine_row_avx512(xr, dim, weight, bias, eps, yr);
+            continue;
+          }
+#endif
+          float mean, rstd;
+          layernorm_stats_portable(xr, dim, eps, &mean, &rstd);
+          for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * rstd * weight[i] + bias[i];
+        }
+      },
+      row_grain(dim));
+}
+
+void layernorm_affine_reference(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight,
+                                const float* bias, float eps, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ldx;
+    double mean = 0.0;
+    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+    mean /= double(dim);
+    double var = 0.0;
+    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= double(dim);  // biased, as torch's layer_norm
+    const double rstd = 1.0 / std::sqrt(var + double(eps));
+    for (int64_t i = 0; i < dim; ++i) y[r * ldy + i] = float((xr[i] - mean) * rstd * double(weight[i]) + double(bias[i]));
+  }
+}
+
+void rms_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps, float* y,
+              int64_t ldy, ThreadPool& pool) {
+  if (dim <= 0) return;
+  const bool simd = use_avx512();
+  pool.parallel_for(
+      rows,
+      [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* xr = x + r * ldx;
+          float* yr = y + r * ldy;
+#if FX_HAVE_AVX512_PATH
+          if (simd) {
+            rms_row_avx512(xr, dim, weight, eps, yr);
+            continue;
+          }
+#endif
+          float ss = 0.0f;
+          for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+          const float inv = float(1.0 / std::sqrt(double(ss) / double(dim) + double(eps)));
+          for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * weight[i];
+        }
+      },
+      row_grain(dim));
+}
+
+void rms_norm_reference(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps,
+                        float* y, int64_t ldy) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ldx;
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += double(xr[i]) * double(xr[i]);
+    const double inv = 1.0 / std::sqrt(ss / double(dim) + double(eps));
+    for (int64_t i = 0; i < dim; ++i) y[r * ldy + i] = float(double(xr[i]) * inv * double(weight[i]));
+  }
+}
+
+void quick_gelu(float* x, int64_t n, ThreadPool& pool) {
+  const bool simd = use_avx512();
+  for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
+#if FX_HAVE_AVX512_PATH
+    if (simd) {
+      quick_gelu_avx512(x + begin, end - begin);
+      return;
+    }
+#endif
+    for (int64_t i = begin; i < end; ++i) x[i] = x[i] / (1.0f + std::exp(-1.702f * x[i]));
+  });
+}
+
+void quick_gelu_reference(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i];
+    x[i] = float(v / (1.0 + std::exp(-1.702 * v)));
+  }
+}
+
+void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool) {
+  const bool simd = use_avx512();
+  for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
+#if FX_HAVE_AVX512_PATH
+    if (simd) {
+      add_avx512(x + begin, y + begin, end - begin);
+      return;
+    }
+#endif
+    for (int64_t i = begin; i < end; ++i) x[i] += y[i];
+  });
+}
+
+void add_inplace_reference(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = float(double(x[i]) + double(y[i]));
+}
+
+void mul_inplace(float* x, const float* y, int64_t n, ThreadPool& pool) {
+  const bool simd = use_avx512();
+  for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
+#if FX_HAVE_AVX512_PATH
+    if (simd) {
+      mul_avx512(x + begin, y + begin, end - begin);
+      return;
+    }
+#endif
+    for (int64_t i = begin; i < end; ++i) x[i] *= y[i];
+  });
+}
+
+void mul_inplace_reference(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = float(double(x[i]) * double(y[i]));
 }
 
 }  // namespace fx::cpu

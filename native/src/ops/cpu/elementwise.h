@@ -47,6 +47,31 @@ void gated_add(float* x, int64_t rows, int64_t dim, int64_t ldx, const float* ga
 void gated_add_reference(float* x, int64_t rows, int64_t dim, int64_t ldx, const float* gate, const float* y,
                          int64_t ldy);
 
+// ---- text encoders (flux-spec §3.2, §3.3) ----
+// LayerNorm with affine weight and bias (CLIP): y = (x − mean) / sqrt(var + eps) · weight + bias, biased
+// variance, mean through f64 as above. x, y: [rows, dim] with row strides; weight/bias: [dim].
+void layernorm_affine(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,
+                      float eps, float* y, int64_t ldy, ThreadPool& pool = ThreadPool::global());
+void layernorm_affine_reference(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight,
+                                const float* bias, float eps, float* y, int64_t ldy);
+
+// RMSNorm over whole rows (T5): y = x / sqrt(mean(x²) + eps) · weight, no mean subtraction, statistics
+// in f32. x, y: [rows, dim] with row strides (may be the same buffer with the same stride).
+void rms_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps, float* y,
+              int64_t ldy, ThreadPool& pool = ThreadPool::global());
+void rms_norm_reference(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps,
+                        float* y, int64_t ldy);
+
+// QuickGELU (CLIP), in place: x·σ(1.702·x).
+void quick_gelu(float* x, int64_t n, ThreadPool& pool = ThreadPool::global());
+void quick_gelu_reference(float* x, int64_t n);
+
+// In place over n contiguous elements: x[i] += y[i] (residual), x[i] *= y[i] (T5's gated FFN).
+void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool = ThreadPool::global());
+void add_inplace_reference(float* x, const float* y, int64_t n);
+void mul_inplace(float* x, const float* y, int64_t n, ThreadPool& pool = ThreadPool::global());
+void mul_inplace_reference(float* x, const float* y, int64_t n);
+
 // ---- for tests and benchmarks ----
 // True when the functions above take their AVX-512 paths (machine support and not forced off).
 bool elementwise_uses_avx512();
