@@ -118,6 +118,77 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibraryName)]
     public static partial FluxStatus fx_flux_forward(FluxModelHandle model, FxFluxInputs* inputs, float* output, nuint outputCount);
 
+    // ---- Text encoders ---------------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_text_load_params_init(FxTextLoadParams* parameters);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_text_model_load(CheckpointHandle checkpoint, FxTextLoadParams* parameters, out TextModelHandle model);
+
+    /// <summary>Called only by <see cref="TextModelHandle.ReleaseHandle"/>.</summary>
+    [LibraryImport(LibraryName)]
+    public static partial void fx_text_model_free(IntPtr model);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_text_model_config_json(TextModelHandle model, byte* buffer, nuint capacity, nuint* needed);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_text_encode(TextModelHandle model, int* ids, int batch, int length, float* hidden, nuint hiddenCount, float* pooled, nuint pooledCount, int* cancel);
+
+    // ---- Sampling helpers ------------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_latents_pack(float* latents, int batch, int channels, int height, int width, float* packed, nuint count);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_latents_unpack(float* packed, int batch, int channels, int height, int width, float* latents, nuint count);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_euler_step(float* x, float* velocity, nuint count, float dt);
+
+    // ---- The autoencoder ------------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_ae_load_params_init(FxAeLoadParams* parameters);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_ae_model_load(CheckpointHandle checkpoint, FxAeLoadParams* parameters, out AeModelHandle model);
+
+    /// <summary>Called only by <see cref="AeModelHandle.ReleaseHandle"/>.</summary>
+    [LibraryImport(LibraryName)]
+    public static partial void fx_ae_model_free(IntPtr model);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_ae_model_config_json(AeModelHandle model, byte* buffer, nuint capacity, nuint* needed);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_ae_decode(AeModelHandle model, float* latents, int batch, int height, int width, float* pixels, nuint pixelCount, int* cancel);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_ae_encode(AeModelHandle model, float* pixels, int batch, int height, int width, float* latents, nuint latentCount, int* cancel);
+
+    // ---- Images ---------------------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_blob_data(BlobHandle blob, byte** data, nuint* size);
+
+    /// <summary>Called only by <see cref="BlobHandle.ReleaseHandle"/>.</summary>
+    [LibraryImport(LibraryName)]
+    public static partial void fx_blob_free(IntPtr blob);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_pixels_to_rgb8(float* pixels, int width, int height, int rounding, byte* rgb, nuint rgbSize);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_rgb8_to_pixels(byte* rgb, int width, int height, float* pixels, nuint pixelCount);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_image_encode(byte* rgb, int width, int height, int format, int quality, out BlobHandle blob);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_image_decode(void* data, nuint size, int* width, int* height, int* format, out BlobHandle rgb);
+
     // ---- ABI self-description -------------------------------------------------------------------
 
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]

@@ -100,4 +100,22 @@ internal unsafe struct FxFluxInputs
     public float* Y;
     public float* Timesteps;
     public float* Guidance;
+    public int* Cancel;
+}
+
+/// <summary>Mirror of <c>fx_ae_load_params</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FxAeLoadParams
+{
+    public uint StructSize;
+    public int NumThreads;
+}
+
+/// <summary>Mirror of <c>fx_text_load_params</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FxTextLoadParams
+{
+    public uint StructSize;
+    public int WeightFormat;
+    public int NumThreads;
 }

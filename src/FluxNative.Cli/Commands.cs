@@ -77,6 +77,10 @@ internal static class TinyModelCommand
         });
 
         var seed = new Option<ulong>("--seed") { Description = "The weights are a deterministic function of the seed." };
+        var hiddenSize = SizeOption("--hidden-size", "Hidden size (flux: default 64; the published 3072), or the autoencoder's base width (default 32; published 128).");
+        var numHeads = SizeOption("--num-heads", "Attention heads (flux: default 2; published 24).");
+        var depth = SizeOption("--depth", "flux: double blocks (default 2; published 19); ae: resolution levels (default 2; published 4); t5/clip: layers.");
+        var depthSingle = SizeOption("--depth-single", "flux: single blocks (default 3; published 38); ae: ResnetBlocks per level (default 1; published 2).");
         var path = new Option<string>("--output", "-o")
         {
             Description = "Where to write: a .safetensors file (bfl) or a folder (diffusers).",
@@ -85,18 +89,32 @@ internal static class TinyModelCommand
 
         var command = new Command("tiny-model", "Write a tiny random checkpoint with the published tensor names (for tests and demos).")
         {
-            kind, variant, layout, dtype, shards, seed, path,
+            kind, variant, layout, dtype, shards, seed, hiddenSize, numHeads, depth, depthSingle, path,
         };
         command.SetAction(parsed =>
         {
             var request = new TinyModelRequest(
                 parsed.GetValue(kind)!, parsed.GetValue(variant)!, parsed.GetValue(layout), parsed.GetValue(dtype)!,
-                parsed.GetValue(shards), parsed.GetValue(seed));
+                parsed.GetValue(shards), parsed.GetValue(seed), parsed.GetValue(hiddenSize), parsed.GetValue(numHeads),
+                parsed.GetValue(depth), parsed.GetValue(depthSingle));
             string written = request.Write(parsed.GetValue(path)!);
             output.WriteLine(written);
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    private static Option<int> SizeOption(string name, string description)
+    {
+        var option = new Option<int>(name) { Description = description + " 0 or absent: the default." };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 0)
+            {
+                result.AddError($"{name} must be 0 or more.");
+            }
+        });
+        return option;
     }
 }
 

@@ -67,7 +67,7 @@ public static class FluxCli
             error.WriteLine($"flux: {e.Message}");
             return IsInputError(e.Code) ? ExitCodes.BadInput : ExitCodes.Failure;
         }
-        catch (CliInputException e)
+        catch (Exception e) when (e is CliInputException or GenerationRequestException)
         {
             error.WriteLine($"flux: {e.Message}");
             return ExitCodes.BadInput;
@@ -93,6 +93,9 @@ public static class FluxCli
         root.Subcommands.Add(TinyModelCommand.Create(output));
         root.Subcommands.Add(InfoCommand.Create(output));
         root.Subcommands.Add(ForwardCommand.Create(output));
+        root.Subcommands.Add(GenerateCommand.Create(output));
+        root.Subcommands.Add(EncodeCommand.Create(output));
+        root.Subcommands.Add(TokenizeCommand.Create(output));
         return root;
     }
 

@@ -1,7 +1,10 @@
 namespace FluxNative.Cli;
 
 /// <summary>The <c>flux tiny-model</c> choices as typed on the command line, turned into <see cref="TinyModelOptions"/>.</summary>
-internal sealed record TinyModelRequest(string Kind, string Variant, string? Layout, string DType, int Shards, ulong Seed)
+/// <remarks>Sizes of 0 mean the kind's tiny default; what depth and depth-single count depends on the kind (see <see cref="TinyModelOptions"/>).</remarks>
+internal sealed record TinyModelRequest(
+    string Kind, string Variant, string? Layout, string DType, int Shards, ulong Seed,
+    int HiddenSize = 0, int NumHeads = 0, int Depth = 0, int DepthSingle = 0)
 {
     public static readonly string[] Kinds = ["flux", "ae", "t5", "clip"];
 
@@ -37,6 +40,10 @@ internal sealed record TinyModelRequest(string Kind, string Variant, string? Lay
             Variant = Variant == "schnell" ? FluxVariant.Schnell : FluxVariant.Dev,
             Shards = Shards,
             Seed = Seed,
+            HiddenSize = HiddenSize,
+            NumHeads = NumHeads,
+            Depth = Depth,
+            DepthSingle = DepthSingle,
         };
     }
 

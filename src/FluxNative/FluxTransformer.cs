@@ -111,21 +111,35 @@ public sealed class FluxTransformer : IDisposable
 
     /// <summary>Runs one forward pass and returns the output, [B, Limg, out_channels].</summary>
     /// <exception cref="ArgumentException">A tensor's length does not match the batch, token counts and <see cref="Config"/>.</exception>
-    public float[] Forward(FluxForwardInputs inputs)
+    public float[] Forward(FluxForwardInputs inputs) => Forward(inputs, CancellationToken.None);
+
+    /// <summary>Runs one forward pass and returns the output, [B, Limg, out_channels]; stops between blocks when <paramref name="cancellationToken"/> fires.</summary>
+    /// <exception cref="ArgumentException">A tensor's length does not match the batch, token counts and <see cref="Config"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    public float[] Forward(FluxForwardInputs inputs, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ThrowIfDisposed();
         inputs.Validate(Config);
         // Every value is written by the forward pass.
         float[] output = GC.AllocateUninitializedArray<float>(checked((int)inputs.OutputLength(Config)));
-        Forward(inputs, output);
+        Forward(inputs, output, cancellationToken);
         return output;
     }
 
     /// <summary>Runs one forward pass into <paramref name="output"/>, which must hold exactly [B, Limg, out_channels] values.</summary>
     /// <exception cref="ArgumentException">A tensor's or the output's length does not match the batch, token counts and <see cref="Config"/>.</exception>
-    public unsafe void Forward(FluxForwardInputs inputs, Span<float> output)
+    public void Forward(FluxForwardInputs inputs, Span<float> output) => Forward(inputs, output, CancellationToken.None);
+
+    /// <summary>
+    /// Runs one forward pass into <paramref name="output"/>, which must hold exactly [B, Limg, out_channels] values.
+    /// The library checks <paramref name="cancellationToken"/> between transformer blocks.
+    /// </summary>
+    /// <exception cref="ArgumentException">A tensor's or the output's length does not match the batch, token counts and <see cref="Config"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired; <paramref name="output"/> is then undefined.</exception>
+    public unsafe void Forward(FluxForwardInputs inputs, Span<float> output, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         ArgumentNullException.ThrowIfNull(inputs);
         ThrowIfDisposed();
         // The library trusts the pointers it is given: a short buffer would be read past its end,
@@ -161,9 +175,11 @@ public sealed class FluxTransformer : IDisposable
         native.Y = (float*)y.Pointer;
         native.Timesteps = (float*)timesteps.Pointer;
         native.Guidance = guidance.IsEmpty ? null : (float*)guidanceScales.Pointer;
+        using var cancellation = new NativeCancellation(cancellationToken);
+        native.Cancel = cancellation.Pointer;
         fixed (float* result = output)
         {
-            NativeStatus.ThrowIfFailed(NativeMethods.fx_flux_forward(handle, &native, result, (nuint)output.Length));
+            NativeCancellation.ThrowIfFailed(NativeMethods.fx_flux_forward(handle, &native, result, (nuint)output.Length), cancellationToken);
         }
     }
 

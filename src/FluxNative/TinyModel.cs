@@ -42,10 +42,10 @@ public sealed record TinyModelOptions
     /// <summary>Attention heads; 0 for the kind's default (FLUX: 2).</summary>
     public int NumHeads { get; init; }
 
-    /// <summary>FLUX double blocks, or T5/CLIP layers; 0 for the default.</summary>
+    /// <summary>FLUX double blocks, T5/CLIP layers, or autoencoder resolution levels (ch_mult 1, 2, 4, 4, … cut to that many; the published model has 4); 0 for the default (2).</summary>
     public int Depth { get; init; }
 
-    /// <summary>FLUX single blocks; 0 for the default (3).</summary>
+    /// <summary>FLUX single blocks (default 3), or the autoencoder's ResnetBlocks per level (num_res_blocks, default 1; the published model has 2); 0 for the default.</summary>
     public int DepthSingle { get; init; }
 }
 

@@ -82,6 +82,18 @@ public class StructLayoutTests
         data.Add("fx_flux_inputs", "y", nameof(f.Y), (byte*)&f.Y - inputs);
         data.Add("fx_flux_inputs", "timesteps", nameof(f.Timesteps), (byte*)&f.Timesteps - inputs);
         data.Add("fx_flux_inputs", "guidance", nameof(f.Guidance), (byte*)&f.Guidance - inputs);
+        data.Add("fx_flux_inputs", "cancel", nameof(f.Cancel), (byte*)&f.Cancel - inputs);
+
+        FxAeLoadParams a;
+        var ae = (byte*)&a;
+        data.Add("fx_ae_load_params", "struct_size", nameof(a.StructSize), (byte*)&a.StructSize - ae);
+        data.Add("fx_ae_load_params", "num_threads", nameof(a.NumThreads), (byte*)&a.NumThreads - ae);
+
+        FxTextLoadParams x;
+        var text = (byte*)&x;
+        data.Add("fx_text_load_params", "struct_size", nameof(x.StructSize), (byte*)&x.StructSize - text);
+        data.Add("fx_text_load_params", "weight_format", nameof(x.WeightFormat), (byte*)&x.WeightFormat - text);
+        data.Add("fx_text_load_params", "num_threads", nameof(x.NumThreads), (byte*)&x.NumThreads - text);
         return data;
     }
 
@@ -93,6 +105,8 @@ public class StructLayoutTests
         { "fx_tiny_model_params", Unsafe.SizeOf<FxTinyModelParams>() },
         { "fx_flux_load_params", Unsafe.SizeOf<FxFluxLoadParams>() },
         { "fx_flux_inputs", Unsafe.SizeOf<FxFluxInputs>() },
+        { "fx_ae_load_params", Unsafe.SizeOf<FxAeLoadParams>() },
+        { "fx_text_load_params", Unsafe.SizeOf<FxTextLoadParams>() },
     };
 
     [Theory]
@@ -124,6 +138,8 @@ public class StructLayoutTests
             [typeof(FxTinyModelParams)] = "fx_tiny_model_params",
             [typeof(FxFluxLoadParams)] = "fx_flux_load_params",
             [typeof(FxFluxInputs)] = "fx_flux_inputs",
+            [typeof(FxAeLoadParams)] = "fx_ae_load_params",
+            [typeof(FxTextLoadParams)] = "fx_text_load_params",
         };
         foreach ((Type type, string cName) in structs)
         {

@@ -1,0 +1,532 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+
+namespace FluxNative;
+
+/// <summary>Where the pipeline's parts come from: a diffusers model folder, per-part overrides, or both.</summary>
+public sealed record FluxPipelineSources
+{
+    /// <summary>A diffusers-layout folder (<c>model_index.json</c>, <c>transformer/</c>, <c>vae/</c>, <c>text_encoder/</c>, <c>text_encoder_2/</c>, tokenizers).</summary>
+    public string? ModelDirectory { get; init; }
+
+    /// <summary>The transformer: a BFL single file (<c>flux1-dev.safetensors</c>) or a diffusers <c>transformer/</c> folder. Overrides the model folder's.</summary>
+    public string? Transformer { get; init; }
+
+    /// <summary>The autoencoder: BFL <c>ae.safetensors</c> or a diffusers <c>vae/</c> folder. Overrides the model folder's.</summary>
+    public string? Autoencoder { get; init; }
+
+    /// <summary>The CLIP text encoder folder (diffusers <c>text_encoder/</c>). Overrides the model folder's.</summary>
+    public string? Clip { get; init; }
+
+    /// <summary>The T5 encoder folder (diffusers <c>text_encoder_2/</c>). Overrides the model folder's.</summary>
+    public string? T5 { get; init; }
+
+    /// <summary>The CLIP tokenizer folder; default: the model folder's <c>tokenizer/</c>, or the one beside <see cref="Clip"/>.</summary>
+    public string? ClipTokenizer { get; init; }
+
+    /// <summary>The T5 tokenizer folder; default: the model folder's <c>tokenizer_2/</c>, or the one beside <see cref="T5"/>.</summary>
+    public string? T5Tokenizer { get; init; }
+
+    /// <summary>The text side to load, or null when there is none (then requests must carry prompt embeddings).</summary>
+    public PromptEncoderSources? ResolvePromptEncoder() => PromptEncoderSources.Resolve(ModelDirectory, Clip, T5, ClipTokenizer, T5Tokenizer);
+
+    /// <summary>The transformer path to load: <see cref="Transformer"/>, else the model folder's <c>transformer/</c>.</summary>
+    public string ResolveTransformer() => Resolve(Transformer, "transformer", "--transformer");
+
+    /// <summary>The autoencoder path to load: <see cref="Autoencoder"/>, else the model folder's <c>vae/</c>.</summary>
+    public string ResolveAutoencoder() => Resolve(Autoencoder, "vae", "--ae");
+
+    private string Resolve(string? explicitPath, string folder, string option)
+    {
+        if (!string.IsNullOrEmpty(explicitPath))
+        {
+            return explicitPath;
+        }
+
+        if (string.IsNullOrEmpty(ModelDirectory))
+        {
+            throw new GenerationRequestException("model", $"No model given: pass a diffusers model folder, or the {folder} itself ({option}).");
+        }
+
+        string path = Path.Combine(ModelDirectory, folder);
+        if (!Directory.Exists(path))
+        {
+            throw new GenerationRequestException("model", $"'{ModelDirectory}' has no {folder}/ folder; pass the {folder} with {option}.");
+        }
+
+        return path;
+    }
+}
+
+/// <summary>How a <see cref="FluxPipeline"/> loads and what it accepts.</summary>
+public sealed record FluxPipelineOptions
+{
+    /// <summary>The smallest side accepted, in pixels (default 256).</summary>
+    public int MinSide { get; init; } = 256;
+
+    /// <summary>The largest side accepted, in pixels (default 2048).</summary>
+    public int MaxSide { get; init; } = 2048;
+
+    /// <summary>How the transformer holds its linear weights (default: as stored).</summary>
+    public FluxWeightFormat TransformerWeights { get; init; } = FluxWeightFormat.AsStored;
+
+    /// <summary>Activation precision of the transformer's linear layers (default exact f32).</summary>
+    public FluxActivationPrecision Activations { get; init; } = FluxActivationPrecision.F32;
+
+    /// <summary>Native threads; 0 for the process-wide pool.</summary>
+    public int Threads { get; init; }
+
+    /// <summary>T5 tokens per prompt; 0 for the variant's (BFL): 512 for [dev], 256 for [schnell].</summary>
+    public int T5MaxLength { get; init; }
+
+    /// <summary>How the T5 encoder holds its linear weights (T5-XXL is 9.5 GB in bf16; FP8 halves that).</summary>
+    public FluxWeightFormat T5Weights { get; init; } = FluxWeightFormat.AsStored;
+
+    /// <summary>Prompts whose embeddings are kept (least recently used first out); 0 disables the cache.</summary>
+    public int PromptCacheSize { get; init; } = 64;
+}
+
+/// <summary>
+/// Text-to-image with FLUX.1: (prompt embeddings, seed) → noise → transformer steps with the flow-matching
+/// Euler sampler (flux-spec §6) → autoencoder → image files. One generation runs at a time per pipeline.
+/// </summary>
+/// <example><code>
+/// using var pipeline = FluxPipeline.Load(new FluxPipelineSources { ModelDirectory = "/models/FLUX.1-dev" });
+/// GenerationResult result = await pipeline.GenerateAsync(new GenerationRequest { PromptEmbeddings = embeds, Seed = 42 });
+/// File.WriteAllBytes("out.png", result.Images[0].Bytes);
+/// </code></example>
+public sealed class FluxPipeline : IDisposable
+{
+    /// <summary>The aspect ratios the hosted FLUX APIs accept, as (width, height).</summary>
+    public static readonly IReadOnlyDictionary<string, (int Width, int Height)> AspectRatios = new Dictionary<string, (int, int)>
+    {
+        ["1:1"] = (1, 1), ["16:9"] = (16, 9), ["21:9"] = (21, 9), ["3:2"] = (3, 2), ["2:3"] = (2, 3), ["4:5"] = (4, 5),
+        ["5:4"] = (5, 4), ["3:4"] = (3, 4), ["4:3"] = (4, 3), ["9:16"] = (9, 16), ["9:21"] = (9, 21),
+    };
+
+    /// <summary>Default longest side.</summary>
+    public const int DefaultImageSize = 1024;
+
+    /// <summary>Default guidance (BFL's original CLI and diffusers).</summary>
+    public const double DefaultGuidance = 3.5;
+
+    /// <summary>Most images per request.</summary>
+    public const int MaxImages = 8;
+
+    /// <summary>Longest prompt accepted, in characters (the encoders read 77 and 512 tokens of it).</summary>
+    public const int MaxPromptLength = 10_000;
+
+    private readonly bool ownsModels;
+    private readonly SemaphoreSlim oneAtATime = new(1, 1);
+
+    /// <summary>Builds a pipeline from loaded models.</summary>
+    /// <param name="transformer">The flow transformer.</param>
+    /// <param name="autoencoder">The autoencoder; its latent channels must fit the transformer's 2×2 patches.</param>
+    /// <param name="options">Size bounds and load settings (defaults when null).</param>
+    /// <param name="ownsModels">Dispose the models with the pipeline.</param>
+    /// <param name="promptEncoder">The text encoders; without them requests must carry prompt embeddings.</param>
+    public FluxPipeline(FluxTransformer transformer, Autoencoder autoencoder, FluxPipelineOptions? options = null, bool ownsModels = true, PromptEncoder? promptEncoder = null)
+    {
+        ArgumentNullException.ThrowIfNull(transformer);
+        ArgumentNullException.ThrowIfNull(autoencoder);
+        Options = options ?? new FluxPipelineOptions();
+        if (Options.MinSide < 1 || Options.MaxSide < Options.MinSide)
+        {
+            throw new ArgumentException($"MinSide ({Options.MinSide}) must be at least 1 and at most MaxSide ({Options.MaxSide}).", nameof(options));
+        }
+
+        if (!autoencoder.Config.HasDecoder)
+        {
+            throw new ArgumentException("The autoencoder has no decoder.", nameof(autoencoder));
+        }
+
+        if (transformer.Config.InChannels != 4 * autoencoder.Config.ZChannels || transformer.Config.OutChannels != transformer.Config.InChannels)
+        {
+            throw new ArgumentException(
+                $"The transformer (in {transformer.Config.InChannels}, out {transformer.Config.OutChannels} channels) does not fit the autoencoder's " +
+                $"{autoencoder.Config.ZChannels} latent channels (2×2 patches need in = out = {4 * autoencoder.Config.ZChannels}).", nameof(autoencoder));
+        }
+
+        if (promptEncoder is not null &&
+            (promptEncoder.T5.Config.HiddenSize != transformer.Config.ContextInDim || promptEncoder.Clip.Config.HiddenSize != transformer.Config.VecInDim))
+        {
+            throw new ArgumentException(
+                $"The text encoders (T5 width {promptEncoder.T5.Config.HiddenSize}, CLIP width {promptEncoder.Clip.Config.HiddenSize}) do not fit the transformer " +
+                $"(context {transformer.Config.ContextInDim}, pooled {transformer.Config.VecInDim}).", nameof(promptEncoder));
+        }
+
+        Transformer = transformer;
+        Autoencoder = autoencoder;
+        PromptEncoder = promptEncoder;
+        this.ownsModels = ownsModels;
+    }
+
+    /// <summary>The text encoders and their cache, or null (then requests carry prompt embeddings).</summary>
+    public PromptEncoder? PromptEncoder { get; }
+
+    /// <summary>The flow transformer.</summary>
+    public FluxTransformer Transformer { get; }
+
+    /// <summary>The autoencoder.</summary>
+    public Autoencoder Autoencoder { get; }
+
+    /// <summary>What this pipeline accepts and how it loaded.</summary>
+    public FluxPipelineOptions Options { get; }
+
+    /// <summary>[dev] (guidance embedder: shifted schedule, guidance used) or [schnell].</summary>
+    public FluxVariant Variant => Transformer.Config.GuidanceEmbed ? FluxVariant.Dev : FluxVariant.Schnell;
+
+    /// <summary>Default steps: 28 for [dev], 4 for [schnell].</summary>
+    public int DefaultSteps => Variant == FluxVariant.Dev ? 28 : 4;
+
+    /// <summary>Image sides are multiples of this: 2×2 patches of the autoencoder's cells (16 for the published model).</summary>
+    public int SizeMultiple => 2 * Autoencoder.Config.Downscale;
+
+    /// <summary>Loads the transformer and the autoencoder.</summary>
+    /// <exception cref="GenerationRequestException">No model is given, or a folder lacks a part.</exception>
+    /// <exception cref="Interop.FluxNativeException">A checkpoint is missing, corrupt or not what it should be.</exception>
+    public static FluxPipeline Load(FluxPipelineSources sources, FluxPipelineOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        options ??= new FluxPipelineOptions();
+        string transformerPath = sources.ResolveTransformer(), autoencoderPath = sources.ResolveAutoencoder();
+        PromptEncoderSources? text = sources.ResolvePromptEncoder();
+        var loaded = new List<IDisposable>();
+        try
+        {
+            FluxTransformer transformer = FluxTransformer.Load(transformerPath, options.TransformerWeights, options.Threads, options.Activations);
+            loaded.Add(transformer);
+            Autoencoder autoencoder = Autoencoder.Load(autoencoderPath, options.Threads);
+            loaded.Add(autoencoder);
+            PromptEncoder? encoder = null;
+            if (text is not null)
+            {
+                int t5Length = options.T5MaxLength > 0 ? options.T5MaxLength : transformer.Config.GuidanceEmbed ? 512 : 256;
+                encoder = PromptEncoder.Load(text, t5Length, options.T5Weights, options.Threads, options.PromptCacheSize);
+                loaded.Add(encoder);
+            }
+
+            return new FluxPipeline(transformer, autoencoder, options, ownsModels: true, encoder);
+        }
+        catch
+        {
+            foreach (IDisposable part in loaded)
+            {
+                part.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Checks a request and fills in its defaults, without running anything.</summary>
+    /// <exception cref="GenerationRequestException">A value is out of range or inconsistent; the message says which and why.</exception>
+    public GenerationPlan Plan(GenerationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        (int width, int height) = ResolveSize(request);
+        int steps = request.Steps ?? DefaultSteps;
+        if (steps is < 1 or > 50)
+        {
+            throw new GenerationRequestException("steps", $"steps must be between 1 and 50 (got {steps}).");
+        }
+
+        double guidance = request.Guidance ?? DefaultGuidance;
+        if (!(guidance >= 0 && guidance <= 10))
+        {
+            throw new GenerationRequestException("guidance", $"guidance must be between 0 and 10 (got {guidance}).");
+        }
+
+        if (request.NumImages is < 1 or > MaxImages)
+        {
+            throw new GenerationRequestException("num_outputs", $"The number of images must be between 1 and {MaxImages} (got {request.NumImages}).");
+        }
+
+        if (!Enum.IsDefined(request.OutputFormat))
+        {
+            throw new GenerationRequestException("output_format", $"output_format must be png, jpg or webp (got {request.OutputFormat}).");
+        }
+
+        if (request.OutputQuality is < 1 or > 100)
+        {
+            throw new GenerationRequestException("output_quality", $"output_quality must be between 1 and 100 (got {request.OutputQuality}).");
+        }
+
+        if (!Enum.IsDefined(request.Rounding))
+        {
+            throw new GenerationRequestException("rounding", $"Not a PixelRounding: {request.Rounding}.");
+        }
+
+        long seed = request.Seed ?? -1;
+        if (seed < -1)
+        {
+            throw new GenerationRequestException("seed", $"seed must be -1 (random) or a non-negative integer (got {seed}).");
+        }
+
+        if (seed > long.MaxValue - MaxImages)
+        {
+            throw new GenerationRequestException("seed", $"seed must be at most {long.MaxValue - MaxImages} (got {seed}).");
+        }
+
+        if (seed == -1)
+        {
+            seed = RandomNumberGenerator.GetInt32(int.MaxValue);
+        }
+
+        int downscale = Autoencoder.Config.Downscale;
+        var plan = new GenerationPlan
+        {
+            Width = width,
+            Height = height,
+            LatentWidth = width / downscale,
+            LatentHeight = height / downscale,
+            Steps = steps,
+            Guidance = guidance,
+            Seed = seed,
+            NumImages = request.NumImages,
+            Format = request.OutputFormat,
+            Quality = request.OutputQuality,
+        };
+        CheckEmbeddings(request, plan);
+        CheckLatents(request, plan);
+        return plan;
+    }
+
+    /// <summary>
+    /// Generates the images of <paramref name="request"/> on a thread-pool thread. The request is checked before
+    /// this returns (a bad one throws <see cref="GenerationRequestException"/> here, not in the task).
+    /// </summary>
+    /// <param name="request">What to generate.</param>
+    /// <param name="progress">Told after every denoising step and at every stage change.</param>
+    /// <param name="cancellationToken">Checked between steps and, inside the library, between transformer and autoencoder blocks.</param>
+    /// <exception cref="GenerationRequestException">The request is invalid.</exception>
+    public Task<GenerationResult> GenerateAsync(
+        GenerationRequest request,
+        IProgress<GenerationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        GenerationPlan plan = Plan(request);
+        return Task.Run(() => Generate(request, plan, progress, cancellationToken), cancellationToken);
+    }
+
+    /// <summary>Frees the models (when the pipeline owns them).</summary>
+    public void Dispose()
+    {
+        if (ownsModels)
+        {
+            Transformer.Dispose();
+            Autoencoder.Dispose();
+            PromptEncoder?.Dispose();
+        }
+
+        oneAtATime.Dispose();
+    }
+
+    private GenerationResult Generate(GenerationRequest request, GenerationPlan plan, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken)
+    {
+        oneAtATime.Wait(cancellationToken);
+        try
+        {
+            return Run(request, plan, progress, cancellationToken);
+        }
+        finally
+        {
+            oneAtATime.Release();
+        }
+    }
+
+    private GenerationResult Run(GenerationRequest request, GenerationPlan plan, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        progress?.Report(new GenerationProgress(GenerationStage.Preparing, 0, plan.Steps, clock.Elapsed, 0));
+        int n = plan.NumImages, z = Autoencoder.Config.ZChannels, h = plan.LatentHeight, w = plan.LatentWidth;
+        PromptEmbeddings embeddings = request.PromptEmbeddings ?? PromptEncoder!.Encode(request.Prompt!, cancellationToken);
+        float[] txt = Broadcast(embeddings.Txt, embeddings.Batch, n);
+        float[] pooled = Broadcast(embeddings.Pooled, embeddings.Batch, n);
+        float[] noise = request.InitialLatents ?? LatentNoise.Generate(plan.Seed, n, z, h, w);
+        float[] img = Latents.Pack(noise, n, z, h, w);
+        double[] schedule = FluxSchedule.Timesteps(plan.Steps, plan.ImageTokens, shift: Variant == FluxVariant.Dev);
+        var timesteps = new float[n];
+        float[]? guidance = Variant == FluxVariant.Dev ? Enumerable.Repeat((float)plan.Guidance, n).ToArray() : null;
+        var velocity = new float[img.Length];
+        var inputs = new FluxForwardInputs
+        {
+            Batch = n,
+            ImageTokens = plan.ImageTokens,
+            TextTokens = embeddings.Tokens,
+            Img = img,
+            ImgIds = Latents.ImageIds(n, h, w),
+            Txt = txt,
+            TxtIds = Latents.TextIds(n, embeddings.Tokens),
+            Y = pooled,
+            Timesteps = timesteps,
+            Guidance = guidance,
+        };
+        TimeSpan prepare = clock.Elapsed;
+
+        for (int step = 0; step < plan.Steps; step++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Array.Fill(timesteps, (float)schedule[step]);
+            Transformer.Forward(inputs, velocity, cancellationToken);
+            Latents.EulerStep(img, velocity, (float)(schedule[step + 1] - schedule[step]));
+            double denoising = (clock.Elapsed - prepare).TotalSeconds;
+            progress?.Report(new GenerationProgress(GenerationStage.Denoising, step + 1, plan.Steps, clock.Elapsed, (step + 1) / Math.Max(denoising, 1e-9)));
+        }
+
+        TimeSpan denoised = clock.Elapsed;
+        progress?.Report(new GenerationProgress(GenerationStage.Decoding, plan.Steps, plan.Steps, clock.Elapsed, plan.Steps / Math.Max((denoised - prepare).TotalSeconds, 1e-9)));
+        float[] final = Latents.Unpack(img, n, z, h, w);
+        int perLatent = z * h * w;
+        var pixels = new float[n][];
+        for (int k = 0; k < n; k++)
+        {
+            // One image at a time: the decoder's activations at full resolution are the memory peak.
+            pixels[k] = Autoencoder.Decode(final.AsSpan(k * perLatent, perLatent), 1, h, w, cancellationToken);
+        }
+
+        TimeSpan decoded = clock.Elapsed;
+        progress?.Report(new GenerationProgress(GenerationStage.Encoding, plan.Steps, plan.Steps, clock.Elapsed, plan.Steps / Math.Max((denoised - prepare).TotalSeconds, 1e-9)));
+        var images = new GeneratedImage[n];
+        for (int k = 0; k < n; k++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            byte[] rgb = Images.ToRgb8(pixels[k], plan.Width, plan.Height, request.Rounding);
+            byte[] file = Images.Encode(rgb, plan.Width, plan.Height, plan.Format, plan.Quality);
+            images[k] = new GeneratedImage(file, plan.Format, plan.Width, plan.Height, request.InitialLatents is null ? plan.Seed + k : null);
+        }
+
+        TimeSpan total = clock.Elapsed;
+        return new GenerationResult
+        {
+            Images = images,
+            Plan = plan,
+            Timings = new GenerationTimings(prepare, denoised - prepare, decoded - denoised, total - decoded, total, plan.Steps),
+            FinalLatents = request.ReturnLatents ? final : null,
+        };
+    }
+
+    private (int Width, int Height) ResolveSize(GenerationRequest request)
+    {
+        int multiple = SizeMultiple;
+        int width, height;
+        if (request.Width is not null || request.Height is not null)
+        {
+            if (request.Width is null || request.Height is null)
+            {
+                throw new GenerationRequestException(request.Width is null ? "width" : "height", "Give both width and height, or neither (and an aspect_ratio).");
+            }
+
+            if (request.AspectRatio is not null || request.ImageSize is not null)
+            {
+                throw new GenerationRequestException("aspect_ratio", "Give either width and height, or aspect_ratio and image_size, not both.");
+            }
+
+            width = RoundToMultiple(request.Width.Value, multiple);
+            height = RoundToMultiple(request.Height.Value, multiple);
+        }
+        else
+        {
+            string ratio = request.AspectRatio ?? "1:1";
+            if (!AspectRatios.TryGetValue(ratio.Trim(), out (int Width, int Height) parts))
+            {
+                throw new GenerationRequestException("aspect_ratio", $"aspect_ratio must be one of {string.Join(", ", AspectRatios.Keys)} (got '{ratio}').");
+            }
+
+            int longest = request.ImageSize ?? DefaultImageSize;
+            if (longest < Options.MinSide || longest > Options.MaxSide)
+            {
+                throw new GenerationRequestException("image_size", $"image_size must be between {Options.MinSide} and {Options.MaxSide} (got {longest}).");
+            }
+
+            double scale = (double)longest / Math.Max(parts.Width, parts.Height);
+            width = RoundToMultiple(parts.Width * scale, multiple);
+            height = RoundToMultiple(parts.Height * scale, multiple);
+        }
+
+        foreach ((string field, int value) in new[] { ("width", width), ("height", height) })
+        {
+            if (value < Options.MinSide || value > Options.MaxSide)
+            {
+                throw new GenerationRequestException(field,
+                    $"The image {field} must be between {Options.MinSide} and {Options.MaxSide} pixels after rounding to a multiple of {multiple} (it is {value}).");
+            }
+        }
+
+        return (width, height);
+    }
+
+    private static int RoundToMultiple(double value, int multiple) =>
+        Math.Max(multiple, (int)Math.Round(value / multiple, MidpointRounding.AwayFromZero) * multiple);
+
+    private void CheckEmbeddings(GenerationRequest request, GenerationPlan plan)
+    {
+        PromptEmbeddings? e = request.PromptEmbeddings;
+        if (e is null)
+        {
+            if (string.IsNullOrWhiteSpace(request.Prompt))
+            {
+                throw new GenerationRequestException("prompt", "Give a prompt or prompt embeddings.");
+            }
+
+            if (PromptEncoder is null)
+            {
+                throw new GenerationRequestException("prompt",
+                    "This pipeline has no text encoders, so it cannot encode a prompt: load it with the CLIP and T5 encoders, or pass prompt embeddings " +
+                    $"(T5 states [B, L, {Transformer.Config.ContextInDim}] and the pooled CLIP vector [B, {Transformer.Config.VecInDim}]).");
+            }
+
+            if (request.Prompt.Length > MaxPromptLength)
+            {
+                throw new GenerationRequestException("prompt", $"The prompt has {request.Prompt.Length} characters; at most {MaxPromptLength} are accepted.");
+            }
+
+            return;
+        }
+
+        if (e.Batch != 1 && e.Batch != plan.NumImages)
+        {
+            throw new GenerationRequestException("prompt_embeds", $"Prompt embeddings have batch {e.Batch}; it must be 1 or the number of images ({plan.NumImages}).");
+        }
+
+        int ctx = Transformer.Config.ContextInDim, vec = Transformer.Config.VecInDim;
+        if (e.Tokens < 1 || e.Txt is null || e.Txt.Length != (long)e.Batch * e.Tokens * ctx)
+        {
+            throw new GenerationRequestException("prompt_embeds", $"txt has {e.Txt?.Length ?? 0} values but [{e.Batch}, {e.Tokens}, {ctx}] needs {(long)e.Batch * e.Tokens * ctx}.");
+        }
+
+        if (e.Pooled is null || e.Pooled.Length != (long)e.Batch * vec)
+        {
+            throw new GenerationRequestException("prompt_embeds", $"y has {e.Pooled?.Length ?? 0} values but [{e.Batch}, {vec}] needs {(long)e.Batch * vec}.");
+        }
+    }
+
+    private void CheckLatents(GenerationRequest request, GenerationPlan plan)
+    {
+        if (request.InitialLatents is { } latents)
+        {
+            long expected = (long)plan.NumImages * Autoencoder.Config.ZChannels * plan.LatentHeight * plan.LatentWidth;
+            if (latents.Length != expected)
+            {
+                throw new GenerationRequestException("latents",
+                    $"Initial latents have {latents.Length} values but [{plan.NumImages}, {Autoencoder.Config.ZChannels}, {plan.LatentHeight}, {plan.LatentWidth}] needs {expected}.");
+            }
+        }
+    }
+
+    private static float[] Broadcast(float[] values, int batch, int count)
+    {
+        if (batch == count)
+        {
+            return values;
+        }
+
+        var result = new float[values.Length * count];
+        for (int k = 0; k < count; k++)
+        {
+            values.CopyTo(result, k * values.Length);
+        }
+
+        return result;
+    }
+}

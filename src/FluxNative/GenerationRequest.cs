@@ -1,0 +1,117 @@
+namespace FluxNative;
+
+/// <summary>
+/// Prompt embeddings given by the caller instead of running the text encoders (as diffusers'
+/// <c>prompt_embeds</c> / <c>pooled_prompt_embeds</c>): T5 states <c>[B, L, context_dim]</c> and the pooled CLIP
+/// vector <c>[B, pooled_dim]</c>, where B is 1 (shared by every image) or the number of images.
+/// </summary>
+public sealed record PromptEmbeddings(float[] Txt, float[] Pooled, int Batch, int Tokens)
+{
+    /// <summary>Values per sample of <see cref="Txt"/>.</summary>
+    public int ContextDim => Batch > 0 && Tokens > 0 ? Txt.Length / (Batch * Tokens) : 0;
+
+    /// <summary>Values per sample of <see cref="Pooled"/>.</summary>
+    public int PooledDim => Batch > 0 ? Pooled.Length / Batch : 0;
+}
+
+/// <summary>
+/// One text-to-image request, with the knobs of the hosted FLUX APIs. Unset values take the defaults
+/// documented on each property; <see cref="FluxPipeline.Plan"/> checks everything and says what is wrong.
+/// </summary>
+public sealed record GenerationRequest
+{
+    /// <summary>The prompt. Needs text encoders; without them pass <see cref="PromptEmbeddings"/>.</summary>
+    public string? Prompt { get; init; }
+
+    /// <summary>Precomputed prompt embeddings; when set, the prompt text is not encoded.</summary>
+    public PromptEmbeddings? PromptEmbeddings { get; init; }
+
+    /// <summary>One of 1:1, 16:9, 21:9, 3:2, 2:3, 4:5, 5:4, 3:4, 4:3, 9:16, 9:21 (default 1:1). Not with <see cref="Width"/>/<see cref="Height"/>.</summary>
+    public string? AspectRatio { get; init; }
+
+    /// <summary>The longest side in pixels for <see cref="AspectRatio"/> (default 1024).</summary>
+    public int? ImageSize { get; init; }
+
+    /// <summary>Explicit width in pixels (with <see cref="Height"/>); rounded to the nearest multiple of 16.</summary>
+    public int? Width { get; init; }
+
+    /// <summary>Explicit height in pixels (with <see cref="Width"/>); rounded to the nearest multiple of 16.</summary>
+    public int? Height { get; init; }
+
+    /// <summary>Denoising steps, 1–50 (default 28 for [dev], 4 for [schnell]).</summary>
+    public int? Steps { get; init; }
+
+    /// <summary>Distilled guidance, 0–10 (default 3.5); [schnell] ignores it.</summary>
+    public double? Guidance { get; init; }
+
+    /// <summary>The seed; null or −1 draws a random one. Image k of the request uses seed + k. The seed used is in the result.</summary>
+    public long? Seed { get; init; }
+
+    /// <summary>Images to generate, 1–8 (default 1), run as one batch.</summary>
+    public int NumImages { get; init; } = 1;
+
+    /// <summary>Output file format (default PNG).</summary>
+    public ImageFormat OutputFormat { get; init; } = ImageFormat.Png;
+
+    /// <summary>JPEG/WebP quality, 1–100 (default 80).</summary>
+    public int OutputQuality { get; init; } = 80;
+
+    /// <summary>How pixels become 8-bit values (default: rounding, as diffusers).</summary>
+    public PixelRounding Rounding { get; init; } = PixelRounding.Round;
+
+    /// <summary>
+    /// Initial latents <c>[NumImages, z, h, w]</c> (FLUX-normalised noise) instead of the seeded noise; h and w are
+    /// the image size divided by the autoencoder's downscale (8).
+    /// </summary>
+    public float[]? InitialLatents { get; init; }
+
+    /// <summary>Return the final latents <c>[NumImages, z, h, w]</c> in the result (before decoding).</summary>
+    public bool ReturnLatents { get; init; }
+}
+
+/// <summary>
+/// A request the pipeline cannot run, with the field at fault in the hosted APIs' naming (<c>steps</c>,
+/// <c>guidance</c>, <c>aspect_ratio</c>, …). The server answers it with 400 and this message.
+/// </summary>
+public sealed class GenerationRequestException(string field, string message) : ArgumentException(message, field)
+{
+    /// <summary>The request field at fault.</summary>
+    public string Field { get; } = field;
+}
+
+/// <summary>A validated request with every default filled in: what the pipeline will run.</summary>
+public sealed record GenerationPlan
+{
+    /// <summary>Image width in pixels.</summary>
+    public required int Width { get; init; }
+
+    /// <summary>Image height in pixels.</summary>
+    public required int Height { get; init; }
+
+    /// <summary>Latent width, Width / downscale.</summary>
+    public required int LatentWidth { get; init; }
+
+    /// <summary>Latent height, Height / downscale.</summary>
+    public required int LatentHeight { get; init; }
+
+    /// <summary>Packed image tokens, (LatentHeight/2)·(LatentWidth/2).</summary>
+    public int ImageTokens => LatentHeight / 2 * (LatentWidth / 2);
+
+    /// <summary>Denoising steps.</summary>
+    public required int Steps { get; init; }
+
+    /// <summary>Guidance (used by [dev] only).</summary>
+    public required double Guidance { get; init; }
+
+    /// <summary>The seed of image 0 (image k uses Seed + k).</summary>
+    public required long Seed { get; init; }
+
+    /// <summary>Images in the batch.</summary>
+    public required int NumImages { get; init; }
+
+    /// <summary>Output format.</summary>
+    public required ImageFormat Format { get; init; }
+
+    /// <summary>Output quality.</summary>
+    public required int Quality { get; init; }
+}

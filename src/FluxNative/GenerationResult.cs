@@ -1,0 +1,56 @@
+namespace FluxNative;
+
+/// <summary>What a generation reports while it runs.</summary>
+public enum GenerationStage
+{
+    /// <summary>Validating, drawing noise, encoding the prompt.</summary>
+    Preparing,
+
+    /// <summary>The transformer steps.</summary>
+    Denoising,
+
+    /// <summary>The autoencoder turns latents into pixels.</summary>
+    Decoding,
+
+    /// <summary>Writing the image files.</summary>
+    Encoding,
+}
+
+/// <summary>Progress of one generation: after every denoising step, and at each stage change.</summary>
+/// <param name="Stage">The stage now running.</param>
+/// <param name="Step">Denoising steps done (0 before the first).</param>
+/// <param name="TotalSteps">Denoising steps in all.</param>
+/// <param name="Elapsed">Time since the generation started.</param>
+/// <param name="StepsPerSecond">Denoising steps per second so far (0 before the first).</param>
+public sealed record GenerationProgress(GenerationStage Stage, int Step, int TotalSteps, TimeSpan Elapsed, double StepsPerSecond);
+
+/// <summary>One generated image: the encoded file and how it was made.</summary>
+/// <param name="Bytes">The image file (PNG, JPEG or WebP).</param>
+/// <param name="Format">Its format.</param>
+/// <param name="Width">Width in pixels.</param>
+/// <param name="Height">Height in pixels.</param>
+/// <param name="Seed">The seed of this image's noise (request seed + index); null when the caller passed the latents.</param>
+public sealed record GeneratedImage(byte[] Bytes, ImageFormat Format, int Width, int Height, long? Seed);
+
+/// <summary>Wall-clock time per stage of one generation.</summary>
+public sealed record GenerationTimings(TimeSpan Prepare, TimeSpan Denoise, TimeSpan Decode, TimeSpan Encode, TimeSpan Total, int Steps)
+{
+    /// <summary>Denoising steps per second.</summary>
+    public double StepsPerSecond => Denoise > TimeSpan.Zero ? Steps / Denoise.TotalSeconds : 0;
+}
+
+/// <summary>The result of <see cref="FluxPipeline.GenerateAsync"/>.</summary>
+public sealed record GenerationResult
+{
+    /// <summary>The images, in batch order.</summary>
+    public required IReadOnlyList<GeneratedImage> Images { get; init; }
+
+    /// <summary>What ran: size, steps, guidance, seed.</summary>
+    public required GenerationPlan Plan { get; init; }
+
+    /// <summary>Time per stage.</summary>
+    public required GenerationTimings Timings { get; init; }
+
+    /// <summary>The final latents <c>[N, z, h, w]</c> when the request asked for them.</summary>
+    public float[]? FinalLatents { get; init; }
+}

@@ -1,0 +1,138 @@
+using FluxNative.Testing;
+
+namespace FluxNative.Cli.Tests;
+
+/// <summary><c>flux generate</c>: the demo, given latents and embeddings, file naming, and one-line errors.</summary>
+public sealed class GenerateTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+
+    public void Dispose() => temp.Dispose();
+
+    [Fact]
+    public void Demo_writes_an_image_and_prints_seed_and_timings()
+    {
+        string output = temp.File("demo.png");
+        CliResult result = CliRunner.Run("generate", "--demo", "a red fox in the snow", "--image-size", "128", "--steps", "3", "--seed", "11", "-o", output);
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("random weights", result.Output);
+        Assert.Contains("prompt   \"a red fox in the snow\" (CLIP 77 tokens, T5 64 tokens)", result.Output);
+        Assert.Contains("request  128x128, 3 steps, guidance 3.5, seed 11, 1 image(s), png", result.Output);
+        Assert.Contains("step     3/3", result.Output);
+        Assert.Contains("seed     11", result.Output);
+        Assert.Contains("timings  prepare", result.Output);
+        Assert.Contains($"wrote    {output}", result.Output);
+        RgbImage image = Images.Decode(File.ReadAllBytes(output), out ImageFormat format);
+        Assert.Equal((ImageFormat.Png, 128, 128), (format, image.Width, image.Height));
+
+        // Same prompt and seed, same file.
+        string again = temp.File("again.png");
+        Assert.Equal(0, CliRunner.Run("generate", "--demo", "a red fox in the snow", "--image-size", "128", "--steps", "3", "--seed", "11", "-o", again).ExitCode);
+        Assert.Equal(File.ReadAllBytes(output), File.ReadAllBytes(again));
+    }
+
+    [Fact]
+    public void Several_images_are_numbered_and_the_format_follows_the_extension()
+    {
+        string output = temp.File("out.webp");
+        CliResult result = CliRunner.Run("generate", "--demo", "--aspect-ratio", "16:9", "--image-size", "128", "--steps", "2", "-n", "2", "--seed", "5", "-o", output);
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("seed     5 (image k: 5 + k)", result.Output);
+        foreach (string name in new[] { "out-1.webp", "out-2.webp" })
+        {
+            RgbImage image = Images.Decode(File.ReadAllBytes(temp.File(name)), out ImageFormat format);
+            Assert.Equal((ImageFormat.Webp, 128, 80), (format, image.Width, image.Height));   // 72 = 4.5 x 16 -> 80 (halves up)
+        }
+
+        Assert.False(File.Exists(output));
+    }
+
+    [Fact]
+    public void Given_latents_and_embeddings_replace_noise_and_encoders_and_final_latents_are_saved()
+    {
+        // The demo's models, with inputs written by hand: [1, 16, 8, 8] latents (64x64 pixels), txt [1, 5, 32], y [1, 32].
+        FluxPipelineSources sources = DemoModels.Write(temp.File("models"));
+        float[] latents = LatentNoise.Generate(9, 1, 16, 8, 8);
+        new SafetensorsWriter().Add("latents", latents, 1, 16, 8, 8).Write(temp.File("latents.safetensors"));
+        new SafetensorsWriter()
+            .Add("txt", LatentNoise.Generate(1, 1, 5, 1, 32), 1, 5, 32)
+            .Add("y", LatentNoise.Generate(2, 1, 32, 1, 1), 1, 32)
+            .Write(temp.File("embeds.safetensors"));
+
+        string[] args =
+        [
+            "generate", "--transformer", sources.Transformer!, "--ae", sources.Autoencoder!, "--width", "256", "--height", "256", "--steps", "2",
+            "--latents", temp.File("latents.safetensors"), "--prompt-embeds", temp.File("embeds.safetensors"),
+        ];
+        // 256x256 needs a [1, 16, 32, 32] latent: the shape error names the tensor and the expected shape.
+        CliResult wrongSize = CliRunner.Run([.. args, "-o", temp.File("x.png")]);
+        Assert.Equal(ExitCodes.BadInput, wrongSize.ExitCode);
+        Assert.Contains("[1, 16, 32, 32]", wrongSize.Error);
+
+        float[] big = LatentNoise.Generate(9, 1, 16, 32, 32);
+        new SafetensorsWriter().Add("latents", big, 1, 16, 32, 32).Write(temp.File("latents.safetensors"));
+        CliResult result = CliRunner.Run([.. args, "-o", temp.File("given.png"), "--save-latents", temp.File("final.safetensors")]);
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("seed     none (latents given)", result.Output);
+        using Checkpoint saved = Checkpoint.Open(temp.File("final.safetensors"));
+        Assert.Equal(new long[] { 1, 16, 32, 32 }, saved.Find("latents")!.Shape);
+        Assert.NotEqual(big, saved.ReadFloat32("latents"));
+        Assert.True(File.Exists(temp.File("given.png")));
+    }
+
+    [Theory]
+    [InlineData("a_prompt_but_no_embeddings", "no text encoders")]
+    [InlineData("--steps 60", "steps must be between 1 and 50")]
+    [InlineData("--width 512", "Give both width and height")]
+    [InlineData("--guidance 11", "guidance must be between 0 and 10")]
+    [InlineData("--clip /nowhere", "needs both text encoders")]
+    public void Bad_requests_fail_with_one_line_and_exit_code_2(string extra, string message)
+    {
+        FluxPipelineSources sources = DemoModels.Write(temp.File("models"));
+        string[] args = ["generate", "--transformer", sources.Transformer!, "--ae", sources.Autoencoder!, .. extra.Split(' ')];
+        if (!extra.StartsWith("a_prompt", StringComparison.Ordinal))
+        {
+            args = [.. args, "--prompt-embeds", WriteEmbeddings()];
+        }
+
+        CliResult result = CliRunner.Run(args);
+        Assert.Equal(ExitCodes.BadInput, result.ExitCode);
+        Assert.Contains(message, result.Error);
+        Assert.Single(result.ErrorLines);
+    }
+
+    [Fact]
+    public void Encode_writes_the_embeddings_generate_reads_and_they_give_the_same_image()
+    {
+        string embeds = temp.File("fox.safetensors");
+        CliResult encoded = CliRunner.Run("encode", "--demo", "a red fox", "--max-length", "64", "-o", embeds);
+        Assert.True(encoded.ExitCode == 0, encoded.Error);
+        Assert.Contains("txt [1, 64, 32], y [1, 32]", encoded.Output);
+
+        FluxPipelineSources sources = DemoModels.Write(temp.File("models"));
+        string[] common = ["--width", "256", "--height", "256", "--steps", "2", "--seed", "4"];
+        CliResult fromText = CliRunner.Run(["generate", "--demo", "a red fox", .. common, "-o", temp.File("text.png")]);
+        CliResult fromEmbeds = CliRunner.Run(["generate", "--transformer", sources.Transformer!, "--ae", sources.Autoencoder!, "--prompt-embeds", embeds,
+            .. common, "-o", temp.File("embeds.png")]);
+        Assert.True(fromText.ExitCode == 0, fromText.Error);
+        Assert.True(fromEmbeds.ExitCode == 0, fromEmbeds.Error);
+        Assert.Equal(File.ReadAllBytes(temp.File("text.png")), File.ReadAllBytes(temp.File("embeds.png")));
+    }
+
+    [Fact]
+    public void Model_is_required_unless_demo()
+    {
+        CliResult result = CliRunner.Run("generate", "a prompt");
+        Assert.Equal(ExitCodes.BadInput, result.ExitCode);
+        Assert.Contains("No model given", result.Error);
+    }
+
+    private string WriteEmbeddings()
+    {
+        string path = temp.File("embeds.safetensors");
+        new SafetensorsWriter().Add("txt", new float[1 * 4 * 32], 1, 4, 32).Add("y", new float[32], 1, 32).Write(path);
+        return path;
+    }
+}
