@@ -122,6 +122,36 @@ public sealed class GenerateTests : IDisposable
     }
 
     [Fact]
+    public void A_diffusers_model_folder_runs_from_prompt_to_file()
+    {
+        // The published folder layout, with tiny models and the real tokenizers: transformer/, vae/, text_encoder/,
+        // text_encoder_2/, tokenizer/, tokenizer_2/.
+        string model = temp.File("FLUX.1-tiny");
+        var diffusers = CheckpointLayout.Diffusers;
+        TinyModel.Write(new TinyModelOptions { Kind = ModelKind.FluxTransformer, Layout = diffusers, Variant = FluxVariant.Schnell, Shards = 2, Seed = 1 }, Path.Combine(model, "transformer"));
+        TinyModel.Write(new TinyModelOptions { Kind = ModelKind.Autoencoder, Layout = diffusers, Depth = 4, DepthSingle = 2, Seed = 1 }, Path.Combine(model, "vae"));
+        TinyModel.Write(new TinyModelOptions { Kind = ModelKind.ClipText, Layout = diffusers, Seed = 1 }, Path.Combine(model, "text_encoder"));
+        TinyModel.Write(new TinyModelOptions { Kind = ModelKind.T5Encoder, Layout = diffusers, Seed = 1 }, Path.Combine(model, "text_encoder_2"));
+        foreach ((string from, string to) in new[] { ("clip", "tokenizer"), ("t5", "tokenizer_2") })
+        {
+            Directory.CreateDirectory(Path.Combine(model, to));
+            foreach (string file in Directory.GetFiles(Path.Combine(DemoModels.TokenizerDirectory, from)))
+            {
+                File.Copy(file, Path.Combine(model, to, Path.GetFileName(file)));
+            }
+        }
+
+        string output = temp.File("folder.jpg");
+        CliResult result = CliRunner.Run("generate", "--model", model, "a castle on a hill", "--width", "256", "--height", "256", "--seed", "1", "-o", output);
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("model    schnell:", result.Output);
+        Assert.Contains("256x256, 4 steps", result.Output);          // schnell's default steps
+        Assert.Contains("T5 256 tokens", result.Output);               // schnell's T5 length (BFL)
+        RgbImage image = Images.Decode(File.ReadAllBytes(output), out ImageFormat format);
+        Assert.Equal((ImageFormat.Jpeg, 256, 256), (format, image.Width, image.Height));
+    }
+
+    [Fact]
     public void Model_is_required_unless_demo()
     {
         CliResult result = CliRunner.Run("generate", "a prompt");
