@@ -96,6 +96,7 @@ public static class FluxCli
         root.Subcommands.Add(GenerateCommand.Create(output));
         root.Subcommands.Add(EncodeCommand.Create(output));
         root.Subcommands.Add(TokenizeCommand.Create(output));
+        root.Subcommands.Add(ServeCommand.Create(output));
         return root;
     }
 

@@ -1,0 +1,399 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace FluxNative.Server;
+
+/// <summary>The HTTP endpoints: each parses, calls <see cref="PredictionService"/>, and shapes the answer.</summary>
+internal static partial class Endpoints
+{
+    private const int PageSize = 100;
+
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        app.MapGet("/healthz", () => Json(new JsonObject { ["status"] = "ok" }));
+        app.MapGet("/readyz", Ready);
+        app.MapGet("/metrics", (ServerMetrics metrics) => Results.Text(metrics.Prometheus(), "text/plain; version=0.0.4", Encoding.UTF8));
+        app.MapPost("/v1/images/generations", ImagesGenerations);
+        app.MapPost("/v1/predictions", (Func<HttpContext, Task<IResult>>)(context => CreatePrediction(context, null, null)));
+        app.MapPost("/v1/models/{owner}/{name}/predictions", (HttpContext context, string owner, string name) => CreatePrediction(context, owner, name));
+        app.MapGet("/v1/predictions", ListPredictions);
+        app.MapGet("/v1/predictions/{id}", GetPrediction);
+        app.MapPost("/v1/predictions/{id}/cancel", CancelPrediction);
+        app.MapGet("/v1/predictions/{id}/stream", StreamPrediction);
+        app.MapGet("/v1/files/{id}/{name}", OutputFile);
+        app.MapGet("/v1/webhooks/default/secret", (WebhookDispatcher webhooks) => Json(new JsonObject { ["key"] = webhooks.Secret }));
+    }
+
+    private static IResult Ready(ModelHost host, PredictionService service)
+    {
+        if (host.IsReady)
+        {
+            return Json(new JsonObject
+            {
+                ["status"] = "ready",
+                ["model"] = host.Description,
+                ["demo"] = host.Demo,
+                ["queue_length"] = service.QueueLength,
+                ["running"] = service.Running,
+            });
+        }
+
+        return host.LoadError is { } error
+            ? Json(new JsonObject { ["status"] = "failed", ["error"] = error }, StatusCodes.Status503ServiceUnavailable)
+            : Json(new JsonObject { ["status"] = "loading" }, StatusCodes.Status503ServiceUnavailable);
+    }
+
+    /// <summary>OpenAI's <c>POST /v1/images/generations</c>: synchronous; the images as URLs or base64.</summary>
+    private static async Task<IResult> ImagesGenerations(HttpContext context, FluxServerOptions options, PredictionService service, OutputFiles files)
+    {
+        JsonElement body = await JsonBody.ReadObjectAsync(context.Request, options.MaxRequestBodyBytes).ConfigureAwait(false);
+        OpenAiImageRequest request = InputParsing.ParseOpenAi(body, options);
+        string baseUrl = BaseUrl(context, options);
+        Prediction p = service.Create(new PredictionOrder
+        {
+            Kind = PredictionKind.OpenAi,
+            Model = request.Model,
+            Input = body.GetRawText(),
+            Spec = request.Spec,
+            WebhookEvents = [],
+            BaseUrl = baseUrl,
+        });
+        context.Response.Headers["X-Prediction-Id"] = p.Id;
+        PredictionView final;
+        try
+        {
+            final = await p.Completion.WaitAsync(context.RequestAborted).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            service.Stop(p, AbortReason.Canceled);   // the client went away: no one will read the images
+            throw;
+        }
+
+        switch (final.Status)
+        {
+            case PredictionStatus.Succeeded:
+                var data = new JsonArray();
+                foreach (string name in final.Output ?? [])
+                {
+                    data.Add(request.Base64
+                        ? new JsonObject { ["b64_json"] = Convert.ToBase64String(await File.ReadAllBytesAsync(files.PathOf(final.Id, name)!).ConfigureAwait(false)) }
+                        : new JsonObject { ["url"] = files.Url(baseUrl, final.Id, name) });
+                }
+
+                return Json(new JsonObject
+                {
+                    ["created"] = final.CreatedAt.ToUnixTimeSeconds(),
+                    ["data"] = data,
+                    ["output_format"] = request.Spec.Format == ImageFormat.Jpeg ? "jpeg" : Images.Extension(request.Spec.Format),
+                    ["size"] = $"{p.Plan.Width}x{p.Plan.Height}",
+                    ["seed"] = p.Plan.Seed,
+                    ["id"] = final.Id,
+                });
+            case PredictionStatus.Canceled:
+                return ApiErrors.Result(StatusCodes.Status409Conflict, $"The generation was canceled (prediction {final.Id}).");
+            default:
+                bool timedOut = final.Error?.StartsWith(PredictionService.TimedOutMessage, StringComparison.Ordinal) == true;
+                return ApiErrors.Result(timedOut ? StatusCodes.Status504GatewayTimeout : StatusCodes.Status500InternalServerError,
+                    final.Error ?? "The generation failed.");
+        }
+    }
+
+    /// <summary>Replicate's <c>POST /v1/predictions</c> (with <c>version</c>) and <c>POST /v1/models/{owner}/{name}/predictions</c>.</summary>
+    private static async Task<IResult> CreatePrediction(HttpContext context, string? owner, string? name)
+    {
+        IServiceProvider services = context.RequestServices;
+        FluxServerOptions options = services.GetRequiredService<FluxServerOptions>();
+        PredictionService service = services.GetRequiredService<PredictionService>();
+        WebhookDispatcher webhooks = services.GetRequiredService<WebhookDispatcher>();
+
+        if (owner is not null && (!ModelPart().IsMatch(owner) || !ModelPart().IsMatch(name ?? string.Empty)))
+        {
+            throw new ApiException(StatusCodes.Status404NotFound, $"No model '{owner}/{name}': owner and name are letters, digits, '.', '_' and '-'.");
+        }
+
+        TimeSpan? wait = PreferWait(context.Request, options.MaxWait);
+        JsonElement body = await JsonBody.ReadObjectAsync(context.Request, options.MaxRequestBodyBytes).ConfigureAwait(false);
+        var fields = new JsonFields(body);
+        string? version = fields.String("version", 200);
+        string model;
+        if (owner is not null)
+        {
+            model = $"{owner}/{name}";
+        }
+        else if (string.IsNullOrWhiteSpace(version))
+        {
+            throw ApiException.BadRequest("version is required: the model version to run (any id; this server serves one model), " +
+                "or use POST /v1/models/{owner}/{name}/predictions.", "version");
+        }
+        else if (version.Split(':') is [var modelPart, var versionPart] && modelPart.Contains('/', StringComparison.Ordinal))
+        {
+            (model, version) = (modelPart, versionPart);
+        }
+        else if (version.Contains('/', StringComparison.Ordinal))
+        {
+            (model, version) = (version, null);
+        }
+        else
+        {
+            model = "fluxnative/flux";
+        }
+
+        JsonFields input = fields.Object("input");
+        string? webhook = fields.String("webhook", 2048);
+        IReadOnlyList<string> events = EventsFilter(fields);
+        if (fields.String("webhook_completed", 2048) is { } completedOnly)
+        {
+            // Replicate's older field: a URL told only of completion.
+            if (webhook is not null)
+            {
+                throw ApiException.BadRequest("Give webhook (with webhook_events_filter) or webhook_completed, not both.", "webhook_completed");
+            }
+
+            (webhook, events) = (completedOnly, ["completed"]);
+        }
+
+        if (webhook is not null)
+        {
+            webhooks.Validate(webhook, fields.Has("webhook") ? "webhook" : "webhook_completed");
+        }
+        _ = fields.Bool("stream");   // accepted; every prediction has a stream URL
+        GenerationSpec spec = InputParsing.ParseReplicateInput(input, options);
+        string baseUrl = BaseUrl(context, options);
+        Prediction p = service.Create(new PredictionOrder
+        {
+            Kind = PredictionKind.Replicate,
+            Model = model,
+            Version = version ?? "fluxnative",
+            Input = input.Value.GetRawText(),
+            Spec = spec,
+            Webhook = webhook,
+            WebhookEvents = events,
+            BaseUrl = baseUrl,
+        });
+
+        if (wait is { } duration)
+        {
+            await Task.WhenAny(p.Completion, Task.Delay(duration, context.RequestAborted)).ConfigureAwait(false);
+        }
+
+        PredictionView view = service.Get(p.Id) ?? p.View;
+        context.Response.Headers.Location = $"{baseUrl}/v1/predictions/{view.Id}";
+        return Json(service.RenderJson(view, baseUrl), StatusCodes.Status201Created);
+    }
+
+    private static IResult GetPrediction(string id, HttpContext context, FluxServerOptions options, PredictionService service) =>
+        service.Get(id) is { } view ? Json(service.RenderJson(view, BaseUrl(context, options))) : throw UnknownPrediction(id);
+
+    private static IResult ListPredictions(HttpContext context, FluxServerOptions options, PredictionService service)
+    {
+        string? cursor = context.Request.Query["cursor"].ToString() is { Length: > 0 } c ? c : null;
+        string baseUrl = BaseUrl(context, options);
+        IReadOnlyList<PredictionView> page = service.List(PageSize, cursor);
+        return Json(new JsonObject
+        {
+            ["previous"] = null,
+            ["next"] = page.Count == PageSize ? $"{baseUrl}/v1/predictions?cursor={page[^1].Id}" : null,
+            ["results"] = new JsonArray([.. page.Select(v => (JsonNode)service.RenderJson(v, baseUrl))]),
+        });
+    }
+
+    private static async Task<IResult> CancelPrediction(string id, HttpContext context, FluxServerOptions options, PredictionService service)
+    {
+        PredictionView view = await service.CancelAsync(id, context.RequestAborted).ConfigureAwait(false) ?? throw UnknownPrediction(id);
+        return Json(service.RenderJson(view, BaseUrl(context, options)));
+    }
+
+    /// <summary>
+    /// Server-Sent Events, as Replicate's stream: <c>logs</c> (one line each, the lines so far first; a step is a tqdm line
+    /// with step/total), <c>output</c> (one per image URL), <c>error</c>, and <c>done</c> (<c>{}</c>, or
+    /// <c>{"reason":"error"|"canceled"}</c>), after which the stream ends; every event has an <c>id</c>. With
+    /// <c>?progress=true</c> also <c>progress</c> events, <c>{"stage","step","total","steps_per_second"}</c> (opt-in:
+    /// Replicate's Python client rejects event types it does not know).
+    /// </summary>
+    private static async Task StreamPrediction(string id, HttpContext context, PredictionService service)
+    {
+        Prediction? live = service.Live(id);
+        PredictionView view;
+        ChannelReader<ServerEvent>? events = null;
+        if (live is not null)
+        {
+            (view, events) = live.Subscribe();
+        }
+        else
+        {
+            view = service.Get(id) ?? throw UnknownPrediction(id);
+        }
+
+        bool withProgress = context.Request.Query["progress"].ToString() is "1" or "true" or "True";
+        long sequence = 0;
+        Task WriteEventAsync(HttpResponse response, ServerEvent e, CancellationToken cancellationToken) =>
+            e.Event == "progress" && !withProgress ? Task.CompletedTask : Endpoints.WriteEventAsync(response, e, ++sequence, cancellationToken);
+
+        try
+        {
+            HttpResponse response = context.Response;
+            response.ContentType = "text/event-stream";
+            response.Headers.CacheControl = "no-store";
+            response.Headers["X-Accel-Buffering"] = "no";
+            CancellationToken aborted = context.RequestAborted;
+            foreach (string line in view.Logs.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            {
+                await WriteEventAsync(response, new ServerEvent("logs", line), aborted).ConfigureAwait(false);
+            }
+
+            if (view.IsTerminal || events is null)
+            {
+                foreach (ServerEvent e in service.FinalEvents(view))
+                {
+                    await WriteEventAsync(response, e, aborted).ConfigureAwait(false);
+                }
+
+                return;
+            }
+
+            await response.Body.FlushAsync(aborted).ConfigureAwait(false);
+            while (true)
+            {
+                Task<bool> more = events.WaitToReadAsync(aborted).AsTask();
+                if (await Task.WhenAny(more, Task.Delay(TimeSpan.FromSeconds(15), aborted)).ConfigureAwait(false) != more)
+                {
+                    await response.WriteAsync(": keep-alive\n\n", aborted).ConfigureAwait(false);
+                    await response.Body.FlushAsync(aborted).ConfigureAwait(false);
+                    await more.ConfigureAwait(false);
+                }
+
+                if (!await more.ConfigureAwait(false))
+                {
+                    break;
+                }
+
+                while (events.TryRead(out ServerEvent? e))
+                {
+                    await WriteEventAsync(response, e, aborted).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The client left.
+        }
+        finally
+        {
+            if (live is not null && events is not null)
+            {
+                live.Unsubscribe(events);
+            }
+        }
+    }
+
+    private static IResult OutputFile(string id, string name, OutputFiles files)
+    {
+        string? path = files.PathOf(id, name);
+        if (path is null || !File.Exists(path))
+        {
+            return ApiErrors.Result(StatusCodes.Status404NotFound,
+                $"No output file '{id}/{name}': it never existed, or it was removed after the retention period ({files.Retention}).");
+        }
+
+        return Results.File(path, OutputFiles.ContentType(name), enableRangeProcessing: true);
+    }
+
+    private static async Task WriteEventAsync(HttpResponse response, ServerEvent e, long id, CancellationToken cancellationToken)
+    {
+        var text = new StringBuilder();
+        text.Append("event: ").Append(e.Event).Append('\n');
+        text.Append("id: ").Append(id.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        foreach (string line in e.Data.Split('\n'))
+        {
+            text.Append("data: ").Append(line).Append('\n');
+        }
+
+        text.Append('\n');
+        await response.WriteAsync(text.ToString(), cancellationToken).ConfigureAwait(false);
+        await response.Body.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private static IReadOnlyList<string> EventsFilter(JsonFields fields)
+    {
+        if (fields.Get("webhook_events_filter") is not { } element)
+        {
+            return WebhookDispatcher.Events;
+        }
+
+        if (element.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadRequest($"webhook_events_filter must be an array of {string.Join(", ", WebhookDispatcher.Events)} (got {JsonBody.Describe(element)}).",
+                "webhook_events_filter");
+        }
+
+        var events = new List<string>();
+        foreach (JsonElement item in element.EnumerateArray())
+        {
+            string? name = item.ValueKind == JsonValueKind.String ? item.GetString() : null;
+            if (name is null || !WebhookDispatcher.Events.Contains(name))
+            {
+                throw ApiException.BadRequest(
+                    $"webhook_events_filter may hold only {string.Join(", ", WebhookDispatcher.Events)} (got {(name is null ? JsonBody.Describe(item) : $"'{name}'")}).",
+                    "webhook_events_filter");
+            }
+
+            if (!events.Contains(name))
+            {
+                events.Add(name);
+            }
+        }
+
+        return events;
+    }
+
+    /// <summary>Replicate's <c>Prefer: wait</c> (the longest wait) or <c>Prefer: wait=N</c> (N seconds, 1 to the longest).</summary>
+    private static TimeSpan? PreferWait(HttpRequest request, TimeSpan max)
+    {
+        foreach (string? header in request.Headers["Prefer"])
+        {
+            foreach (string raw in (header ?? string.Empty).Split([',', ';'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                if (raw.Equals("wait", StringComparison.OrdinalIgnoreCase))
+                {
+                    return max;
+                }
+
+                if (raw.StartsWith("wait=", StringComparison.OrdinalIgnoreCase))
+                {
+                    string value = raw["wait=".Length..].Trim('"');
+                    if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int seconds) || seconds < 1 || seconds > max.TotalSeconds)
+                    {
+                        throw ApiException.BadRequest($"Prefer: wait=N needs N between 1 and {max.TotalSeconds:0} seconds (got '{value}').", "Prefer");
+                    }
+
+                    return TimeSpan.FromSeconds(seconds);
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private static string BaseUrl(HttpContext context, FluxServerOptions options) =>
+        options.PublicBaseUrl is { Length: > 0 } configured
+            ? configured.TrimEnd('/')
+            : $"{context.Request.Scheme}://{context.Request.Host}{context.Request.PathBase}";
+
+    private static ApiException UnknownPrediction(string id) =>
+        new(StatusCodes.Status404NotFound, $"No prediction with id '{(id.Length > 64 ? id[..64] + "…" : id)}'.");
+
+    private static IResult Json(JsonNode body, int status = StatusCodes.Status200OK) =>
+        Results.Text(body.ToJsonString(ApiErrors.JsonOptions), "application/json; charset=utf-8", Encoding.UTF8, status);
+
+    [GeneratedRegex("^[A-Za-z0-9._-]{1,100}$")]
+    private static partial Regex ModelPart();
+}

@@ -1,0 +1,83 @@
+namespace FluxNative.Server;
+
+/// <summary>Everything <c>flux serve</c> can be told: where the model is, where state goes, limits and security.</summary>
+public sealed record FluxServerOptions
+{
+    /// <summary>The addresses Kestrel listens on (default <c>http://127.0.0.1:8080</c>); port 0 picks a free port.</summary>
+    public IReadOnlyList<string> Urls { get; init; } = ["http://127.0.0.1:8080"];
+
+    /// <summary>Serve the demo's tiny random models with random prompt embeddings derived from the prompt text.</summary>
+    public bool Demo { get; init; }
+
+    /// <summary>Where the demo models are written (default: <c>fluxnative-demo</c> under the temp folder).</summary>
+    public string? DemoDirectory { get; init; }
+
+    /// <summary>The model to serve when not in demo mode.</summary>
+    public FluxPipelineSources? Model { get; init; }
+
+    /// <summary>Pipeline load settings and size bounds (default: the demo's in demo mode, the pipeline's otherwise).</summary>
+    public FluxPipelineOptions? Pipeline { get; init; }
+
+    /// <summary>The SQLite database of predictions (created when missing).</summary>
+    public string DatabasePath { get; init; } = "flux-server.db";
+
+    /// <summary>The folder of generated image files, one subfolder per prediction.</summary>
+    public string OutputDirectory { get; init; } = "flux-outputs";
+
+    /// <summary>How long output files are kept (default one day); the prediction records stay.</summary>
+    public TimeSpan OutputRetention { get; init; } = TimeSpan.FromDays(1);
+
+    /// <summary>Accepted API keys (<c>Authorization: Bearer KEY</c>); merged with <c>FLUX_API_KEYS</c> and the <c>FluxServer:ApiKeys</c> setting.</summary>
+    public IReadOnlyList<string> ApiKeys { get; init; } = [];
+
+    /// <summary>Read keys from the <c>FLUX_API_KEYS</c> environment variable (comma-separated; default true).</summary>
+    public bool ApiKeysFromEnvironment { get; init; } = true;
+
+    /// <summary>Serve without authentication. Without it, a server with no key refuses to start.</summary>
+    public bool InsecureNoAuth { get; init; }
+
+    /// <summary>Predictions waiting for the pipeline, at most (default 32); more answer 429 with Retry-After.</summary>
+    public int QueueSize { get; init; } = 32;
+
+    /// <summary>
+    /// Images one pipeline run may hold (default 8, the pipeline's most): compatible predictions waiting at the head of
+    /// the queue (same size, steps, guidance and output encoding) run together as one batch. 1 turns batching off.
+    /// </summary>
+    public int MaxBatchImages { get; init; } = FluxPipeline.MaxImages;
+
+    /// <summary>A prediction that has not finished this long after it was accepted (waiting included) fails as timed out (default 10 minutes).</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>The longest <c>Prefer: wait</c> (default 60 s, as Replicate).</summary>
+    public TimeSpan MaxWait { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The largest request body in bytes (default 64 KiB).</summary>
+    public long MaxRequestBodyBytes { get; init; } = 64 * 1024;
+
+    /// <summary>The longest prompt in characters (default 4000).</summary>
+    public int MaxPromptLength { get; init; } = 4000;
+
+    /// <summary>Allow webhooks to loopback, link-local and private addresses (default false: refused, against SSRF).</summary>
+    public bool AllowPrivateWebhookTargets { get; init; }
+
+    /// <summary>
+    /// The webhook signing secret, <c>whsec_</c> + base64 (Standard Webhooks). Default: <c>FLUX_WEBHOOK_SECRET</c>, else one
+    /// generated once and kept in the database; <c>GET /v1/webhooks/default/secret</c> returns it.
+    /// </summary>
+    public string? WebhookSecret { get; init; }
+
+    /// <summary>Deliveries of one webhook event, at most (default 6).</summary>
+    public int WebhookMaxAttempts { get; init; } = 6;
+
+    /// <summary>The first retry delay; each later one doubles (default 1 s).</summary>
+    public TimeSpan WebhookRetryDelay { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long one webhook delivery may take (default 10 s).</summary>
+    public TimeSpan WebhookTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The base of the URLs this server hands out (default: the scheme and host of each request).</summary>
+    public string? PublicBaseUrl { get; init; }
+}
+
+/// <summary>The server cannot start with these settings (no API key, no model, a bad value); the message says why.</summary>
+public sealed class FluxServerConfigurationException(string message) : Exception(message);
