@@ -363,17 +363,24 @@ void layernorm_modulate(const float* x, int64_t rows, int64_t dim, int64_t ldx, 
       row_grain(dim));
 }
 
+// The references' LayerNorm statistics, in double: mean and 1/sqrt(biased variance + eps), as torch's layer_norm.
+static void layernorm_stats_reference(const float* xr, int64_t dim, float eps, double* mean_out, double* rstd_out) {
+  double mean = 0.0;
+  for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+  mean /= double(dim);
+  double var = 0.0;
+  for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+  var /= double(dim);
+  *mean_out = mean;
+  *rstd_out = 1.0 / std::sqrt(var + double(eps));
+}
+
 void layernorm_modulate_reference(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* shift,
                                   const float* scale, float eps, float* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * ldx;
-    double mean = 0.0;
-    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
-    mean /= double(dim);
-    double var = 0.0;
-    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    var /= double(dim);  // biased, as torch's layer_norm
-    const double rstd = 1.0 / std::sqrt(var + double(eps));
+    double mean, rstd;
+    layernorm_stats_reference(xr, dim, eps, &mean, &rstd);
     for (int64_t i = 0; i < dim; ++i)
       y[r * ldy + i] = float((1.0 + double(scale[i])) * ((xr[i] - mean) * rstd) + double(shift[i]));
   }
@@ -520,13 +527,8 @@ void layernorm_affine_reference(const float* x, int64_t rows, int64_t dim, int64
                                 const float* bias, float eps, float* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * ldx;
-    double mean = 0.0;
-    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
-    mean /= double(dim);
-    double var = 0.0;
-    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    var /= double(dim);  // biased, as torch's layer_norm
-    const double rstd = 1.0 / std::sqrt(var + double(eps));
+    double mean, rstd;
+    layernorm_stats_reference(xr, dim, eps, &mean, &rstd);
     for (int64_t i = 0; i < dim; ++i) y[r * ldy + i] = float((xr[i] - mean) * rstd * double(weight[i]) + double(bias[i]));
   }
 }
