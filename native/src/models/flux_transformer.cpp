@@ -107,42 +107,9 @@ class Loader {
   FluxTransformer::Linear linear(const std::string& prefix, bool has_bias = true) {
     BflTensor w = fetch(prefix + ".weight");
     if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(prefix + ".weight") + " is not a matrix");
-    cpu::Weights view;
-    view.n = w.shape[0];
-    view.k = w.shape[1];
-    view.dtype = w.dtype;
-    view.data = w.data;
-    const size_t count = static_cast<size_t>(w.elements());
-
-    // Temporaries for a dtype change; pack_weights copies what it needs, so they die with this call.
-    std::vector<uint8_t> converted;
-    std::vector<float> scales;
-    const bool keep = (format_ == FluxWeightFormat::AsStored && (w.dtype == DType::F32 || w.dtype == DType::BF16)) ||
-                      (format_ == FluxWeightFormat::F32 && w.dtype == DType::F32) ||
-                      (format_ == FluxWeightFormat::BF16 && w.dtype == DType::BF16);
-    if (!keep) {
-      if (!dtype_is_float(w.dtype) || w.dtype == DType::F8_E4M3FN || w.dtype == DType::F8_E5M2)
-        fail(FX_ERR_UNSUPPORTED, label(prefix + ".weight") + " is stored as " + dtype_name(w.dtype) +
-                                     ", which FLUX weights are not loaded from");
-      if (format_ == FluxWeightFormat::FP8) {
-        std::vector<float> values(count);
-        convert(w.dtype, w.data, DType::F32, values.data(), count, Overflow::Ieee);
-        converted.resize(count);
-        scales.resize(static_cast<size_t>(view.n));
-        cpu::quantize_e4m3_per_row(values.data(), view.n, view.k, converted.data(), scales.data());
-        view.dtype = DType::F8_E4M3FN;
-        view.row_scale = scales.data();
-      } else {
-        // f16 as stored has no kernel: widen exactly to f32. BF16 format: round whatever is stored.
-        const DType target = format_ == FluxWeightFormat::BF16 ? DType::BF16 : DType::F32;
-        converted.resize(count * dtype_size(target));
-        convert(w.dtype, w.data, target, converted.data(), count, Overflow::Ieee);
-        view.dtype = target;
-      }
-      view.data = converted.data();
-    }
+    const cpu::Weights view{w.dtype, w.data, w.shape[0], w.shape[1], nullptr};
     FluxTransformer::Linear layer;
-    layer.weights = cpu::pack_weights(view);
+    layer.weights = pack_linear_weights(view, format_, label(prefix + ".weight"), ThreadPool::global());
     if (has_bias) layer.bias = vector(prefix + ".bias");
     return layer;
   }

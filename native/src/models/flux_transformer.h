@@ -13,6 +13,7 @@
 
 #include "core/thread_pool.h"
 #include "io/checkpoint.h"
+#include "models/linear_weights.h"  // FluxWeightFormat
 #include "ops/cpu/linear.h"
 
 namespace fx::models {
@@ -24,14 +25,6 @@ struct FluxConfig {
   bool guidance_embed = false;
   std::vector<int> axes_dim;
   double theta = 10000.0;
-};
-
-// How linear-layer weights are held in memory. Biases, norm scales and embeddings are always f32.
-enum class FluxWeightFormat {
-  AsStored,  // f32 and bf16 kept in the dtype the file has; f16 widened to f32
-  F32,       // widened to f32 at load (exact)
-  BF16,      // rounded to bf16 (round-to-nearest-even) at load
-  FP8,       // e4m3fn with one scale per output channel, quantised at load
 };
 
 // One forward's inputs, all f32, row-major (flux-spec §5): img [B, Limg, in], img_ids [B, Limg, 3],

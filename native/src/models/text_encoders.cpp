@@ -170,46 +170,9 @@ class Loader {
   TextEncoder::Linear linear(const std::string& prefix, bool has_bias) const {
     const auto& w = tensor(prefix + ".weight");
     if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(w.name) + " is not a matrix");
-    cpu::Weights view;
-    view.n = w.shape[0];
-    view.k = w.shape[1];
-    view.dtype = w.dtype;
-    view.data = w.data();
-    const size_t count = static_cast<size_t>(w.element_count());
-    std::vector<uint8_t> converted;  // temporaries: pack_weights copies what it needs
-    std::vector<float> scales;
-    const bool keep = (format_ == FluxWeightFormat::AsStored && (w.dtype == DType::F32 || w.dtype == DType::BF16)) ||
-                      (format_ == FluxWeightFormat::F32 && w.dtype == DType::F32) ||
-                      (format_ == FluxWeightFormat::BF16 && w.dtype == DType::BF16);
-    if (!keep) {
-      if (w.dtype == DType::F8_E4M3FN || w.dtype == DType::F8_E5M2)
-        fail(FX_ERR_UNSUPPORTED, label(w.name) + " is stored as " + dtype_name(w.dtype) +
-                                     ", which text-encoder weights are not loaded from");
-      if (format_ == FluxWeightFormat::FP8) {
-        converted.resize(count);
-        scales.resize(static_cast<size_t>(view.n));
-        const size_t row_bytes = static_cast<size_t>(view.k) * dtype_size(w.dtype);
-        pool_.parallel_for(view.n, [&](int64_t i0, int64_t i1) {
-          std::vector<float> row(static_cast<size_t>(view.k));
-          for (int64_t i = i0; i < i1; ++i) {
-            convert(w.dtype, w.data() + static_cast<size_t>(i) * row_bytes, DType::F32, row.data(), row.size(),
-                    Overflow::Ieee);
-            cpu::quantize_e4m3_per_row(row.data(), 1, view.k, converted.data() + static_cast<size_t>(i * view.k),
-                                       scales.data() + i);
-          }
-        });
-        view.dtype = DType::F8_E4M3FN;
-        view.row_scale = scales.data();
-      } else {
-        const DType target = format_ == FluxWeightFormat::BF16 ? DType::BF16 : DType::F32;
-        converted.resize(count * dtype_size(target));
-        convert(w.dtype, w.data(), target, converted.data(), count, Overflow::Ieee);
-        view.dtype = target;
-      }
-      view.data = converted.data();
-    }
+    const cpu::Weights view{w.dtype, w.data(), w.shape[0], w.shape[1], nullptr};
     TextEncoder::Linear layer;
-    layer.weights = cpu::pack_weights(view);
+    layer.weights = pack_linear_weights(view, format_, label(w.name), pool_);
     if (has_bias) layer.bias = vector(prefix + ".bias");
     return layer;
   }
