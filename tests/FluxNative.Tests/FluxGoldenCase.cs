@@ -38,18 +38,38 @@ internal sealed class FluxGoldenCase
     /// </summary>
     public string WriteModel(string directory)
     {
-        using JsonDocument parameters = JsonDocument.Parse(metadata["model_params"]);
+        TinyModelOptions options = TinyModelOptionsFromParams(metadata["model_params"]);
+        string path = Path.Combine(directory, options.Layout == CheckpointLayout.Bfl ? $"{Name}.safetensors" : Name);
+        TinyModel.Write(options, path);
+        CheckFingerprint(path);
+        return path;
+    }
+
+    /// <summary>
+    /// The <see cref="TinyModelOptions"/> of a golden file's recorded <c>model_params</c> (the JSON every
+    /// tools/reference/make_*_goldens.py writes: kind, variant, layout, dtype, seed, shards and the four sizes).
+    /// </summary>
+    public static TinyModelOptions TinyModelOptionsFromParams(string json)
+    {
+        using JsonDocument parameters = JsonDocument.Parse(json);
         JsonElement p = parameters.RootElement;
-        var options = new TinyModelOptions
+        return new TinyModelOptions
         {
-            Kind = ModelKind.FluxTransformer,
+            Kind = p.GetProperty("kind").GetString() switch
+            {
+                "flux" => ModelKind.FluxTransformer,
+                "ae" => ModelKind.Autoencoder,
+                "t5" => ModelKind.T5Encoder,
+                "clip" => ModelKind.ClipText,
+                var other => throw new InvalidOperationException($"unknown model_params kind '{other}'"),
+            },
             Layout = p.GetProperty("layout").GetString() == "bfl" ? CheckpointLayout.Bfl : CheckpointLayout.Diffusers,
             DType = p.GetProperty("dtype").GetString() switch
             {
                 "f32" => DType.F32,
                 "bf16" => DType.BF16,
                 "f16" => DType.F16,
-                var other => throw new InvalidOperationException($"{Name}: unknown model_params dtype '{other}'"),
+                var other => throw new InvalidOperationException($"unknown model_params dtype '{other}'"),
             },
             Variant = p.GetProperty("variant").GetString() == "dev" ? FluxVariant.Dev : FluxVariant.Schnell,
             Shards = p.GetProperty("shards").GetInt32(),
@@ -59,10 +79,6 @@ internal sealed class FluxGoldenCase
             Depth = p.GetProperty("depth").GetInt32(),
             DepthSingle = p.GetProperty("depth_single").GetInt32(),
         };
-        string path = Path.Combine(directory, options.Layout == CheckpointLayout.Bfl ? $"{Name}.safetensors" : Name);
-        TinyModel.Write(options, path);
-        CheckFingerprint(path);
-        return path;
     }
 
     public FluxForwardInputs ReadInputs()

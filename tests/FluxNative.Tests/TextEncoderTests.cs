@@ -1,4 +1,3 @@
-using System.Text.Json;
 using FluxNative.Testing;
 
 namespace FluxNative.Tests;
@@ -63,22 +62,8 @@ public sealed class TextEncoderTests : IDisposable
 
     private string WriteModel(string parametersJson)
     {
-        using JsonDocument document = JsonDocument.Parse(parametersJson);
-        JsonElement p = document.RootElement;
-        var options = new TinyModelOptions
-        {
-            Kind = p.GetProperty("kind").GetString() == "clip" ? ModelKind.ClipText : ModelKind.T5Encoder,
-            Layout = CheckpointLayout.Diffusers,
-            DType = p.GetProperty("dtype").GetString() == "bf16" ? DType.BF16 : DType.F32,
-            Shards = p.GetProperty("shards").GetInt32(),
-            Seed = p.GetProperty("seed").GetUInt64(),
-            HiddenSize = p.GetProperty("hidden_size").GetInt32(),
-            NumHeads = p.GetProperty("num_heads").GetInt32(),
-            Depth = p.GetProperty("depth").GetInt32(),
-            DepthSingle = p.GetProperty("depth_single").GetInt32(),
-        };
         string path = temp.File($"model-{Guid.NewGuid():N}");
-        TinyModel.Write(options, path);
+        TinyModel.Write(FluxGoldenCase.TinyModelOptionsFromParams(parametersJson), path);
         return path;
     }
 }

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using FluxNative.Testing;
 using Xunit.Abstractions;
 
@@ -27,8 +26,8 @@ public sealed class PipelineGoldenTests(ITestOutputHelper log) : IDisposable
         IReadOnlyDictionary<string, string> meta = expected.Describe().Metadata;
 
         using FluxPipeline pipeline = new(
-            FluxTransformer.Load(WriteModel(meta["flux_model_params"], ModelKind.FluxTransformer, "flux")),
-            Autoencoder.Load(WriteModel(meta["ae_model_params"], ModelKind.Autoencoder, "ae")),
+            FluxTransformer.Load(WriteModel(meta["flux_model_params"], "flux")),
+            Autoencoder.Load(WriteModel(meta["ae_model_params"], "ae")),
             new FluxPipelineOptions { MinSide = 16 });
 
         int batch = int.Parse(meta["batch"]), steps = int.Parse(meta["steps"]), tokens = int.Parse(meta["txt_tokens"]);
@@ -84,24 +83,10 @@ public sealed class PipelineGoldenTests(ITestOutputHelper log) : IDisposable
         }
     }
 
-    private string WriteModel(string parametersJson, ModelKind kind, string name)
+    private string WriteModel(string parametersJson, string name)
     {
-        using JsonDocument document = JsonDocument.Parse(parametersJson);
-        JsonElement p = document.RootElement;
-        var options = new TinyModelOptions
-        {
-            Kind = kind,
-            Layout = p.GetProperty("layout").GetString() == "bfl" ? CheckpointLayout.Bfl : CheckpointLayout.Diffusers,
-            DType = p.GetProperty("dtype").GetString() == "bf16" ? DType.BF16 : DType.F32,
-            Variant = p.GetProperty("variant").GetString() == "dev" ? FluxVariant.Dev : FluxVariant.Schnell,
-            Seed = p.GetProperty("seed").GetUInt64(),
-            HiddenSize = p.GetProperty("hidden_size").GetInt32(),
-            NumHeads = p.GetProperty("num_heads").GetInt32(),
-            Depth = p.GetProperty("depth").GetInt32(),
-            DepthSingle = p.GetProperty("depth_single").GetInt32(),
-        };
         string path = temp.File($"{name}.safetensors");
-        TinyModel.Write(options, path);
+        TinyModel.Write(FluxGoldenCase.TinyModelOptionsFromParams(parametersJson), path);
         return path;
     }
 
