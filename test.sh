@@ -33,6 +33,10 @@ done < <(sed -n 's/.*Failed: *\([0-9]*\), Passed: *\([0-9]*\), Skipped: *\([0-9]
 passed=$((n_total - n_failed - n_skipped + m_passed))
 failed=$((n_failed + m_failed))
 skipped=$((n_skipped + m_skipped))
+# Which CPU paths the native run covered: the machine's own level (every test) and each isa_* rerun.
+machine_isa=$(build/native/native/fluxnative_tests --machine-isa 2>/dev/null)
+isa_runs=$(sed -n 's/.*Test *#[0-9]*: isa_\([a-z0-9]*\) [. ]*\(\**[A-Za-z]*\).*/\1 \2/p' "$log_dir/ctest.log" | tr -d '*' | paste -sd, - | sed 's/,/, /g')
+echo "CPU paths: every native test at this machine's level (${machine_isa:-unknown}); capped reruns: ${isa_runs:-none}"
 echo "native: $((n_total - n_failed - n_skipped)) passed, $n_failed failed, $n_skipped skipped; managed: $m_passed passed, $m_failed failed, $m_skipped skipped"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if [ "$native_rc" -ne 0 ] || [ "$managed_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then exit 1; fi

@@ -80,8 +80,11 @@ public sealed record FluxNativeDiagnostics
     /// <summary>Backends compiled into the library.</summary>
     public FluxBackends Backends { get; init; }
 
-    /// <summary>CPU features detected on this machine.</summary>
+    /// <summary>CPU features the kernels use: the machine's, less any above the <c>FX_CPU_ISA</c> cap.</summary>
     public CpuFeatures CpuFeatures { get; init; }
+
+    /// <summary>CPU features the machine has, whatever <c>FX_CPU_ISA</c> says.</summary>
+    public CpuFeatures MachineCpuFeatures { get; init; }
 
     /// <summary>The CUDA toolkit the library was built with (e.g. 11080 for 11.8); 0 without CUDA.</summary>
     public int CudaToolkitVersion { get; init; }

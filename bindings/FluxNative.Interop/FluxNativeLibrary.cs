@@ -101,6 +101,7 @@ public static class FluxNativeLibrary
             AbiVersion = NativeMethods.fx_abi_version(),
             Backends = (FluxBackends)info.Backends,
             CpuFeatures = (CpuFeatures)info.CpuFeatures,
+            MachineCpuFeatures = (CpuFeatures)info.CpuFeaturesMachine,
             CudaToolkitVersion = info.CudaToolkitVersion,
             CudaDriverVersion = info.CudaDriverVersion,
             CudaDeviceCount = info.CudaDeviceCount,

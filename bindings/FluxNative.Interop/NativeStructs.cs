@@ -25,7 +25,7 @@ internal struct FxBuildInfo
     public int CudaToolkitVersion;
     public int CudaDriverVersion;
     public int CudaDeviceCount;
-    public uint Reserved;
+    public uint CpuFeaturesMachine;
 }
 
 /// <summary>Mirror of <c>fx_tensor_info</c>. The strings belong to the checkpoint.</summary>

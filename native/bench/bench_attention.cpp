@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "ops/cpu/attention.h"
 #include "ops/cpu/elementwise.h"
 
@@ -41,10 +42,11 @@ void bench_attention(benchmark::State& state, Which which) {
   const fx::cpu::AttentionOperand k{qkv.data() + hd, seq * 3 * hd, 3 * hd, d};
   const fx::cpu::AttentionOperand v{qkv.data() + 2 * hd, seq * 3 * hd, 3 * hd, d};
   const fx::cpu::AttentionOutput o{out.data(), seq * hd, hd, d};
+  fx::ScopedIsaCap cap(which == Which::Portable ? fx::IsaLevel::Portable : fx::isa_level());
   for (auto _ : state) {
     switch (which) {
-      case Which::Kernel: fx::cpu::attention(shape, q, k, v, o); break;
-      case Which::Portable: fx::cpu::attention_portable(shape, q, k, v, o); break;
+      case Which::Kernel:
+      case Which::Portable: fx::cpu::attention(shape, q, k, v, o); break;
       case Which::Reference: fx::cpu::attention_reference(shape, q, k, v, o); break;
     }
     benchmark::DoNotOptimize(out.data());
@@ -83,7 +85,7 @@ BENCHMARK_CAPTURE(bench_attention, reference, Which::Reference)
 constexpr int64_t kRows = 4608, kDim = 3072;
 
 void bench_layernorm_modulate(benchmark::State& state, bool portable) {
-  fx::cpu::elementwise_force_portable(portable);
+  fx::ScopedIsaCap cap(portable ? fx::IsaLevel::Portable : fx::isa_level());
   const std::vector<float> x = random_vector(size_t(kRows * kDim), 2);
   const std::vector<float> shift = random_vector(size_t(kDim), 3), scale = random_vector(size_t(kDim), 4);
   std::vector<float> y(x.size());
@@ -92,7 +94,6 @@ void bench_layernorm_modulate(benchmark::State& state, bool portable) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  fx::cpu::elementwise_force_portable(false);
   state.SetBytesProcessed(int64_t(state.iterations()) * kRows * kDim * 8);
   state.SetLabel(portable ? "portable" : (fx::cpu::elementwise_uses_avx512() ? "avx512" : "portable"));
 }
@@ -101,7 +102,7 @@ BENCHMARK_CAPTURE(bench_layernorm_modulate, portable, true)->Unit(benchmark::kMi
 
 // QK-norm on the q part of a fused qkv row (row stride 3·3072), in place: reads and writes q.
 void bench_rms_norm_heads(benchmark::State& state, bool portable) {
-  fx::cpu::elementwise_force_portable(portable);
+  fx::ScopedIsaCap cap(portable ? fx::IsaLevel::Portable : fx::isa_level());
   std::vector<float> qkv = random_vector(size_t(kRows * 3 * kDim), 5);
   const std::vector<float> w = random_vector(128, 6);
   for (auto _ : state) {
@@ -109,7 +110,6 @@ void bench_rms_norm_heads(benchmark::State& state, bool portable) {
     benchmark::DoNotOptimize(qkv.data());
     benchmark::ClobberMemory();
   }
-  fx::cpu::elementwise_force_portable(false);
   state.SetBytesProcessed(int64_t(state.iterations()) * kRows * kDim * 8);
   state.SetLabel(portable ? "portable" : (fx::cpu::elementwise_uses_avx512() ? "avx512" : "portable"));
 }
@@ -118,7 +118,7 @@ BENCHMARK_CAPTURE(bench_rms_norm_heads, portable, true)->Unit(benchmark::kMillis
 
 // GELU-tanh over the MLP half of a single block's linear1 output ([4608, 12288]).
 void bench_gelu_tanh(benchmark::State& state, bool portable) {
-  fx::cpu::elementwise_force_portable(portable);
+  fx::ScopedIsaCap cap(portable ? fx::IsaLevel::Portable : fx::isa_level());
   const std::vector<float> src = random_vector(size_t(kRows * 4 * kDim), 7);
   std::vector<float> x = src;
   for (auto _ : state) {
@@ -129,7 +129,6 @@ void bench_gelu_tanh(benchmark::State& state, bool portable) {
     x = src;  // keep the inputs in the usual range rather than iterating GELU on itself
     state.ResumeTiming();
   }
-  fx::cpu::elementwise_force_portable(false);
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(src.size()) * 8);
   state.SetLabel(portable ? "portable" : (fx::cpu::elementwise_uses_avx512() ? "avx512" : "portable"));
 }

@@ -28,6 +28,7 @@
 #include "io/checkpoint.h"
 #include "models/autoencoder.h"
 #include "models/tiny.h"
+#include "core/cpu_features.h"
 #include "ops/cpu/conv2d.h"
 #include "ops/cpu/linear.h"
 
@@ -67,6 +68,15 @@ void finish(benchmark::State& state, double flops_per_iter, double cpu0) {
   state.counters["threads"] = fx::ThreadPool::global().size();
 }
 
+// The ISA level whose cap makes the kernels take `path`.
+fx::IsaLevel isa_of(fx::cpu::ConvPath path) {
+  switch (path) {
+    case fx::cpu::ConvPath::Portable: return fx::IsaLevel::Portable;
+    case fx::cpu::ConvPath::Avx2: return fx::IsaLevel::Avx2;
+    default: return fx::isa_level();
+  }
+}
+
 void bench_conv(benchmark::State& state, ConvCase c, fx::cpu::ConvPath path) {
   if (!fx::cpu::conv2d_path_supported(path)) return state.SkipWithError("path not supported here");
   const fx::cpu::Conv2dShape s = shape_of(c);
@@ -79,14 +89,13 @@ void bench_conv(benchmark::State& state, ConvCase c, fx::cpu::ConvPath path) {
   for (float& v : bias) v = normal(rng);
   for (float& v : x) v = normal(rng);
   const fx::cpu::PackedConv packed = fx::cpu::pack_conv_weights(w.data(), c.cout, c.cin, c.k, c.k);
-  fx::cpu::conv2d_force_path(path);
+  fx::ScopedIsaCap cap(isa_of(path));
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
     fx::cpu::conv2d(x.data(), 1, s, packed, bias.data(), fx::cpu::Activation::None, false, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  fx::cpu::conv2d_force_path(fx::cpu::ConvPath::Auto);
   finish(state, 2.0 * c.cout * c.cin * c.k * c.k * s.out_height() * s.out_width(), cpu0);
 }
 

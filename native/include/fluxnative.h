@@ -89,7 +89,10 @@ FX_API const char* fx_version(void);
 #define FX_BACKEND_CPU 1u
 #define FX_BACKEND_CUDA 2u
 
-/* CPU features detected at run time on this machine (bit flags of fx_build_info.cpu_features). */
+/* CPU features detected at run time on this machine (bit flags of fx_build_info.cpu_features).
+ * The environment variable FX_CPU_ISA (portable, avx2, avx512, avx512-bf16), read once when the library
+ * first asks, caps the instruction sets the kernels use, to run the paths of a lesser CPU; it never adds
+ * what the machine lacks. An unknown value is reported on stderr and ignored. */
 #define FX_CPU_AVX2 1u
 #define FX_CPU_FMA 2u
 #define FX_CPU_F16C 4u
@@ -103,11 +106,11 @@ typedef struct fx_build_info {
   uint32_t struct_size;
   uint32_t abi_version;
   uint32_t backends;               /* FX_BACKEND_* compiled in */
-  uint32_t cpu_features;           /* FX_CPU_* detected now */
+  uint32_t cpu_features;           /* FX_CPU_* the kernels use now: the machine's, less any above FX_CPU_ISA */
   int32_t cuda_toolkit_version;    /* e.g. 11080 for 11.8; 0 when built without CUDA */
   int32_t cuda_driver_version;     /* from the driver, e.g. 13000; 0 when no driver or no CUDA build */
   int32_t cuda_device_count;       /* usable devices now; 0 without driver/GPU or CUDA build */
-  uint32_t reserved;
+  uint32_t cpu_features_machine;   /* FX_CPU_* the machine has, whatever FX_CPU_ISA says */
 } fx_build_info;
 
 FX_API void fx_build_info_init(fx_build_info* info);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "test_support.h"
 #include "ops/cpu/attention.h"
 
 namespace {
@@ -129,24 +130,20 @@ std::string describe(const Problem& p) {
          std::to_string(s.head_dim) + (s.bias ? " with bias" : "") + (s.causal ? " causal" : "");
 }
 
-// Runs the fast kernel and the portable path against the reference with f32 tolerances.
+// Runs every path this machine has (the ISA capped at each level) against the reference with f32 tolerances.
 void check_against_reference(const Problem& p, fx::ThreadPool& pool, double tol_rel = 1e-5, double tol_abs = 2e-5) {
   std::vector<float> want = p.make_output();
   fx::cpu::attention_reference(p.shape, p.q, p.k, p.v, p.output(want));
-  for (int path = 0; path < 2; ++path) {
+  fx::testing::for_each_isa_level([&] {
     std::vector<float> got = p.make_output();
-    if (path == 0)
-      fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
-    else
-      fx::cpu::attention_portable(p.shape, p.q, p.k, p.v, p.output(got), pool);
+    fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
     const Diff d = compare(p, got, want);
-    const char* name = path == 0 ? (fx::cpu::attention_uses_avx512(p.shape.head_dim) ? "avx512" : "auto(portable)")
-                                 : "portable";
+    const char* name = fx::cpu::attention_uses_avx512(p.shape.head_dim) ? "avx512" : "portable";
     EXPECT_TRUE(d.all_finite) << name << " " << describe(p);
     EXPECT_TRUE(d.padding_intact) << name << " " << describe(p);
     EXPECT_LE(d.rel_l2, tol_rel) << name << " " << describe(p);
     EXPECT_LE(d.max_abs, tol_abs) << name << " " << describe(p);
-  }
+  });
 }
 
 TEST(AttentionCpu, FluxLikeFusedQkvMatchesReference) {
@@ -246,19 +243,16 @@ TEST(AttentionCpu, HugeLogitsStayFinite) {
     Problem p = make_problem(1, 2, 70, 200, d, 500 + uint32_t(d), false, 100.0f);
     std::vector<float> want = p.make_output();
     fx::cpu::attention_reference(p.shape, p.q, p.k, p.v, p.output(want));
-    for (int path = 0; path < 2; ++path) {
+    fx::testing::for_each_isa_level([&] {
       std::vector<float> got = p.make_output();
-      if (path == 0)
-        fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
-      else
-        fx::cpu::attention_portable(p.shape, p.q, p.k, p.v, p.output(got), pool);
+      fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
       const Diff diff = compare(p, got, want);
-      EXPECT_TRUE(diff.all_finite) << "path " << path << " d " << d;
+      EXPECT_TRUE(diff.all_finite) << "d " << d;
       EXPECT_TRUE(diff.padding_intact);
       // f32 dot products of ±1e4 carry absolute errors ~1e-3, which can move near-ties of the almost
       // one-hot softmax; the outputs still agree far better than the spread of v (1).
-      EXPECT_LE(diff.rel_l2, 1e-2) << "path " << path << " d " << d;
-    }
+      EXPECT_LE(diff.rel_l2, 1e-2) << "d " << d;
+    });
   }
   // The same through the bias: ±1e4 logits added after the scale.
   Problem p = make_problem(1, 2, 40, 60, 32, 520, true);
@@ -290,7 +284,7 @@ TEST(AttentionCpu, EmptyKeysGiveZerosAndEmptyQueriesWriteNothing) {
     for (int64_t c = 0; c < 32; ++c) EXPECT_EQ(got[size_t(r * p.out_row + c)], 0.0f);
 }
 
-TEST(AttentionCpu, VectorExpMatchesDoubleExp) {
+void check_exp_against_double() {
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> wide(-87.3f, 88.3f), narrow(-2.0f, 2.0f);
   std::vector<float> x;
@@ -307,15 +301,18 @@ TEST(AttentionCpu, VectorExpMatchesDoubleExp) {
     worst = std::max(worst, rel);
   }
   EXPECT_LE(worst, 1.5e-7);  // about one f32 ulp; measured 7e-8
-  // The edges the softmax relies on: -inf and far-negative give exactly 0, large positive stays finite.
+  // The edges the softmax relies on, the same on every path (exp_edges.h): -inf and far-negative give
+  // exactly 0, large positive stays finite, NaN stays NaN.
   const float edge[5] = {-std::numeric_limits<float>::infinity(), -100.0f, -1e30f, 1000.0f, kNaN};
   float out[5];
   fx::cpu::attention_exp(edge, out, 5);
   EXPECT_EQ(out[0], 0.0f);
   EXPECT_EQ(out[1], 0.0f);
   EXPECT_EQ(out[2], 0.0f);
-  if (fx::cpu::attention_uses_avx512(16)) EXPECT_TRUE(std::isfinite(out[3]));
+  EXPECT_TRUE(std::isfinite(out[3]));
   EXPECT_TRUE(std::isnan(out[4]));
 }
+
+TEST(AttentionCpu, VectorExpMatchesDoubleExp) { fx::testing::for_each_isa_level(check_exp_against_double); }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "test_support.h"
 #include "ops/cpu/conv2d.h"
 
 namespace {
@@ -47,18 +48,13 @@ Stats diff(const std::vector<float>& got, const std::vector<float>& want) {
   return s;
 }
 
-// Runs a body on every path this machine supports (restoring the default even on failure).
+// Runs a body on every path this machine supports (the ISA capped at each level in turn).
 template <typename Body>
 void for_each_path(Body body) {
-  for (auto path : {fx::cpu::ConvPath::Avx512, fx::cpu::ConvPath::Avx2, fx::cpu::ConvPath::Portable}) {
-    if (!fx::cpu::conv2d_path_supported(path)) continue;
-    fx::cpu::conv2d_force_path(path);
-    struct Restore {
-      ~Restore() { fx::cpu::conv2d_force_path(fx::cpu::ConvPath::Auto); }
-    } restore;
-    SCOPED_TRACE(std::string(fx::cpu::conv2d_path_name(path)) + " path");
+  fx::testing::for_each_isa_level([&] {
+    SCOPED_TRACE(std::string(fx::cpu::conv2d_path_name(fx::cpu::conv2d_active_path())) + " path");
     body();
-  }
+  });
 }
 
 struct ConvCase {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -650,10 +651,13 @@ void expected_element(DType src, const uint8_t* src_bytes, DType dst, uint8_t* o
 }
 
 // Restores the F16C path when a test that turned it off ends, even by a failed assertion.
+// SIMD allowed: the level in force (the machine's, or FX_CPU_ISA's); not allowed: capped at portable.
 class SimdSetting {
  public:
-  explicit SimdSetting(bool allowed) { fx::convert_allow_simd(allowed); }
-  ~SimdSetting() { fx::convert_allow_simd(true); }
+  explicit SimdSetting(bool allowed) : cap_(allowed ? fx::isa_level() : fx::IsaLevel::Portable) {}
+
+ private:
+  fx::ScopedIsaCap cap_;
 };
 
 void check_bulk_convert_every_pair(bool simd_allowed) {

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "test_support.h"
 #include "ops/cpu/elementwise.h"
 
 namespace {
@@ -22,18 +23,14 @@ void fill_normal(std::vector<float>& v, uint32_t seed, float stddev = 1.0f, floa
   for (float& x : v) x = dist(rng);
 }
 
-// Runs a body once on the best path and once forced portable (restoring the setting even on failure).
+// Runs a body on every path this machine has (the ISA capped at each level in turn).
 struct PathLoop {
   template <typename Body>
   static void run(Body body) {
-    for (bool portable : {false, true}) {
-      fx::cpu::elementwise_force_portable(portable);
-      struct Restore {
-        ~Restore() { fx::cpu::elementwise_force_portable(false); }
-      } restore;
-      SCOPED_TRACE(portable ? "portable path" : (fx::cpu::elementwise_uses_avx512() ? "avx512 path" : "auto path"));
+    fx::testing::for_each_isa_level([&] {
+      SCOPED_TRACE(fx::cpu::elementwise_uses_avx512() ? "avx512 path" : "portable path");
       body();
-    }
+    });
   }
 };
 

@@ -25,7 +25,7 @@ public class StructLayoutTests
         data.Add("fx_build_info", "cuda_toolkit_version", nameof(b.CudaToolkitVersion), (byte*)&b.CudaToolkitVersion - build);
         data.Add("fx_build_info", "cuda_driver_version", nameof(b.CudaDriverVersion), (byte*)&b.CudaDriverVersion - build);
         data.Add("fx_build_info", "cuda_device_count", nameof(b.CudaDeviceCount), (byte*)&b.CudaDeviceCount - build);
-        data.Add("fx_build_info", "reserved", nameof(b.Reserved), (byte*)&b.Reserved - build);
+        data.Add("fx_build_info", "cpu_features_machine", nameof(b.CpuFeaturesMachine), (byte*)&b.CpuFeaturesMachine - build);
 
         FxTensorInfo i;
         var info = (byte*)&i;

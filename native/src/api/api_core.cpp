@@ -86,6 +86,7 @@ FX_API fx_status fx_get_build_info(fx_build_info* info) {
     value.abi_version = FX_ABI_VERSION;
     value.backends = FX_BACKEND_CPU;
     value.cpu_features = fx::cpu_features();
+    value.cpu_features_machine = fx::cpu_features_machine();
 #if defined(FX_WITH_CUDA)
     value.backends |= FX_BACKEND_CUDA;
     value.cuda_toolkit_version = FX_CUDA_TOOLKIT_VERSION;
@@ -148,7 +149,7 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_build_info, struct_size), FX_FIELD(fx_build_info, abi_version),
     FX_FIELD(fx_build_info, backends), FX_FIELD(fx_build_info, cpu_features),
     FX_FIELD(fx_build_info, cuda_toolkit_version), FX_FIELD(fx_build_info, cuda_driver_version),
-    FX_FIELD(fx_build_info, cuda_device_count), FX_FIELD(fx_build_info, reserved),
+    FX_FIELD(fx_build_info, cuda_device_count), FX_FIELD(fx_build_info, cpu_features_machine),
     FX_FIELD(fx_tensor_info, struct_size), FX_FIELD(fx_tensor_info, dtype), FX_FIELD(fx_tensor_info, name),
     FX_FIELD(fx_tensor_info, file), FX_FIELD(fx_tensor_info, ndim), FX_FIELD(fx_tensor_info, reserved),
     FX_FIELD(fx_tensor_info, shape), FX_FIELD(fx_tensor_info, byte_size), FX_FIELD(fx_tensor_info, file_offset),

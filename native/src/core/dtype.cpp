@@ -8,7 +8,6 @@
 // tests compare every path with the scalar functions.
 #include "core/dtype.h"
 
-#include <atomic>
 #include <string>
 
 #include "core/cpu_features.h"
@@ -55,14 +54,12 @@ const DTypeInfo& info_of(DType dtype, const char* caller) {
   return kDTypes[value];
 }
 
-std::atomic<bool> g_simd_allowed{true};
-
 #if defined(FX_DTYPE_HAVE_F16C_PATH)
 bool cpu_has_f16c() {
   // AVX is checked too: F16C writes ymm registers, which the OS must have enabled (the CPUID bit for
   // F16C alone does not say so, and __builtin_cpu_supports("avx") does).
-  static const bool has = (cpu_features() & FX_CPU_F16C) != 0 && __builtin_cpu_supports("avx");
-  return has;
+  // Asked on every call (not cached): the ISA cap (core/cpu_features.h) may change between calls.
+  return (cpu_features() & FX_CPU_F16C) != 0 && __builtin_cpu_supports("avx");
 }
 
 __attribute__((target("avx,f16c"))) void f32_to_f16_f16c(const float* src, uint16_t* dst, size_t n) {
@@ -87,7 +84,7 @@ __attribute__((target("avx,f16c"))) void f16_to_f32_f16c(const uint16_t* src, fl
 
 bool f16c_in_use() {
 #if defined(FX_DTYPE_HAVE_F16C_PATH)
-  return g_simd_allowed.load(std::memory_order_relaxed) && cpu_has_f16c();
+  return cpu_has_f16c();
 #else
   return false;
 #endif
@@ -110,8 +107,7 @@ __attribute__((target("avx2"))) void convert_loop_avx2(const void* src, void* ds
 
 bool avx2_in_use() {
 #if defined(FX_DTYPE_HAVE_F16C_PATH)
-  static const bool has = (cpu_features() & FX_CPU_AVX2) != 0;
-  return g_simd_allowed.load(std::memory_order_relaxed) && has;
+  return (cpu_features() & FX_CPU_AVX2) != 0;
 #else
   return false;
 #endif
@@ -206,8 +202,6 @@ void convert(DType src_dtype, const void* src, DType dst_dtype, void* dst, size_
   ConvertLoop loop{src, dst, n, overflow};
   dtype_detail::visit_float_pair(src_dtype, dst_dtype, loop);
 }
-
-void convert_allow_simd(bool allowed) noexcept { g_simd_allowed.store(allowed, std::memory_order_relaxed); }
 
 bool convert_uses_simd() noexcept { return f16c_in_use() || avx2_in_use(); }
 

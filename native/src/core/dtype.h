@@ -89,10 +89,9 @@ void convert(DType src_dtype, const void* src, DType dst_dtype, void* dst, size_
 void validate_convert_arguments(DType src_dtype, const void* src, DType dst_dtype, const void* dst, size_t n,
                                 Overflow overflow);
 
-// Tests only: convert() uses F16C (f32 <-> f16) and an AVX2 build of its loop when the CPU has them;
-// turning that off lets the tests check the baseline loop on the same machine. convert_uses_simd says
-// whether any of those paths is in use now.
-void convert_allow_simd(bool allowed) noexcept;
+// Tests only: convert() uses F16C (f32 <-> f16) and an AVX2 build of its loop when the CPU has them
+// and the ISA cap (core/cpu_features.h) allows them; capping at IsaLevel::Portable lets the tests check
+// the baseline loop on the same machine. convert_uses_simd says whether any of those paths is in use now.
 bool convert_uses_simd() noexcept;
 
 }  // namespace fx

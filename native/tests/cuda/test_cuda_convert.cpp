@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "ops/cuda/convert.h"
@@ -32,10 +33,9 @@ class CudaConvert : public ::testing::Test {
 
 // The CPU's answer, from the scalar loop.
 std::vector<uint8_t> cpu_convert(DType src, const std::vector<uint8_t>& source, DType dst, size_t n, Overflow mode) {
-  fx::convert_allow_simd(false);
+  fx::ScopedIsaCap portable(fx::IsaLevel::Portable);
   std::vector<uint8_t> out(n * fx::dtype_size(dst), kPoison);
   fx::convert(src, source.data(), dst, out.data(), n, mode);
-  fx::convert_allow_simd(true);
   return out;
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "ops/cpu/exp_edges.h"
 #include "fluxnative.h"
 
 #if defined(__x86_64__)
@@ -38,12 +39,10 @@ void check_shape(const AttentionShape& s) {
     throw std::invalid_argument("attention: bad shape");
 }
 
+// Asked on every call (not cached): the ISA cap (core/cpu_features.h) may change between calls.
 bool machine_has_avx512() {
-  static const bool has = [] {
-    const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
-    return (cpu_features() & need) == need;
-  }();
-  return has;
+  const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
+  return (cpu_features() & need) == need;
 }
 
 // How the work is cut. Tiles are sized so that a tile's q copy and O accumulator (2·tq·D floats)
@@ -121,10 +120,10 @@ void portable_task(const AttentionShape& s, const AttentionOperand& q, const Att
       }
       // With every logit so far -inf, measure from 0 so that exp gives 0 instead of exp(-inf + inf).
       const float ref = mx == kNegInf ? 0.0f : mx;
-      const float alpha = std::exp(m[i] - ref);
+      const float alpha = exp_flushed(m[i] - ref);
       float sum = 0.0f;
       for (int64_t j = 0; j < nk; ++j) {
-        p[j] = std::exp(p[j] - ref);
+        p[j] = exp_flushed(p[j] - ref);
         sum += p[j];
       }
       float* oi = o + i * d;
@@ -372,11 +371,6 @@ void attention(const AttentionShape& shape, const AttentionOperand& q, const Att
   run(shape, q, k, v, out, pool, attention_uses_avx512(shape.head_dim) ? Path::Avx512 : Path::Portable);
 }
 
-void attention_portable(const AttentionShape& shape, const AttentionOperand& q, const AttentionOperand& k,
-                        const AttentionOperand& v, const AttentionOutput& out, ThreadPool& pool) {
-  run(shape, q, k, v, out, pool, Path::Portable);
-}
-
 void attention_exp(const float* x, float* y, int64_t n) {
 #if FX_HAVE_AVX512_PATH
   if (machine_has_avx512()) {
@@ -384,7 +378,7 @@ void attention_exp(const float* x, float* y, int64_t n) {
     return;
   }
 #endif
-  for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = exp_flushed(x[i]);
 }
 
 void attention_reference(const AttentionShape& s, const AttentionOperand& q, const AttentionOperand& k,

@@ -52,11 +52,9 @@ void attention_reference(const AttentionShape& shape, const AttentionOperand& q,
 // ---- for tests and benchmarks ----
 // True when attention() would take the AVX-512 path for this head_dim on this machine.
 bool attention_uses_avx512(int64_t head_dim);
-// The tiled algorithm without SIMD, whatever the machine (what attention() runs when AVX-512 is absent).
-void attention_portable(const AttentionShape& shape, const AttentionOperand& q, const AttentionOperand& k,
-                        const AttentionOperand& v, const AttentionOutput& out, ThreadPool& pool = ThreadPool::global());
-// y[i] = exp(x[i]) with the vectorised polynomial the AVX-512 path uses (std::exp without AVX-512).
-// Exact 0 below -87.33 (where f32 turns subnormal); inputs above 88.37 give exp(88.37) instead of inf.
+// y[i] = exp(x[i]) as the attention paths compute it: the vectorised polynomial on AVX-512, else
+// exp_flushed(). Every path has the edges of exp_edges.h: exact 0 below -87.33 (where f32 turns
+// subnormal), exp(88.37) instead of inf above 88.37, NaN kept.
 void attention_exp(const float* x, float* y, int64_t n);
 
 }  // namespace fx::cpu

@@ -6,6 +6,8 @@
 
 #include <immintrin.h>
 
+#include "ops/cpu/exp_edges.h"
+
 // GCC 12's AVX-512 intrinsics start many results from _mm512_undefined_*() (GCC bug 105593), which
 // -Wall reports as uninitialised at every inlining site. The values are never read; silence it for
 // the including .cpp file, the only kind of file that includes this header.
@@ -18,12 +20,11 @@
 
 namespace fx::cpu::avx512 {
 
-// Lanes below -87.33 become exactly 0 (their true value is subnormal in f32, and subnormals would
-// slow every later multiply); lanes above 88.37 saturate to e^88.37 ≈ 2.4e38 rather than inf. NaN
-// stays NaN: the clamps put x second in max/min, which return the second operand for NaN.
+// Edges as exp_edges.h states them for every path: exactly 0 below kExpLow, e^kExpHigh above kExpHigh,
+// NaN stays NaN (the clamps put x second in max/min, which return the second operand for NaN).
 FX_TARGET_AVX512 inline __m512 exp(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-87.33654f);
-  const __m512 hi = _mm512_set1_ps(88.37626f);
+  const __m512 lo = _mm512_set1_ps(kExpLow);
+  const __m512 hi = _mm512_set1_ps(kExpHigh);
   const __m512 xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -34,22 +33,15 @@ constexpr int64_t kMR = PackedConv::kMR;
 constexpr int64_t kTilePx = 32;       // output pixels per micro-tile (two 16-lane vectors)
 constexpr int64_t kMaxKernel = 7;     // largest kernel side the tiles handle (the autoencoder uses 1 and 3)
 
-std::atomic<int> g_forced{static_cast<int>(ConvPath::Auto)};
-
+// Asked on every call (not cached): the ISA cap (core/cpu_features.h) may change between calls.
 bool machine_has_avx512() {
-  static const bool has = [] {
-    const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
-    return (cpu_features() & need) == need;
-  }();
-  return has;
+  const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
+  return (cpu_features() & need) == need;
 }
 
 bool machine_has_avx2() {
-  static const bool has = [] {
-    const uint32_t need = FX_CPU_AVX2 | FX_CPU_FMA;
-    return (cpu_features() & need) == need;
-  }();
-  return has;
+  const uint32_t need = FX_CPU_AVX2 | FX_CPU_FMA;
+  return (cpu_features() & need) == need;
 }
 
 bool supported(ConvPath path) {
@@ -62,10 +54,8 @@ bool supported(ConvPath path) {
   return false;
 }
 
-// The path in force: the forced one, else the best this machine has.
+// The best path the machine has under the ISA cap in force.
 ConvPath active_path() {
-  const auto forced = static_cast<ConvPath>(g_forced.load());
-  if (forced != ConvPath::Auto) return forced;
   if (supported(ConvPath::Avx512)) return ConvPath::Avx512;
   if (supported(ConvPath::Avx2)) return ConvPath::Avx2;
   return ConvPath::Portable;
@@ -607,11 +597,6 @@ void check_norm(const float* x, int64_t batch, int64_t channels, int64_t hw, int
 
 bool conv2d_path_supported(ConvPath path) { return supported(path); }
 ConvPath conv2d_active_path() { return active_path(); }
-void conv2d_force_path(ConvPath path) {
-  if (!supported(path))
-    fail(FX_ERR_UNSUPPORTED, std::string("conv2d: path ") + conv2d_path_name(path) + " is not supported here");
-  g_forced.store(static_cast<int>(path));
-}
 const char* conv2d_path_name(ConvPath path) {
   switch (path) {
     case ConvPath::Auto: return "auto";

@@ -98,11 +98,8 @@ void upsample_nearest2x_reference(const float* x, int64_t planes, int64_t height
 enum class ConvPath { Auto, Portable, Avx2, Avx512 };
 const char* conv2d_path_name(ConvPath path);
 bool conv2d_path_supported(ConvPath path);
-// The path the kernels take now.
+// The path the kernels take now: the best the machine has under the ISA cap of core/cpu_features.h
+// (tests cap the ISA to compare every path on one machine).
 ConvPath conv2d_active_path();
-// Forces a path process-wide (tests compare every path on one machine); Auto restores the default.
-// Throws fx::Error(FX_ERR_UNSUPPORTED) for a path this machine cannot run. Not meant to be flipped while
-// other threads run these kernels.
-void conv2d_force_path(ConvPath path);
 
 }  // namespace fx::cpu

@@ -6,7 +6,6 @@
 #include "ops/cpu/elementwise.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <stdexcept>
 
@@ -24,17 +23,13 @@ namespace fx::cpu {
 
 namespace {
 
-std::atomic<bool> g_force_portable{false};
-
+// Asked on every call (not cached): the ISA cap (core/cpu_features.h) may change between calls.
 bool machine_has_avx512() {
-  static const bool has = [] {
-    const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
-    return (cpu_features() & need) == need;
-  }();
-  return has;
+  const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
+  return (cpu_features() & need) == need;
 }
 
-bool use_avx512() { return FX_HAVE_AVX512_PATH && machine_has_avx512() && !g_force_portable.load(); }
+bool use_avx512() { return FX_HAVE_AVX512_PATH && machine_has_avx512(); }
 
 // Rows per parallel chunk so a thread gets at least ~64 KB of work: below that, waking a worker
 // costs more than the work.
@@ -276,7 +271,6 @@ FX_TARGET_AVX512 void mul_avx512(float* x, const float* y, int64_t n) {
 }  // namespace
 
 bool elementwise_uses_avx512() { return use_avx512(); }
-void elementwise_force_portable(bool on) { g_force_portable.store(on); }
 
 // ---------------------------------------------------------------------------------------------------
 // RoPE

@@ -73,10 +73,8 @@ void mul_inplace(float* x, const float* y, int64_t n, ThreadPool& pool = ThreadP
 void mul_inplace_reference(float* x, const float* y, int64_t n);
 
 // ---- for tests and benchmarks ----
-// True when the functions above take their AVX-512 paths (machine support and not forced off).
+// True when the functions above take their AVX-512 paths (the machine has it and the ISA cap of
+// core/cpu_features.h allows it; tests cap the ISA to run the portable paths on the same machine).
 bool elementwise_uses_avx512();
-// Forces the portable paths process-wide (tests compare both paths on the same machine). Not meant to
-// be flipped while other threads run these kernels.
-void elementwise_force_portable(bool on);
 
 }  // namespace fx::cpu
