@@ -292,14 +292,19 @@ typedef struct fx_flux_load_params {
   int32_t weight_format;    /* fx_weight_format */
   int32_t num_threads;      /* 0: the process-wide pool (one thread per core, or FX_NUM_THREADS) */
   int32_t activations;      /* fx_activation_precision */
+  const char* device;       /* where the model lives and runs: NULL or "cpu", "cuda", "cuda:N" (see below) */
 } fx_flux_load_params;
 
 FX_API void fx_flux_load_params_init(fx_flux_load_params* params);
 
 /* Loads the transformer from an open checkpoint (BFL file or diffusers folder; configuration inferred
- * from it). Weights are packed once into the CPU kernels' layout in their dtype (reordered, never
- * dequantized), so the checkpoint handle may be closed right after. FX_ERR_UNSUPPORTED if the
- * checkpoint is not a FLUX transformer. */
+ * from it). Weights are packed once into the device's layout (on the CPU: the kernels' panels in their
+ * dtype, reordered, never dequantized), so the checkpoint handle may be closed right after.
+ * FX_ERR_UNSUPPORTED if the checkpoint is not a FLUX transformer.
+ * Devices (all three model kinds): "cpu" (also NULL) or "cuda" / "cuda:N". A device that cannot be used
+ * is an error naming what is missing, never a silent CPU run: FX_ERR_INVALID_ARGUMENT for an unknown
+ * name, FX_ERR_UNSUPPORTED for a build without CUDA (or a CUDA backend that cannot yet run the model),
+ * FX_ERR_NOT_FOUND for no driver, no GPU, or no GPU N. Inputs and outputs are host memory either way. */
 FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_flux_load_params* params,
                                     fx_flux_model** out);
 FX_API void fx_flux_model_free(fx_flux_model* model);
@@ -342,6 +347,7 @@ typedef struct fx_text_load_params {
   uint32_t struct_size;
   int32_t weight_format; /* fx_weight_format for the linear layers (embeddings and norms stay as they are) */
   int32_t num_threads;   /* 0: the process-wide pool */
+  const char* device;    /* NULL or "cpu", "cuda", "cuda:N", as in fx_flux_load_params */
 } fx_text_load_params;
 
 FX_API void fx_text_load_params_init(fx_text_load_params* params);
@@ -393,6 +399,7 @@ typedef struct fx_ae_model fx_ae_model;
 typedef struct fx_ae_load_params {
   uint32_t struct_size;
   int32_t num_threads; /* 0: the process-wide pool */
+  const char* device;  /* NULL or "cpu", "cuda", "cuda:N", as in fx_flux_load_params */
 } fx_ae_load_params;
 
 FX_API void fx_ae_load_params_init(fx_ae_load_params* params);

@@ -336,17 +336,17 @@ TEST(Autoencoder, DecodeAndEncodeMatchTheReferenceKernelsComposed) {
     SCOPED_TRACE("ch " + std::to_string(g.ch) + " levels " + std::to_string(g.levels));
     auto ckpt = write_ae(ae_params(FX_LAYOUT_BFL, FX_DTYPE_F32, g.ch, g.levels, g.blocks, 7),
                          fresh_dir("ae-graph-" + std::to_string(g.ch)));
-    auto model = Autoencoder::load(*ckpt);
+    fx::ThreadPool pool(2);
+    auto model = Autoencoder::load(*ckpt, fx::backend::cpu_backend(&pool));
     const auto& c = model->config();
     const int64_t f = c.downscale();
     ReferenceAe ref(*ckpt, c.ch, c.ch_mult, c.num_res_blocks);
-    fx::ThreadPool pool(2);
 
     const int64_t batch = 2;
     std::vector<float> z(size_t(batch * 16 * g.h * g.w));
     fill_normal(z, 11);
     std::vector<float> pixels(size_t(batch * 3 * g.h * f * g.w * f), kNaN);
-    model->decode(z.data(), batch, g.h, g.w, pixels.data(), nullptr, pool);
+    model->decode(z.data(), batch, g.h, g.w, pixels.data());
     const size_t per_image = pixels.size() / batch;
     for (int64_t b = 0; b < batch; ++b) {
       const std::vector<float> zb(z.begin() + b * 16 * g.h * g.w, z.begin() + (b + 1) * 16 * g.h * g.w);
@@ -358,7 +358,7 @@ TEST(Autoencoder, DecodeAndEncodeMatchTheReferenceKernelsComposed) {
     std::vector<float> image(size_t(batch * 3 * g.h * f * g.w * f));
     fill_normal(image, 12, 0.5f);
     std::vector<float> lat(z.size(), kNaN);
-    model->encode(image.data(), batch, g.h * f, g.w * f, lat.data(), nullptr, pool);
+    model->encode(image.data(), batch, g.h * f, g.w * f, lat.data());
     for (int64_t b = 0; b < batch; ++b) {
       const std::vector<float> ib(image.begin() + b * per_image, image.begin() + (b + 1) * per_image);
       const std::vector<float> want = ref.encode(ib, g.h * f, g.w * f);

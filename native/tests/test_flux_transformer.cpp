@@ -22,7 +22,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using fx::models::FluxWeightFormat;
+using fx::backend::WeightFormat;
 
 std::vector<float> read_f32(const fx::io::Checkpoint& file, const std::string& name) {
   const auto* t = file.find(name);
@@ -45,9 +45,9 @@ double relative_l2(const std::vector<float>& got, const std::vector<float>& want
 
 struct GoldenCase {
   std::string name;
-  FluxWeightFormat format;
+  WeightFormat format;
   double tolerance;  // relative L2 of the output
-  fx::cpu::Precision precision = fx::cpu::Precision::Exact;
+  fx::backend::Precision precision = fx::backend::Precision::Exact;
 };
 
 class FluxGolden : public ::testing::TestWithParam<GoldenCase> {};
@@ -141,25 +141,25 @@ TEST_P(FluxGolden, ForwardMatchesTheReference) {
 // fp8 e4m3 with per-channel scales: measured, bound set just above (see README).
 INSTANTIATE_TEST_SUITE_P(
     Cases, FluxGolden,
-    ::testing::Values(GoldenCase{"dev-f32-bfl", FluxWeightFormat::AsStored, 5e-5},
-                      GoldenCase{"schnell-f32-bfl", FluxWeightFormat::AsStored, 5e-5},
-                      GoldenCase{"dev-f32-diffusers", FluxWeightFormat::AsStored, 5e-5},
-                      GoldenCase{"schnell-f32-diffusers", FluxWeightFormat::AsStored, 5e-5},
-                      GoldenCase{"dev-bf16-bfl", FluxWeightFormat::AsStored, 5e-5},
-                      GoldenCase{"schnell-bf16-bfl", FluxWeightFormat::AsStored, 5e-5},
-                      GoldenCase{"dev-bf16-bfl", FluxWeightFormat::F32, 5e-5},
-                      GoldenCase{"dev-f32-bfl", FluxWeightFormat::BF16, 1e-2},
-                      GoldenCase{"schnell-f32-diffusers", FluxWeightFormat::BF16, 1e-2},
-                      GoldenCase{"dev-f32-bfl", FluxWeightFormat::FP8, 1e-1},
-                      GoldenCase{"schnell-f32-bfl", FluxWeightFormat::FP8, 1e-1},
+    ::testing::Values(GoldenCase{"dev-f32-bfl", WeightFormat::AsStored, 5e-5},
+                      GoldenCase{"schnell-f32-bfl", WeightFormat::AsStored, 5e-5},
+                      GoldenCase{"dev-f32-diffusers", WeightFormat::AsStored, 5e-5},
+                      GoldenCase{"schnell-f32-diffusers", WeightFormat::AsStored, 5e-5},
+                      GoldenCase{"dev-bf16-bfl", WeightFormat::AsStored, 5e-5},
+                      GoldenCase{"schnell-bf16-bfl", WeightFormat::AsStored, 5e-5},
+                      GoldenCase{"dev-bf16-bfl", WeightFormat::F32, 5e-5},
+                      GoldenCase{"dev-f32-bfl", WeightFormat::BF16, 1e-2},
+                      GoldenCase{"schnell-f32-diffusers", WeightFormat::BF16, 1e-2},
+                      GoldenCase{"dev-f32-bfl", WeightFormat::FP8, 1e-1},
+                      GoldenCase{"schnell-f32-bfl", WeightFormat::FP8, 1e-1},
                       // bf16 weights meeting bf16-rounded activations (vdpbf16ps where the CPU has it).
-                      GoldenCase{"dev-bf16-bfl", FluxWeightFormat::AsStored, 1e-2, fx::cpu::Precision::Bf16Activations},
-                      GoldenCase{"schnell-bf16-bfl", FluxWeightFormat::AsStored, 1e-2, fx::cpu::Precision::Bf16Activations}),
+                      GoldenCase{"dev-bf16-bfl", WeightFormat::AsStored, 1e-2, fx::backend::Precision::Bf16Activations},
+                      GoldenCase{"schnell-bf16-bfl", WeightFormat::AsStored, 1e-2, fx::backend::Precision::Bf16Activations}),
     [](const ::testing::TestParamInfo<GoldenCase>& info) {
-      std::string name = info.param.name + (info.param.precision == fx::cpu::Precision::Bf16Activations ? "_bf16act_" : "_") +
-                         (info.param.format == FluxWeightFormat::AsStored ? "stored"
-                          : info.param.format == FluxWeightFormat::F32    ? "f32"
-                          : info.param.format == FluxWeightFormat::BF16   ? "bf16"
+      std::string name = info.param.name + (info.param.precision == fx::backend::Precision::Bf16Activations ? "_bf16act_" : "_") +
+                         (info.param.format == WeightFormat::AsStored ? "stored"
+                          : info.param.format == WeightFormat::F32    ? "f32"
+                          : info.param.format == WeightFormat::BF16   ? "bf16"
                                                                            : "fp8");
       for (char& ch : name)
         if (ch == '-') ch = '_';
@@ -179,7 +179,7 @@ TEST(FluxTransformer, RefusesOtherModelsAndBadInputs) {
   fx::models::write_tiny_model(params, (dir / "ae.safetensors").string());
   auto ae = fx::io::Checkpoint::open((dir / "ae.safetensors").string());
   try {
-    fx::models::FluxTransformer::load(*ae, FluxWeightFormat::AsStored);
+    fx::models::FluxTransformer::load(*ae, WeightFormat::AsStored);
     FAIL() << "an autoencoder loaded as a transformer";
   } catch (const fx::Error& e) {
     EXPECT_EQ(e.status(), FX_ERR_UNSUPPORTED);
@@ -190,7 +190,7 @@ TEST(FluxTransformer, RefusesOtherModelsAndBadInputs) {
   params.guidance = 1;
   fx::models::write_tiny_model(params, (dir / "dev.safetensors").string());
   auto dev = fx::io::Checkpoint::open((dir / "dev.safetensors").string());
-  auto model = fx::models::FluxTransformer::load(*dev, FluxWeightFormat::AsStored);
+  auto model = fx::models::FluxTransformer::load(*dev, WeightFormat::AsStored);
   std::vector<float> buffer(4096, 0.5f), out(4096);
   fx::models::FluxInputs in;
   in.batch = 1;

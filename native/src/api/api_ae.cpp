@@ -11,10 +11,9 @@ using fx::api::guard;
 using fx::api::require;
 
 struct fx_ae_model {
+  std::unique_ptr<fx::ThreadPool> own_pool;  // when the caller asked for a thread count (outlives the model)
   std::unique_ptr<fx::models::Autoencoder> model;
-  std::unique_ptr<fx::ThreadPool> own_pool;  // when the caller asked for a thread count
   std::mutex run_mutex;                      // one decode/encode at a time: two would fight over one pool
-  fx::ThreadPool& pool() { return own_pool ? *own_pool : fx::ThreadPool::global(); }
 };
 
 namespace {
@@ -70,7 +69,8 @@ FX_API fx_status fx_ae_model_load(const fx_checkpoint* checkpoint, const fx_ae_l
     require(p.num_threads >= 0, function, "num_threads must be >= 0");
     auto handle = std::make_unique<fx_ae_model>();
     if (p.num_threads > 0) handle->own_pool = std::make_unique<fx::ThreadPool>(p.num_threads);
-    handle->model = fx::models::Autoencoder::load(*checkpoint->impl);
+    auto backend = fx::api::backend_from(p.device, handle->own_pool.get(), function);
+    handle->model = fx::models::Autoencoder::load(*checkpoint->impl, std::move(backend));
     *out = handle.release();
   });
 }
@@ -114,7 +114,7 @@ FX_API fx_status fx_ae_decode(fx_ae_model* model, const float* latents, int32_t 
     const size_t oh = checked_mul(function, size_t(height), size_t(f)), ow = checked_mul(function, size_t(width), size_t(f));
     check_count(function, "pixels", pixel_count, batch, c.out_channels, int64_t(oh), int64_t(ow));
     std::lock_guard<std::mutex> lock(model->run_mutex);
-    model->model->decode(latents, batch, height, width, pixels, cancel, model->pool());
+    model->model->decode(latents, batch, height, width, pixels, cancel);
   });
 }
 
@@ -134,7 +134,7 @@ FX_API fx_status fx_ae_encode(fx_ae_model* model, const float* pixels, int32_t b
     require(latents != nullptr && pixels != nullptr, function, "pixels and latents are required");
     check_count(function, "latents", latent_count, batch, c.z_channels, height / f, width / f);
     std::lock_guard<std::mutex> lock(model->run_mutex);
-    model->model->encode(pixels, batch, height, width, latents, cancel, model->pool());
+    model->model->encode(pixels, batch, height, width, latents, cancel);
   });
 }
 

@@ -26,22 +26,23 @@ FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_fl
     fx_flux_load_params defaults;
     fx_flux_load_params_init(&defaults);
     const auto p = fx::api::read_versioned(params, function, defaults);
-    fx::models::FluxWeightFormat format;
+    fx::backend::WeightFormat format;
     switch (p.weight_format) {
-      case FX_WEIGHTS_AS_STORED: format = fx::models::FluxWeightFormat::AsStored; break;
-      case FX_WEIGHTS_F32: format = fx::models::FluxWeightFormat::F32; break;
-      case FX_WEIGHTS_BF16: format = fx::models::FluxWeightFormat::BF16; break;
-      case FX_WEIGHTS_FP8: format = fx::models::FluxWeightFormat::FP8; break;
+      case FX_WEIGHTS_AS_STORED: format = fx::backend::WeightFormat::AsStored; break;
+      case FX_WEIGHTS_F32: format = fx::backend::WeightFormat::F32; break;
+      case FX_WEIGHTS_BF16: format = fx::backend::WeightFormat::BF16; break;
+      case FX_WEIGHTS_FP8: format = fx::backend::WeightFormat::FP8; break;
       default: fx::fail(FX_ERR_INVALID_ARGUMENT, "fx_flux_model_load: weight_format must be an fx_weight_format");
     }
     require(p.num_threads >= 0, function, "num_threads must be >= 0");
     require(p.activations == FX_ACTIVATIONS_F32 || p.activations == FX_ACTIVATIONS_BF16, function,
             "activations must be FX_ACTIVATIONS_F32 or FX_ACTIVATIONS_BF16");
     const auto precision =
-        p.activations == FX_ACTIVATIONS_BF16 ? fx::cpu::Precision::Bf16Activations : fx::cpu::Precision::Exact;
+        p.activations == FX_ACTIVATIONS_BF16 ? fx::backend::Precision::Bf16Activations : fx::backend::Precision::Exact;
     auto handle = std::make_unique<fx_flux_model>();
     if (p.num_threads > 0) handle->own_pool = std::make_unique<fx::ThreadPool>(p.num_threads);
-    handle->model = fx::models::FluxTransformer::load(*checkpoint->impl, format, precision);
+    auto backend = fx::api::backend_from(p.device, handle->own_pool.get(), function);
+    handle->model = fx::models::FluxTransformer::load(*checkpoint->impl, format, precision, std::move(backend));
     *out = handle.release();
   });
 }
@@ -104,7 +105,7 @@ FX_API fx_status fx_flux_forward(fx_flux_model* model, const fx_flux_inputs* inp
     f.guidance = in.guidance;
     f.cancel = in.cancel;
     std::lock_guard<std::mutex> lock(model->forward_mutex);
-    model->model->forward(f, out, model->pool());
+    model->model->forward(f, out);
   });
 }
 

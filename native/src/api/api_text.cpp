@@ -11,10 +11,9 @@ using fx::api::guard;
 using fx::api::require;
 
 struct fx_text_model {
+  std::unique_ptr<fx::ThreadPool> own_pool;  // when the caller asked for a thread count (outlives the model)
   std::unique_ptr<fx::models::TextEncoder> model;
-  std::unique_ptr<fx::ThreadPool> own_pool;  // when the caller asked for a thread count
   std::mutex encode_mutex;                   // one encode at a time: two would fight over one pool
-  fx::ThreadPool& pool() { return own_pool ? *own_pool : fx::ThreadPool::global(); }
 };
 
 namespace {
@@ -69,18 +68,19 @@ FX_API fx_status fx_text_model_load(const fx_checkpoint* checkpoint, const fx_te
     fx_text_load_params defaults;
     fx_text_load_params_init(&defaults);
     const auto p = fx::api::read_versioned(params, __func__, defaults);
-    fx::models::FluxWeightFormat format;
+    fx::backend::WeightFormat format;
     switch (p.weight_format) {
-      case FX_WEIGHTS_AS_STORED: format = fx::models::FluxWeightFormat::AsStored; break;
-      case FX_WEIGHTS_F32: format = fx::models::FluxWeightFormat::F32; break;
-      case FX_WEIGHTS_BF16: format = fx::models::FluxWeightFormat::BF16; break;
-      case FX_WEIGHTS_FP8: format = fx::models::FluxWeightFormat::FP8; break;
+      case FX_WEIGHTS_AS_STORED: format = fx::backend::WeightFormat::AsStored; break;
+      case FX_WEIGHTS_F32: format = fx::backend::WeightFormat::F32; break;
+      case FX_WEIGHTS_BF16: format = fx::backend::WeightFormat::BF16; break;
+      case FX_WEIGHTS_FP8: format = fx::backend::WeightFormat::FP8; break;
       default: fx::fail(FX_ERR_INVALID_ARGUMENT, "fx_text_model_load: weight_format must be an fx_weight_format");
     }
     require(p.num_threads >= 0, __func__, "num_threads must be >= 0");
     auto handle = std::make_unique<fx_text_model>();
     if (p.num_threads > 0) handle->own_pool = std::make_unique<fx::ThreadPool>(p.num_threads);
-    handle->model = fx::models::TextEncoder::load(*checkpoint->impl, format, handle->pool());
+    auto backend = fx::api::backend_from(p.device, handle->own_pool.get(), __func__);
+    handle->model = fx::models::TextEncoder::load(*checkpoint->impl, format, std::move(backend));
     *out = handle.release();
   });
 }
@@ -127,7 +127,7 @@ FX_API fx_status fx_text_encode(fx_text_model* model, const int32_t* ids, int32_
     check_count(__func__, "hidden", hidden, hidden_count, {batch, length, c.hidden});
     check_count(__func__, "pooled", pooled, pooled_count, {batch, c.hidden});
     std::lock_guard<std::mutex> lock(model->encode_mutex);
-    model->model->encode(ids, batch, length, hidden, pooled, cancel, model->pool());
+    model->model->encode(ids, batch, length, hidden, pooled, cancel);
   });
 }
 

@@ -9,9 +9,7 @@
 
 #include "core/error.h"
 #include "models/recognize.h"
-#include "ops/cpu/attention.h"
-#include "ops/cpu/conv2d.h"
-#include "ops/cpu/linear.h"
+#include "models/weight_loader.h"
 
 namespace fx::models {
 
@@ -20,21 +18,15 @@ namespace {
 constexpr float kNormEps = 1e-6f;
 constexpr const char* kKind = "autoencoder";
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 }  // namespace
 
+using backend::Tensor;
+
 struct Autoencoder::Impl {
-  struct Conv {
-    cpu::PackedConv w;
-    std::vector<float> bias;
-  };
+  using Conv = std::unique_ptr<backend::ConvLayer>;
   struct Norm {
-    std::vector<float> gamma, beta;
+    Tensor gamma, beta;
   };
   struct Resnet {
     int64_t cin = 0, cout = 0;
@@ -45,8 +37,7 @@ struct Autoencoder::Impl {
   };
   struct Attention {
     Norm norm;
-    cpu::PackedWeights qkv, proj;  // [3C, C] (q, k, v rows) and [C, C], as linears over tokens
-    std::vector<float> qkv_bias, proj_bias;
+    std::unique_ptr<backend::LinearLayer> qkv, proj;  // [3C, C] (q, k, v rows) and [C, C], as linears over tokens
   };
   struct Mid {
     Resnet block1, block2;
@@ -79,62 +70,26 @@ namespace {
 
 using Impl = Autoencoder::Impl;
 
-class Loader {
+// The autoencoder's layers from the one weight loader: every weight widened to f32 on the host, then
+// handed to the backend (convolutions packed for the direct kernel, attention linears for the GEMM).
+class Layers {
  public:
-  Loader(const io::Checkpoint& checkpoint, const nlohmann::json& description)
-      : checkpoint_(checkpoint), config_json_(description["config"]) {
-    layout_ = description.value("layout", "");
-    prefix_ = description.value("key_prefix", "");
-    for (const auto& t : expected_tensors(kKind, "bfl", config_json_)) expected_[t.name] = t.shape;
-  }
-
-  // The BFL tensor `name` as f32, whatever it is stored as, with its BFL shape in *shape.
-  std::vector<float> fetch(const std::string& name, std::vector<int64_t>* shape = nullptr) {
-    const auto expected = expected_.find(name);
-    if (expected == expected_.end()) fail(FX_ERR_INTERNAL, "autoencoder loader asked for an unknown tensor " + name);
-    std::string stored_name = prefix_ + name;
-    std::vector<int64_t> want = expected->second;
-    if (layout_ != "bfl") {
-      const auto pieces = bfl_to_diffusers(kKind, TensorShape{name, expected->second}, config_json_);
-      if (pieces.size() != 1) fail(FX_ERR_INTERNAL, "autoencoder tensor " + name + " maps to several diffusers tensors");
-      stored_name = prefix_ + pieces[0].name;
-      want = pieces[0].shape;
-    }
-    const auto* t = checkpoint_.find(stored_name);
-    if (t == nullptr) fail(FX_ERR_FORMAT, checkpoint_.path() + ": tensor \"" + stored_name + "\" is missing");
-    if (t->shape != want)
-      fail(FX_ERR_FORMAT, checkpoint_.path() + ": autoencoder tensor \"" + stored_name + "\" has shape " +
-                              shape_str(t->shape) + " but the configuration needs " + shape_str(want));
-    if (!dtype_is_float(t->dtype))
-      fail(FX_ERR_UNSUPPORTED, checkpoint_.path() + ": autoencoder tensor \"" + stored_name + "\" is stored as " +
-                                   dtype_name(t->dtype) + ", not a floating-point type");
-    std::vector<float> values(static_cast<size_t>(t->element_count()));
-    convert(t->dtype, t->data(), DType::F32, values.data(), values.size(), Overflow::Ieee);
-    if (shape) *shape = expected->second;
-    return values;
-  }
+  explicit Layers(const WeightLoader& load) : load_(load) {}
 
   // `keep` > 0: only the first `keep` output channels.
-  Impl::Conv conv(const std::string& prefix, int64_t keep = 0) {
+  Impl::Conv conv(const std::string& prefix, int64_t keep = 0) const {
     std::vector<int64_t> shape;
-    const std::vector<float> w = fetch(prefix + ".weight", &shape);
-    if (shape.size() != 4) fail(FX_ERR_FORMAT, checkpoint_.path() + ": " + prefix + ".weight is not a conv kernel");
+    const std::vector<float> w = load_.host_f32(prefix + ".weight", &shape);
+    if (shape.size() != 4) fail(FX_ERR_FORMAT, load_.path() + ": " + prefix + ".weight is not a conv kernel");
     const int64_t out = keep > 0 ? std::min(keep, shape[0]) : shape[0];
-    Impl::Conv c;
-    c.w = cpu::pack_conv_weights(w.data(), out, shape[1], shape[2], shape[3]);
-    c.bias = fetch(prefix + ".bias");
-    c.bias.resize(static_cast<size_t>(out));
-    return c;
+    std::vector<float> bias = load_.host_f32(prefix + ".bias");
+    bias.resize(static_cast<size_t>(out));
+    return load_.backend().conv_layer(w.data(), out, shape[1], shape[2], shape[3], bias);
   }
 
-  Impl::Norm norm(const std::string& prefix) {
-    Impl::Norm n;
-    n.gamma = fetch(prefix + ".weight");
-    n.beta = fetch(prefix + ".bias");
-    return n;
-  }
+  Impl::Norm norm(const std::string& prefix) const { return {load_.vector(prefix + ".weight"), load_.vector(prefix + ".bias")}; }
 
-  Impl::Resnet resnet(const std::string& p, int64_t cin, int64_t cout) {
+  Impl::Resnet resnet(const std::string& p, int64_t cin, int64_t cout) const {
     Impl::Resnet r;
     r.cin = cin;
     r.cout = cout;
@@ -147,25 +102,24 @@ class Loader {
     return r;
   }
 
-  Impl::Attention attention(const std::string& p, int64_t c) {
+  Impl::Attention attention(const std::string& p, int64_t c) const {
     Impl::Attention a;
     a.norm = norm(p + "norm");
-    std::vector<float> qkv;
+    std::vector<float> qkv, qkv_bias;
     qkv.reserve(static_cast<size_t>(3 * c * c));
     for (const char* m : {"q", "k", "v"}) {
-      const std::vector<float> w = fetch(p + m + ".weight");
+      const std::vector<float> w = load_.host_f32(p + m + ".weight");
       qkv.insert(qkv.end(), w.begin(), w.end());
-      const std::vector<float> b = fetch(p + m + ".bias");
-      a.qkv_bias.insert(a.qkv_bias.end(), b.begin(), b.end());
+      const std::vector<float> b = load_.host_f32(p + m + ".bias");
+      qkv_bias.insert(qkv_bias.end(), b.begin(), b.end());
     }
-    a.qkv = cpu::pack_weights(cpu::Weights{DType::F32, qkv.data(), 3 * c, c, nullptr});
-    const std::vector<float> proj = fetch(p + "proj_out.weight");
-    a.proj = cpu::pack_weights(cpu::Weights{DType::F32, proj.data(), c, c, nullptr});
-    a.proj_bias = fetch(p + "proj_out.bias");
+    a.qkv = load_.linear_from(qkv, 3 * c, c, qkv_bias, load_.label(p + "q/k/v.weight"));
+    a.proj = load_.linear_from(load_.host_f32(p + "proj_out.weight"), c, c, load_.host_f32(p + "proj_out.bias"),
+                               load_.label(p + "proj_out.weight"));
     return a;
   }
 
-  Impl::Mid mid(const std::string& p, int64_t c, bool with_attention) {
+  Impl::Mid mid(const std::string& p, int64_t c, bool with_attention) const {
     Impl::Mid m;
     m.block1 = resnet(p + "mid.block_1.", c, c);
     m.has_attention = with_attention;
@@ -175,10 +129,7 @@ class Loader {
   }
 
  private:
-  const io::Checkpoint& checkpoint_;
-  nlohmann::json config_json_;
-  std::string layout_, prefix_;
-  std::map<std::string, std::vector<int64_t>> expected_;
+  const WeightLoader& load_;
 };
 
 AutoencoderConfig config_from(const nlohmann::json& c, const std::string& path) {
@@ -226,60 +177,40 @@ AutoencoderConfig config_from(const nlohmann::json& c, const std::string& path) 
   return config;
 }
 
-// A float buffer that only grows; new memory is left uninitialised (every kernel writes before it reads).
+// A device buffer that only grows; new memory is uninitialised (every kernel writes before it reads).
 class Buffer {
  public:
-  float* ensure(size_t count) {
-    if (count > capacity_) {
-      data_.reset();
-      data_.reset(new float[count]);
-      capacity_ = count;
-    }
-    return data_.get();
+  explicit Buffer(backend::Backend& be) : be_(&be) {}
+  // Makes room for `count` floats (contents are lost when it grows).
+  void ensure(int64_t count) {
+    if (count > storage_.numel()) storage_ = be_->alloc(DType::F32, {count});
   }
-  float* get() const { return data_.get(); }
-  void swap(Buffer& other) noexcept {
-    std::swap(data_, other.data_);
-    std::swap(capacity_, other.capacity_);
+  // The first elements as a tensor of `shape` (which must fit).
+  Tensor view(std::vector<int64_t> shape) const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return storage_.narrow(0, 0, n).reshape(std::move(shape));
   }
+  void swap(Buffer& other) noexcept { std::swap(storage_, other.storage_); }
 
  private:
-  std::unique_ptr<float[]> data_;
-  size_t capacity_ = 0;
+  backend::Backend* be_;
+  Tensor storage_ = Tensor::borrow(static_cast<void*>(nullptr), DType::F32, {0});
 };
-
-// dst[c][r] = src[r][c] (or += with `add`) for src [rows, cols]: 32×32 blocks, rows of blocks in parallel.
-void transpose(const float* src, int64_t rows, int64_t cols, float* dst, bool add, ThreadPool& pool) {
-  constexpr int64_t kB = 32;
-  const int64_t row_blocks = (rows + kB - 1) / kB;
-  pool.parallel_for(row_blocks, [&](int64_t begin, int64_t end) {
-    for (int64_t rb = begin; rb < end; ++rb) {
-      const int64_t r0 = rb * kB, r1 = std::min(rows, r0 + kB);
-      for (int64_t c0 = 0; c0 < cols; c0 += kB) {
-        const int64_t c1 = std::min(cols, c0 + kB);
-        for (int64_t c = c0; c < c1; ++c) {
-          float* d = dst + c * rows;
-          if (add)
-            for (int64_t r = r0; r < r1; ++r) d[r] += src[r * cols + c];
-          else
-            for (int64_t r = r0; r < r1; ++r) d[r] = src[r * cols + c];
-        }
-      }
-    }
-  });
-}
 
 // One image's activation: x holds [c, h, w]; a, b, qkv are scratch.
 struct Workspace {
+  explicit Workspace(backend::Backend& be) : x(be), a(be), b(be), qkv(be) {}
   Buffer x, a, b, qkv;
   int64_t c = 0, h = 0, w = 0;
   int64_t pixels() const { return h * w; }
+  Tensor image() const { return x.view({c, h, w}); }
 };
 
 class Runner {
  public:
-  Runner(const AutoencoderConfig& config, ThreadPool& pool, const volatile int32_t* cancel, const char* what)
-      : config_(config), pool_(pool), cancel_(cancel), what_(what) {}
+  Runner(const AutoencoderConfig& config, backend::Backend& be, const volatile int32_t* cancel, const char* what)
+      : config_(config), be_(be), cancel_(cancel), what_(what) {}
 
   void check_cancel() const {
     if (cancel_ != nullptr && *cancel_ != 0) fail(FX_ERR_CANCELLED, std::string("autoencoder ") + what_ + ": cancelled");
@@ -287,45 +218,42 @@ class Runner {
 
   // out = conv(in) for an in of [cin, h, w]; "same" padding for odd kernels, or the Downsample's
   // right/bottom pad with stride 2.
-  void conv(const Impl::Conv& c, const float* in, int64_t h, int64_t w, float* out, bool accumulate = false,
+  void conv(const backend::ConvLayer& c, const Tensor& in, const Tensor& out, bool accumulate = false,
             bool downsample = false) const {
-    cpu::Conv2dShape s;
-    s.in_channels = c.w.in_channels();
-    s.out_channels = c.w.out_channels();
-    s.height = h;
-    s.width = w;
-    s.kernel_h = c.w.kernel_h();
-    s.kernel_w = c.w.kernel_w();
+    backend::ConvGeometry g;
     if (downsample) {
-      s.stride = 2;
-      s.pad_bottom = s.pad_right = 1;
+      g.stride = 2;
+      g.pad_bottom = g.pad_right = 1;
     } else {
-      s.pad_top = s.pad_bottom = s.kernel_h / 2;
-      s.pad_left = s.pad_right = s.kernel_w / 2;
+      g.pad_top = g.pad_bottom = c.kernel_h() / 2;
+      g.pad_left = g.pad_right = c.kernel_w() / 2;
     }
-    cpu::conv2d(in, 1, s, c.w, c.bias.data(), cpu::Activation::None, accumulate, out, pool_);
+    be_.conv2d(in, c, g, accumulate, out);
   }
 
-  void norm(const Impl::Norm& n, const float* in, int64_t channels, int64_t pixels, bool silu, float* out) const {
-    cpu::group_norm(in, 1, channels, pixels, config_.groups, n.gamma.data(), n.beta.data(), kNormEps, silu, out, pool_);
+  void norm(const Impl::Norm& n, const Tensor& in, bool silu, const Tensor& out) const {
+    be_.group_norm(in, config_.groups, n.gamma, n.beta, kNormEps, silu, out);
   }
 
   // x' = shortcut(x) + conv2(SiLU(norm2(conv1(SiLU(norm1(x)))))).
   void resnet(const Impl::Resnet& r, Workspace& ws) const {
     check_cancel();
-    const int64_t p = ws.pixels();
-    const size_t need = static_cast<size_t>(std::max(r.cin, r.cout) * p);
-    float* a = ws.a.ensure(need);
-    float* b = ws.b.ensure(need);
-    norm(r.norm1, ws.x.get(), r.cin, p, true, a);
-    conv(r.conv1, a, ws.h, ws.w, b);
-    norm(r.norm2, b, r.cout, p, true, b);
+    const int64_t h = ws.h, w = ws.w;
+    const int64_t need = std::max(r.cin, r.cout) * h * w;
+    ws.a.ensure(need);
+    ws.b.ensure(need);
+    const Tensor x = ws.x.view({r.cin, h, w});
+    norm(r.norm1, x, true, ws.a.view({r.cin, h, w}));
+    const Tensor b = ws.b.view({r.cout, h, w});
+    conv(*r.conv1, ws.a.view({r.cin, h, w}), b);
+    norm(r.norm2, b, true, b);
     if (r.has_shortcut) {
-      conv(r.shortcut, ws.x.get(), ws.h, ws.w, a);  // a's normalised input is consumed: reuse it
-      conv(r.conv2, b, ws.h, ws.w, a, true);
+      const Tensor a = ws.a.view({r.cout, h, w});
+      conv(*r.shortcut, x, a);  // a's normalised input is consumed: reuse it
+      conv(*r.conv2, b, a, true);
       ws.x.swap(ws.a);
     } else {
-      conv(r.conv2, b, ws.h, ws.w, ws.x.get(), true);
+      conv(*r.conv2, b, ws.x.view({r.cout, h, w}), true);
     }
     ws.c = r.cout;
   }
@@ -334,23 +262,22 @@ class Runner {
   void attention(const Impl::Attention& at, Workspace& ws) const {
     check_cancel();
     const int64_t c = ws.c, p = ws.pixels();
-    float* a = ws.a.ensure(static_cast<size_t>(c * p));
-    float* b = ws.b.ensure(static_cast<size_t>(c * p));
-    float* qkv = ws.qkv.ensure(static_cast<size_t>(3 * c * p));
-    norm(at.norm, ws.x.get(), c, p, false, a);
-    transpose(a, c, p, b, false, pool_);  // [C, P] -> tokens [P, C]
-    cpu::linear(b, p, c, at.qkv, at.qkv_bias.data(), cpu::Activation::None, qkv, 3 * c, cpu::Precision::Exact, pool_);
-    cpu::AttentionShape shape;
-    shape.batch = 1;
-    shape.heads = 1;
-    shape.seq_q = p;
-    shape.seq_kv = p;
-    shape.head_dim = c;
-    shape.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c)));
-    cpu::attention(shape, {qkv, 0, 3 * c, c}, {qkv + c, 0, 3 * c, c}, {qkv + 2 * c, 0, 3 * c, c}, {b, 0, c, c},
-                   pool_);
-    cpu::linear(b, p, c, at.proj, at.proj_bias.data(), cpu::Activation::None, a, c, cpu::Precision::Exact, pool_);
-    transpose(a, p, c, ws.x.get(), true, pool_);  // residual add, back to [C, P]
+    ws.a.ensure(c * p);
+    ws.b.ensure(c * p);
+    ws.qkv.ensure(3 * c * p);
+    const Tensor normed = ws.a.view({c, ws.h, ws.w});
+    norm(at.norm, ws.image(), false, normed);
+    const Tensor tokens = ws.b.view({p, c});
+    be_.transpose(ws.a.view({c, p}), tokens, false);  // [C, P] -> tokens [P, C]
+    const Tensor qkv = ws.qkv.view({1, p, 3 * c});
+    be_.linear(tokens, *at.qkv, backend::Activation::None, qkv.select(0, 0));
+    backend::AttentionParams params;
+    params.heads = 1;
+    params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c)));
+    be_.attention(qkv.narrow(2, 0, c), qkv.narrow(2, c, c), qkv.narrow(2, 2 * c, c), tokens.unsqueeze(0), params);
+    const Tensor projected = ws.a.view({p, c});
+    be_.linear(tokens, *at.proj, backend::Activation::None, projected);
+    be_.transpose(projected, ws.x.view({c, p}), true);  // residual add, back to [C, P]
   }
 
   void mid(const Impl::Mid& m, Workspace& ws) const {
@@ -359,21 +286,23 @@ class Runner {
     resnet(m.block2, ws);
   }
 
-  void upsample(const Impl::Conv& c, Workspace& ws) const {
+  void upsample(const backend::ConvLayer& c, Workspace& ws) const {
     check_cancel();
-    const size_t count = static_cast<size_t>(ws.c * ws.pixels() * 4);
-    float* a = ws.a.ensure(count);
-    cpu::upsample_nearest2x(ws.x.get(), ws.c, ws.h, ws.w, a, pool_);
+    const int64_t count = ws.c * ws.pixels() * 4;
+    ws.a.ensure(count);
+    const Tensor up = ws.a.view({ws.c, 2 * ws.h, 2 * ws.w});
+    be_.upsample_nearest2x(ws.image(), up);
     ws.h *= 2;
     ws.w *= 2;
-    conv(c, a, ws.h, ws.w, ws.x.ensure(count));
+    ws.x.ensure(count);
+    conv(c, up, ws.image());
   }
 
-  void downsample(const Impl::Conv& c, Workspace& ws) const {
+  void downsample(const backend::ConvLayer& c, Workspace& ws) const {
     check_cancel();
     const int64_t h = ws.h / 2, w = ws.w / 2;  // (h + 1 - 3) / 2 + 1 for the even sizes the encoder sees
-    float* a = ws.a.ensure(static_cast<size_t>(ws.c * h * w));
-    conv(c, ws.x.get(), ws.h, ws.w, a, false, true);
+    ws.a.ensure(ws.c * h * w);
+    conv(c, ws.image(), ws.a.view({ws.c, h, w}), false, true);
     ws.x.swap(ws.a);
     ws.h = h;
     ws.w = w;
@@ -381,31 +310,27 @@ class Runner {
 
  private:
   const AutoencoderConfig& config_;
-  ThreadPool& pool_;
+  backend::Backend& be_;
   const volatile int32_t* cancel_;
   const char* what_;
 };
 
 }  // namespace
 
-std::unique_ptr<Autoencoder> Autoencoder::load(const io::Checkpoint& checkpoint) {
+std::unique_ptr<Autoencoder> Autoencoder::load(const io::Checkpoint& checkpoint,
+                                               std::shared_ptr<backend::Backend> backend) {
   const nlohmann::json description = describe(checkpoint);
-  if (description.value("kind", "") != kKind)
-    fail(FX_ERR_UNSUPPORTED, checkpoint.path() + " is not an autoencoder (recognised as \"" +
-                                 description.value("kind", "unknown") + "\")");
-  if (!description["problems"].empty()) {
-    std::string problems;
-    for (const auto& p : description["problems"]) problems += "\n  " + p.get<std::string>();
-    fail(FX_ERR_FORMAT, checkpoint.path() + ": the autoencoder checkpoint is incomplete:" + problems);
-  }
+  require_kind(checkpoint, description, {kKind}, "an autoencoder");
   std::unique_ptr<Autoencoder> model(new Autoencoder());
+  model->backend_ = backend ? std::move(backend) : backend::cpu_backend();
   model->config_ = config_from(description["config"], checkpoint.path());
   const AutoencoderConfig& c = model->config_;
   if (!c.has_decoder && !c.has_encoder)
     fail(FX_ERR_FORMAT, checkpoint.path() + ": the autoencoder has neither an encoder nor a decoder");
   model->impl_ = std::make_unique<Impl>();
   Impl& m = *model->impl_;
-  Loader load(checkpoint, description);
+  const WeightLoader weights(checkpoint, description, kKind, "bfl", "autoencoder", *model->backend_);
+  const Layers load(weights);
   const int64_t levels = static_cast<int64_t>(c.ch_mult.size());
   std::vector<int64_t> width;
   for (int64_t mult : c.ch_mult) width.push_back(c.ch * mult);
@@ -456,43 +381,47 @@ std::unique_ptr<Autoencoder> Autoencoder::load(const io::Checkpoint& checkpoint)
 Autoencoder::~Autoencoder() = default;
 
 void Autoencoder::decode(const float* latents, int64_t batch, int64_t height, int64_t width, float* pixels,
-                         const volatile int32_t* cancel, ThreadPool& pool) const {
+                         const volatile int32_t* cancel) const {
   const AutoencoderConfig& c = config_;
   if (!impl_->has_decoder) fail(FX_ERR_UNSUPPORTED, "autoencoder decode: this checkpoint has no decoder");
   if (batch < 1 || height < 1 || width < 1)
     fail(FX_ERR_INVALID_ARGUMENT, "autoencoder decode: batch, height and width must be >= 1");
   if (!latents || !pixels) fail(FX_ERR_INVALID_ARGUMENT, "autoencoder decode: latents and pixels are required");
   const Impl::Decoder& d = impl_->decoder;
-  const int64_t f = c.downscale(), z = c.z_channels, lat = height * width;
-  const int64_t out_plane = height * f * width * f;
-  Runner run(c, pool, cancel, "decode");
-  Workspace ws;
+  backend::Backend& be = *backend_;
+  const int64_t f = c.downscale(), z = c.z_channels;
+  const Tensor in = be.view_host(latents, DType::F32, {batch, z, height, width});
+  const Tensor out = be.host_output(pixels, DType::F32, {batch, c.out_channels, height * f, width * f});
+  Runner run(c, be, cancel, "decode");
+  Workspace ws(be);
   for (int64_t b = 0; b < batch; ++b) {
     run.check_cancel();
     // z / scale + shift, right before conv_in (flux-spec §7.4).
-    float* zin = ws.b.ensure(static_cast<size_t>(z * lat));
-    const float* src = latents + b * z * lat;
-    for (int64_t i = 0; i < z * lat; ++i)
-      zin[i] = static_cast<float>(static_cast<double>(src[i]) / c.scale_factor + c.shift_factor);
-    ws.c = d.conv_in.w.out_channels();
+    ws.b.ensure(z * height * width);
+    const Tensor zin = ws.b.view({z, height, width});
+    be.scale_latents(in.select(0, b), c.scale_factor, c.shift_factor, true, zin);
+    ws.c = d.conv_in->out_channels();
     ws.h = height;
     ws.w = width;
-    run.conv(d.conv_in, zin, height, width, ws.x.ensure(static_cast<size_t>(ws.c * lat)));
+    ws.x.ensure(ws.c * height * width);
+    run.conv(*d.conv_in, zin, ws.image());
     run.mid(d.mid, ws);
     for (int64_t i = static_cast<int64_t>(d.up.size()) - 1; i >= 0; --i) {
       const Impl::Level& level = d.up[static_cast<size_t>(i)];
       for (const auto& block : level.blocks) run.resnet(block, ws);
-      if (level.has_resample) run.upsample(level.resample, ws);
+      if (level.has_resample) run.upsample(*level.resample, ws);
     }
     run.check_cancel();
-    float* a = ws.a.ensure(static_cast<size_t>(ws.c * ws.pixels()));
-    run.norm(d.norm_out, ws.x.get(), ws.c, ws.pixels(), true, a);
-    run.conv(d.conv_out, a, ws.h, ws.w, pixels + b * c.out_channels * out_plane);
+    ws.a.ensure(ws.c * ws.pixels());
+    const Tensor a = ws.a.view({ws.c, ws.h, ws.w});
+    run.norm(d.norm_out, ws.image(), true, a);
+    run.conv(*d.conv_out, a, out.select(0, b));
   }
+  be.download(out, pixels);
 }
 
 void Autoencoder::encode(const float* pixels, int64_t batch, int64_t height, int64_t width, float* latents,
-                         const volatile int32_t* cancel, ThreadPool& pool) const {
+                         const volatile int32_t* cancel) const {
   const AutoencoderConfig& c = config_;
   if (!impl_->has_encoder) fail(FX_ERR_UNSUPPORTED, "autoencoder encode: this checkpoint has no encoder");
   const int64_t f = c.downscale(), z = c.z_channels;
@@ -502,30 +431,33 @@ void Autoencoder::encode(const float* pixels, int64_t batch, int64_t height, int
                                       std::to_string(width) + ")");
   if (!latents || !pixels) fail(FX_ERR_INVALID_ARGUMENT, "autoencoder encode: pixels and latents are required");
   const Impl::Encoder& e = impl_->encoder;
-  const int64_t lat = (height / f) * (width / f);
-  Runner run(c, pool, cancel, "encode");
-  Workspace ws;
+  backend::Backend& be = *backend_;
+  const Tensor in = be.view_host(pixels, DType::F32, {batch, c.in_channels, height, width});
+  const Tensor out = be.host_output(latents, DType::F32, {batch, z, height / f, width / f});
+  Runner run(c, be, cancel, "encode");
+  Workspace ws(be);
   for (int64_t b = 0; b < batch; ++b) {
     run.check_cancel();
-    ws.c = e.conv_in.w.out_channels();
+    ws.c = e.conv_in->out_channels();
     ws.h = height;
     ws.w = width;
-    run.conv(e.conv_in, pixels + b * c.in_channels * height * width, height, width,
-             ws.x.ensure(static_cast<size_t>(ws.c * height * width)));
+    ws.x.ensure(ws.c * height * width);
+    run.conv(*e.conv_in, in.select(0, b), ws.image());
     for (const auto& level : e.down) {
       for (const auto& block : level.blocks) run.resnet(block, ws);
-      if (level.has_resample) run.downsample(level.resample, ws);
+      if (level.has_resample) run.downsample(*level.resample, ws);
     }
     run.mid(e.mid, ws);
     run.check_cancel();
-    float* a = ws.a.ensure(static_cast<size_t>(ws.c * ws.pixels()));
-    run.norm(e.norm_out, ws.x.get(), ws.c, ws.pixels(), true, a);
-    float* out = latents + b * z * lat;
-    run.conv(e.conv_out, a, ws.h, ws.w, out);
+    ws.a.ensure(ws.c * ws.pixels());
+    const Tensor a = ws.a.view({ws.c, ws.h, ws.w});
+    run.norm(e.norm_out, ws.image(), true, a);
+    const Tensor mean = out.select(0, b);
+    run.conv(*e.conv_out, a, mean);
     // scale · (mean − shift) (flux-spec §7.4).
-    for (int64_t i = 0; i < z * lat; ++i)
-      out[i] = static_cast<float>(c.scale_factor * (static_cast<double>(out[i]) - c.shift_factor));
+    be.scale_latents(mean, c.scale_factor, c.shift_factor, false, mean);
   }
+  be.download(out, latents);
 }
 
 }  // namespace fx::models

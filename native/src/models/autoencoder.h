@@ -1,11 +1,11 @@
-// The FLUX autoencoder (flux-spec.md §7) on the CPU kernels: decoder (latents → pixels) and encoder
-// (pixels → posterior mean → normalised latents).
+// The FLUX autoencoder (flux-spec.md §7), written once against the backend seam: decoder (latents →
+// pixels) and encoder (pixels → posterior mean → normalised latents).
 //
 // Loading reads the configuration the recognizer infers from the checkpoint (ch, ch_mult,
 // num_res_blocks, z_channels, ...: never hard-coded), so the published ae.safetensors and the tiny test
 // models go through the same code. Every tensor is fetched by its BFL name; a diffusers folder is mapped
 // through the one BFL<->diffusers table in recognize.cpp (renames, reversed up blocks, attention
-// linears). Weights stored f32, f16 or bf16 are widened to f32 and packed once for the kernels (convs
+// linears). Weights stored f32, f16 or bf16 are widened to f32 and packed once by the backend (convs
 // for the direct convolution, the mid-block attention's q/k/v/proj_out for the linear GEMM), so the
 // model holds no view of the checkpoint after load.
 //
@@ -18,7 +18,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/thread_pool.h"
+#include "backend/backend.h"
 #include "io/checkpoint.h"
 
 namespace fx::models {
@@ -40,24 +40,28 @@ class Autoencoder {
  public:
   // Throws fx::Error: FX_ERR_UNSUPPORTED if the checkpoint is not an autoencoder (or one with
   // quant_conv/post_quant_conv, which FLUX's has not), FX_ERR_FORMAT for missing or mis-shaped tensors.
-  static std::unique_ptr<Autoencoder> load(const io::Checkpoint& checkpoint);
+  // `backend`: where the model lives and runs (null: the CPU backend over the process-wide pool).
+  static std::unique_ptr<Autoencoder> load(const io::Checkpoint& checkpoint,
+                                           std::shared_ptr<backend::Backend> backend = nullptr);
   ~Autoencoder();
 
   const AutoencoderConfig& config() const { return config_; }
+  backend::Backend& backend() const { return *backend_; }
 
   // latents [batch, z, height, width] (normalised) → pixels [batch, out, height·f, width·f], f = downscale.
   // `cancel` (optional) is checked between blocks: FX_ERR_CANCELLED once it reads non-zero.
   void decode(const float* latents, int64_t batch, int64_t height, int64_t width, float* pixels,
-              const volatile int32_t* cancel = nullptr, ThreadPool& pool = ThreadPool::global()) const;
+              const volatile int32_t* cancel = nullptr) const;
   // pixels [batch, in, height, width] (height, width multiples of f) → latents [batch, z, height/f,
   // width/f] = scale · (posterior mean − shift).
   void encode(const float* pixels, int64_t batch, int64_t height, int64_t width, float* latents,
-              const volatile int32_t* cancel = nullptr, ThreadPool& pool = ThreadPool::global()) const;
+              const volatile int32_t* cancel = nullptr) const;
 
   struct Impl;  // the weights, defined in the .cpp
 
  private:
   Autoencoder() = default;
+  std::shared_ptr<backend::Backend> backend_;
   std::unique_ptr<Impl> impl_;
   AutoencoderConfig config_;
 };

@@ -7,8 +7,7 @@
 
 #include "core/error.h"
 #include "models/recognize.h"
-#include "ops/cpu/attention.h"
-#include "ops/cpu/elementwise.h"
+#include "models/weight_loader.h"
 
 namespace fx::models {
 
@@ -16,19 +15,6 @@ namespace {
 
 constexpr float kNormEps = 1e-6f;
 constexpr const char* kKind = "flux_transformer";
-
-// A tensor in the BFL structure: a view of the mapped file, or bytes assembled from diffusers pieces.
-struct BflTensor {
-  DType dtype = DType::F32;
-  std::vector<int64_t> shape;
-  const uint8_t* data = nullptr;
-  std::vector<uint8_t> owned;
-  int64_t elements() const {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    return n;
-  }
-};
 
 int64_t cfg_int(const nlohmann::json& config, const char* key) {
   const auto it = config.find(key);
@@ -69,124 +55,26 @@ FluxConfig config_from(const nlohmann::json& c) {
 
 }  // namespace
 
+using backend::Activation;
+using backend::LinearLayer;
+using backend::Tensor;
+
 struct FluxTransformer::Impl {
+  using Linear = std::unique_ptr<LinearLayer>;
   Linear img_in, txt_in, time_in1, time_in2, guidance_in1, guidance_in2, vector_in1, vector_in2;
   Linear final_mod, final_linear;
 
   struct DoubleBlock {
     Linear img_mod, txt_mod, img_qkv, txt_qkv, img_proj, txt_proj, img_mlp0, img_mlp2, txt_mlp0, txt_mlp2;
-    std::vector<float> img_q_norm, img_k_norm, txt_q_norm, txt_k_norm;
+    Tensor img_q_norm, img_k_norm, txt_q_norm, txt_k_norm;
   };
   struct SingleBlock {
     Linear mod, linear1, linear2;
-    std::vector<float> q_norm, k_norm;
+    Tensor q_norm, k_norm;
   };
   std::vector<DoubleBlock> doubles;
   std::vector<SingleBlock> singles;
 };
-
-namespace {
-
-class Loader {
- public:
-  Loader(const io::Checkpoint& checkpoint, const nlohmann::json& description, FluxWeightFormat format,
-         FluxTransformer::Impl& impl)
-      : checkpoint_(checkpoint), config_json_(description["config"]), format_(format), impl_(impl) {
-    layout_ = description.value("layout", "");
-    prefix_ = description.value("key_prefix", "");
-    for (const auto& t : expected_tensors(kKind, "bfl", config_json_)) expected_[t.name] = t.shape;
-  }
-
-  std::vector<float> vector(const std::string& name) {
-    BflTensor t = fetch(name);
-    std::vector<float> values(static_cast<size_t>(t.elements()));
-    convert(t.dtype, t.data, DType::F32, values.data(), values.size(), Overflow::Ieee);
-    return values;
-  }
-
-  FluxTransformer::Linear linear(const std::string& prefix, bool has_bias = true) {
-    BflTensor w = fetch(prefix + ".weight");
-    if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(prefix + ".weight") + " is not a matrix");
-    const cpu::Weights view{w.dtype, w.data, w.shape[0], w.shape[1], nullptr};
-    FluxTransformer::Linear layer;
-    layer.weights = pack_linear_weights(view, format_, label(prefix + ".weight"), ThreadPool::global());
-    if (has_bias) layer.bias = vector(prefix + ".bias");
-    return layer;
-  }
-
- private:
-  std::string label(const std::string& bfl_name) const {
-    return checkpoint_.path() + ": FLUX tensor \"" + bfl_name + "\"";
-  }
-
-  const io::Checkpoint::Tensor& stored(const std::string& name) const {
-    const auto* t = checkpoint_.find(prefix_ + name);
-    if (t == nullptr) fail(FX_ERR_FORMAT, checkpoint_.path() + ": tensor \"" + prefix_ + name + "\" is missing");
-    return *t;
-  }
-
-  // The BFL tensor `name`, from a BFL file directly or assembled from the diffusers tensors it maps to.
-  BflTensor fetch(const std::string& name) {
-    const auto expected = expected_.find(name);
-    if (expected == expected_.end()) fail(FX_ERR_INTERNAL, "FLUX loader asked for an unknown tensor " + name);
-    BflTensor out;
-    if (layout_ == "bfl") {
-      const auto& t = stored(name);
-      out.dtype = t.dtype;
-      out.shape = t.shape;
-      out.data = t.data();
-    } else {
-      const TensorShape bfl{name, expected->second};
-      const auto pieces = bfl_to_diffusers(kKind, bfl, config_json_);
-      if (pieces.empty()) fail(FX_ERR_INTERNAL, "no diffusers tensor maps to " + name);
-      const auto& first = stored(pieces[0].name);
-      out.dtype = first.dtype;
-      out.shape = bfl.shape;
-      int64_t row_elems = 1;
-      for (size_t d = 1; d < out.shape.size(); ++d) row_elems *= out.shape[d];
-      const size_t row_bytes = static_cast<size_t>(row_elems) * dtype_size(out.dtype);
-      const bool whole = pieces.size() == 1 && pieces[0].rows.size() == 1 && pieces[0].rows[0].first == 0 &&
-                         pieces[0].rows[0].second == out.shape[0];
-      if (whole && first.element_count() == static_cast<uint64_t>(out.elements())) {
-        out.data = first.data();
-      } else {
-        out.owned.resize(static_cast<size_t>(out.elements()) * dtype_size(out.dtype));
-        for (const auto& piece : pieces) {
-          const auto& t = stored(piece.name);
-          if (t.dtype != out.dtype)
-            fail(FX_ERR_FORMAT, checkpoint_.path() + ": \"" + piece.name + "\" is " + dtype_name(t.dtype) +
-                                    " but \"" + pieces[0].name + "\" is " + dtype_name(out.dtype) +
-                                    "; the pieces of one fused weight must share a dtype");
-          uint64_t offset = 0;
-          for (const auto& [begin, end] : piece.rows) {
-            const size_t bytes = static_cast<size_t>(end - begin) * row_bytes;
-            if (offset + bytes > t.byte_size)
-              fail(FX_ERR_FORMAT, checkpoint_.path() + ": \"" + piece.name + "\" is smaller than its part of " + name);
-            std::memcpy(out.owned.data() + static_cast<size_t>(begin) * row_bytes, t.data() + offset, bytes);
-            offset += bytes;
-          }
-        }
-        out.data = out.owned.data();
-      }
-    }
-    if (out.shape != expected->second) {
-      std::string got, want;
-      for (auto d : out.shape) got += std::to_string(d) + ",";
-      for (auto d : expected->second) want += std::to_string(d) + ",";
-      fail(FX_ERR_FORMAT, label(name) + " has shape [" + got + "] but the configuration needs [" + want + "]");
-    }
-    return out;
-  }
-
-  const io::Checkpoint& checkpoint_;
-  nlohmann::json config_json_;
-  FluxWeightFormat format_;
-  FluxTransformer::Impl& impl_;
-  std::string layout_, prefix_;
-  std::map<std::string, std::vector<int64_t>> expected_;
-};
-
-}  // namespace
 
 void timestep_embedding(float value, int64_t dim, float* out, double time_factor, double max_period) {
   const int64_t half = dim / 2;
@@ -198,26 +86,22 @@ void timestep_embedding(float value, int64_t dim, float* out, double time_factor
   }
 }
 
-std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& checkpoint, FluxWeightFormat format,
-                                                       cpu::Precision precision) {
+std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
+                                                       backend::Precision precision,
+                                                       std::shared_ptr<backend::Backend> backend) {
   const nlohmann::json description = describe(checkpoint);
-  if (description.value("kind", "") != kKind)
-    fail(FX_ERR_UNSUPPORTED, checkpoint.path() + " is not a FLUX transformer (recognised as \"" +
-                                 description.value("kind", "unknown") + "\")");
-  if (!description["problems"].empty()) {
-    std::string problems;
-    for (const auto& p : description["problems"]) problems += "\n  " + p.get<std::string>();
-    fail(FX_ERR_FORMAT, checkpoint.path() + ": the FLUX transformer checkpoint is incomplete:" + problems);
-  }
+  require_kind(checkpoint, description, {kKind}, "a FLUX transformer");
 
   std::unique_ptr<FluxTransformer> model(new FluxTransformer());
+  model->backend_ = backend ? std::move(backend) : backend::cpu_backend();
   model->config_ = config_from(description["config"]);
   model->precision_ = precision;
   model->impl_ = std::make_unique<Impl>();
   Impl& m = *model->impl_;
   const FluxConfig& c = model->config_;
 
-  Loader load(checkpoint, description, format, m);
+  WeightLoader load(checkpoint, description, kKind, "bfl", "FLUX", *model->backend_);
+  load.set_format(format, precision);
   m.img_in = load.linear("img_in");
   m.txt_in = load.linear("txt_in");
   m.time_in1 = load.linear("time_in.in_layer");
@@ -264,9 +148,10 @@ std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& che
 
 FluxTransformer::~FluxTransformer() = default;
 
-void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool) const {
+void FluxTransformer::forward(const FluxInputs& in, float* out) const {
   const FluxConfig& c = config_;
   const Impl& m = *impl_;
+  backend::Backend& be = *backend_;
   auto require = [](bool ok, const std::string& what) {
     if (!ok) fail(FX_ERR_INVALID_ARGUMENT, "FLUX forward: " + what);
   };
@@ -275,142 +160,141 @@ void FluxTransformer::forward(const FluxInputs& in, float* out, ThreadPool& pool
           "img, img_ids, txt, txt_ids, y, timesteps and out are required");
   require(!c.guidance_embed || in.guidance, "this model (dev) needs guidance [B]");
 
-  const int64_t H = c.hidden, hd = c.head_dim, heads = c.heads, mlp = c.mlp_hidden;
+  const int64_t B = in.batch, H = c.hidden, hd = c.head_dim, heads = c.heads, mlp = c.mlp_hidden;
   const int64_t Lt = in.txt_tokens, Li = in.img_tokens, L = Lt + Li;
-  const int n_axes = static_cast<int>(c.axes_dim.size());
+  const int64_t n_axes = static_cast<int64_t>(c.axes_dim.size());
+  const float norm_eps = kNormEps;
 
-  auto run = [&](const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-                 cpu::Activation act = cpu::Activation::None) {
-    cpu::linear(x, rows, ldx, layer.weights, layer.bias.empty() ? nullptr : layer.bias.data(), act, y, ldy,
-                precision_, pool);
-  };
+  // The caller's buffers as tensors (the CPU backend reads and writes them in place).
+  const Tensor img_in = be.view_host(in.img, DType::F32, {B, Li, c.in_channels});
+  const Tensor txt_in = be.view_host(in.txt, DType::F32, {B, Lt, c.context_in_dim});
+  const Tensor y_in = be.view_host(in.y, DType::F32, {B, 1, c.vec_in_dim});
+  const Tensor out_t = be.host_output(out, DType::F32, {B, Li, c.out_channels});
 
-  // Buffers, reused across samples and blocks.
-  std::vector<float> emb(static_cast<size_t>(c.time_embed_dim)), hidden_tmp(static_cast<size_t>(H));
-  std::vector<float> vec(static_cast<size_t>(H)), vec_tmp(static_cast<size_t>(H));
-  std::vector<float> x(static_cast<size_t>(L * H));                 // [txt; img] rows
-  std::vector<float> a(static_cast<size_t>(L * H));                 // modulated LN output
-  std::vector<float> qkv(static_cast<size_t>(L * 3 * H));
-  std::vector<float> attn(static_cast<size_t>(L * H));
-  std::vector<float> proj(static_cast<size_t>(L * H));
-  std::vector<float> hidden(static_cast<size_t>(L * (3 * H + mlp)));  // MLP hidden, or linear1's [qkv | mlp]
-  std::vector<float> cat(static_cast<size_t>(L * (H + mlp)));
-  std::vector<float> mod(static_cast<size_t>(6 * H)), mod2(static_cast<size_t>(6 * H));
-  std::vector<float> ids(static_cast<size_t>(L * n_axes));
-  std::vector<float> cos_t(static_cast<size_t>(L * hd / 2)), sin_t(static_cast<size_t>(L * hd / 2));
+  // Activations, reused across samples and blocks.
+  const Tensor hidden_tmp = be.alloc(DType::F32, {1, H});
+  const Tensor vec = be.alloc(DType::F32, {1, H}), vec_tmp = be.alloc(DType::F32, {1, H});
+  const Tensor x = be.alloc(DType::F32, {L, H});  // [txt; img] rows
+  const Tensor a = be.alloc(DType::F32, {L, H});  // modulated LN output
+  const Tensor qkv = be.alloc(DType::F32, {L, 3 * H});
+  const Tensor attn = be.alloc(DType::F32, {L, H});
+  const Tensor proj = be.alloc(DType::F32, {L, H});
+  const Tensor hidden = be.alloc(DType::F32, {L, 3 * H + mlp});  // MLP hidden, or linear1's [qkv | mlp]
+  const Tensor cat = be.alloc(DType::F32, {L, H + mlp});
+  const Tensor mod = be.alloc(DType::F32, {1, 6 * H}), mod2 = be.alloc(DType::F32, {1, 6 * H});
+  const Tensor cos_t = be.alloc(DType::F32, {L * hd / 2}), sin_t = be.alloc(DType::F32, {L * hd / 2});
+  std::vector<float> emb(static_cast<size_t>(c.time_embed_dim)), ids(static_cast<size_t>(L * n_axes));
 
+  // Views: rows [r0, r0 + n) of a [rows, cols] tensor; the i-th of `count` equal parts of a modulation vector.
+  auto rows = [](const Tensor& t, int64_t r0, int64_t n) { return t.narrow(0, r0, n); };
+  auto chunk = [H](const Tensor& t, int64_t i) { return t.select(0, 0).narrow(0, i * H, H); };
+  // The first r·n elements of a contiguous buffer as a [r, n] matrix.
+  auto scratch = [](const Tensor& t, int64_t r, int64_t n) { return t.reshape({t.numel()}).narrow(0, 0, r * n).reshape({r, n}); };
   auto check_cancel = [&] {
     if (in.cancel != nullptr && *in.cancel != 0) fail(FX_ERR_CANCELLED, "flux forward: cancelled");
   };
+  // The embedding of one timestep-like value through a two-layer MLP: dst = mlp2(SiLU(mlp1(E(value)))).
+  auto embed_scalar = [&](float value, const LinearLayer& mlp1, const LinearLayer& mlp2, const Tensor& dst) {
+    timestep_embedding(value, c.time_embed_dim, emb.data());
+    be.linear(be.view_host(emb.data(), DType::F32, {1, c.time_embed_dim}), mlp1, Activation::Silu, hidden_tmp);
+    be.linear(hidden_tmp, mlp2, Activation::None, dst);
+  };
 
-  for (int64_t b = 0; b < in.batch; ++b) {
+  for (int64_t b = 0; b < B; ++b) {
     check_cancel();
     // ---- conditioning vector: time (+ guidance) + pooled text ----
-    timestep_embedding(in.timesteps[b], c.time_embed_dim, emb.data());
-    run(m.time_in1, emb.data(), 1, c.time_embed_dim, hidden_tmp.data(), H, cpu::Activation::Silu);
-    run(m.time_in2, hidden_tmp.data(), 1, H, vec.data(), H);
+    embed_scalar(in.timesteps[b], *m.time_in1, *m.time_in2, vec);
     if (c.guidance_embed) {
-      timestep_embedding(in.guidance[b], c.time_embed_dim, emb.data());
-      run(m.guidance_in1, emb.data(), 1, c.time_embed_dim, hidden_tmp.data(), H, cpu::Activation::Silu);
-      run(m.guidance_in2, hidden_tmp.data(), 1, H, vec_tmp.data(), H);
-      for (int64_t i = 0; i < H; ++i) vec[i] += vec_tmp[i];
+      embed_scalar(in.guidance[b], *m.guidance_in1, *m.guidance_in2, vec_tmp);
+      be.add(vec, vec_tmp);
     }
-    run(m.vector_in1, in.y + b * c.vec_in_dim, 1, c.vec_in_dim, hidden_tmp.data(), H, cpu::Activation::Silu);
-    run(m.vector_in2, hidden_tmp.data(), 1, H, vec_tmp.data(), H);
-    for (int64_t i = 0; i < H; ++i) vec[i] += vec_tmp[i];
-    cpu::silu(vec.data(), H, pool);  // every modulation reads SiLU(vec)
+    be.linear(y_in.select(0, b), *m.vector_in1, Activation::Silu, hidden_tmp);
+    be.linear(hidden_tmp, *m.vector_in2, Activation::None, vec_tmp);
+    be.add(vec, vec_tmp);
+    be.silu(vec);  // every modulation reads SiLU(vec)
 
     // ---- token embeddings and RoPE tables (text first, then image) ----
-    float* txt = x.data();
-    float* img = x.data() + Lt * H;
-    run(m.txt_in, in.txt + b * Lt * c.context_in_dim, Lt, c.context_in_dim, txt, H);
-    run(m.img_in, in.img + b * Li * c.in_channels, Li, c.in_channels, img, H);
-    std::memcpy(ids.data(), in.txt_ids + b * Lt * n_axes, sizeof(float) * Lt * n_axes);
-    std::memcpy(ids.data() + Lt * n_axes, in.img_ids + b * Li * n_axes, sizeof(float) * Li * n_axes);
-    cpu::rope_tables(ids.data(), L, n_axes, c.axes_dim.data(), c.theta, cos_t.data(), sin_t.data());
+    const Tensor txt = rows(x, 0, Lt), img = rows(x, Lt, Li);
+    be.linear(txt_in.select(0, b), *m.txt_in, Activation::None, txt);
+    be.linear(img_in.select(0, b), *m.img_in, Activation::None, img);
+    std::copy(in.txt_ids + b * Lt * n_axes, in.txt_ids + (b + 1) * Lt * n_axes, ids.begin());
+    std::copy(in.img_ids + b * Li * n_axes, in.img_ids + (b + 1) * Li * n_axes, ids.begin() + Lt * n_axes);
+    be.rope_tables(be.view_host(ids.data(), DType::F32, {L, n_axes}), c.axes_dim, c.theta, cos_t, sin_t);
 
-    // q and k of a [L, row_stride] buffer: QK-norm (per stream), then RoPE; v untouched.
-    auto prepare_qk = [&](float* q, float* k, int64_t row_stride, int64_t rows0, const std::vector<float>& qn0,
-                          const std::vector<float>& kn0, const std::vector<float>& qn1, const std::vector<float>& kn1) {
-      cpu::rms_norm_heads(q, rows0, row_stride, heads, hd, qn0.data(), kNormEps, pool);
-      cpu::rms_norm_heads(k, rows0, row_stride, heads, hd, kn0.data(), kNormEps, pool);
-      cpu::rms_norm_heads(q + rows0 * row_stride, L - rows0, row_stride, heads, hd, qn1.data(), kNormEps, pool);
-      cpu::rms_norm_heads(k + rows0 * row_stride, L - rows0, row_stride, heads, hd, kn1.data(), kNormEps, pool);
-      cpu::rope_apply(q, L, row_stride, heads, hd, cos_t.data(), sin_t.data(), pool);
-      cpu::rope_apply(k, L, row_stride, heads, hd, cos_t.data(), sin_t.data(), pool);
+    // q and k (column blocks of a [L, row] buffer at 0 and H): QK-norm per stream (rows [0, rows0) use
+    // the first norms), then RoPE; v untouched.
+    auto prepare_qk = [&](const Tensor& buffer, int64_t rows0, const Tensor& qn0, const Tensor& kn0,
+                          const Tensor& qn1, const Tensor& kn1) {
+      const Tensor q = buffer.narrow(1, 0, H), k = buffer.narrow(1, H, H);
+      be.rms_norm_heads(rows(q, 0, rows0), heads, qn0, norm_eps);
+      be.rms_norm_heads(rows(k, 0, rows0), heads, kn0, norm_eps);
+      be.rms_norm_heads(rows(q, rows0, L - rows0), heads, qn1, norm_eps);
+      be.rms_norm_heads(rows(k, rows0, L - rows0), heads, kn1, norm_eps);
+      be.rope_apply(q, heads, cos_t, sin_t);
+      be.rope_apply(k, heads, cos_t, sin_t);
     };
-    auto joint_attention = [&](const float* q, const float* k, const float* v, int64_t in_stride, float* o,
-                               int64_t out_stride) {
-      cpu::AttentionShape shape;
-      shape.batch = 1;
-      shape.heads = heads;
-      shape.seq_q = L;
-      shape.seq_kv = L;
-      shape.head_dim = hd;
-      shape.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-      cpu::attention(shape, {q, 0, in_stride, hd}, {k, 0, in_stride, hd}, {v, 0, in_stride, hd},
-                     {o, 0, out_stride, hd}, pool);
+    backend::AttentionParams joint;
+    joint.heads = heads;
+    joint.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    // Joint attention over the L tokens of a [L, row] buffer holding q, k, v at columns 0, H, 2H.
+    auto joint_attention = [&](const Tensor& buffer, const Tensor& o) {
+      be.attention(buffer.narrow(1, 0, H).unsqueeze(0), buffer.narrow(1, H, H).unsqueeze(0),
+                   buffer.narrow(1, 2 * H, H).unsqueeze(0), o.unsqueeze(0), joint);
     };
+    const Tensor a_txt = rows(a, 0, Lt), a_img = rows(a, Lt, Li);
+    const Tensor p_txt = rows(proj, 0, Lt), p_img = rows(proj, Lt, Li);
 
     // ---- double-stream blocks ----
     for (const auto& blk : m.doubles) {
       check_cancel();
-      run(blk.img_mod, vec.data(), 1, H, mod.data(), 6 * H);   // shift1 scale1 gate1 shift2 scale2 gate2
-      run(blk.txt_mod, vec.data(), 1, H, mod2.data(), 6 * H);
-      const float* is1 = mod.data(); const float* ic1 = is1 + H; const float* ig1 = is1 + 2 * H;
-      const float* is2 = is1 + 3 * H; const float* ic2 = is1 + 4 * H; const float* ig2 = is1 + 5 * H;
-      const float* ts1 = mod2.data(); const float* tc1 = ts1 + H; const float* tg1 = ts1 + 2 * H;
-      const float* ts2 = ts1 + 3 * H; const float* tc2 = ts1 + 4 * H; const float* tg2 = ts1 + 5 * H;
+      be.linear(vec, *blk.img_mod, Activation::None, mod);  // shift1 scale1 gate1 shift2 scale2 gate2
+      be.linear(vec, *blk.txt_mod, Activation::None, mod2);
+      be.layernorm_modulate(txt, chunk(mod2, 0), chunk(mod2, 1), norm_eps, a_txt);
+      be.layernorm_modulate(img, chunk(mod, 0), chunk(mod, 1), norm_eps, a_img);
+      be.linear(a_txt, *blk.txt_qkv, Activation::None, rows(qkv, 0, Lt));
+      be.linear(a_img, *blk.img_qkv, Activation::None, rows(qkv, Lt, Li));
+      prepare_qk(qkv, Lt, blk.txt_q_norm, blk.txt_k_norm, blk.img_q_norm, blk.img_k_norm);
+      joint_attention(qkv, attn);
 
-      cpu::layernorm_modulate(txt, Lt, H, H, ts1, tc1, kNormEps, a.data(), H, pool);
-      cpu::layernorm_modulate(img, Li, H, H, is1, ic1, kNormEps, a.data() + Lt * H, H, pool);
-      run(blk.txt_qkv, a.data(), Lt, H, qkv.data(), 3 * H);
-      run(blk.img_qkv, a.data() + Lt * H, Li, H, qkv.data() + Lt * 3 * H, 3 * H);
-      prepare_qk(qkv.data(), qkv.data() + H, 3 * H, Lt, blk.txt_q_norm, blk.txt_k_norm, blk.img_q_norm,
-                 blk.img_k_norm);
-      joint_attention(qkv.data(), qkv.data() + H, qkv.data() + 2 * H, 3 * H, attn.data(), H);
+      be.linear(rows(attn, 0, Lt), *blk.txt_proj, Activation::None, p_txt);
+      be.linear(rows(attn, Lt, Li), *blk.img_proj, Activation::None, p_img);
+      be.gated_add(txt, chunk(mod2, 2), p_txt);
+      be.gated_add(img, chunk(mod, 2), p_img);
 
-      run(blk.txt_proj, attn.data(), Lt, H, proj.data(), H);
-      run(blk.img_proj, attn.data() + Lt * H, Li, H, proj.data() + Lt * H, H);
-      cpu::gated_add(txt, Lt, H, H, tg1, proj.data(), H, pool);
-      cpu::gated_add(img, Li, H, H, ig1, proj.data() + Lt * H, H, pool);
-
-      cpu::layernorm_modulate(txt, Lt, H, H, ts2, tc2, kNormEps, a.data(), H, pool);
-      cpu::layernorm_modulate(img, Li, H, H, is2, ic2, kNormEps, a.data() + Lt * H, H, pool);
-      run(blk.txt_mlp0, a.data(), Lt, H, hidden.data(), mlp, cpu::Activation::GeluTanh);
-      run(blk.txt_mlp2, hidden.data(), Lt, mlp, proj.data(), H);
-      run(blk.img_mlp0, a.data() + Lt * H, Li, H, hidden.data(), mlp, cpu::Activation::GeluTanh);
-      run(blk.img_mlp2, hidden.data(), Li, mlp, proj.data() + Lt * H, H);
-      cpu::gated_add(txt, Lt, H, H, tg2, proj.data(), H, pool);
-      cpu::gated_add(img, Li, H, H, ig2, proj.data() + Lt * H, H, pool);
+      be.layernorm_modulate(txt, chunk(mod2, 3), chunk(mod2, 4), norm_eps, a_txt);
+      be.layernorm_modulate(img, chunk(mod, 3), chunk(mod, 4), norm_eps, a_img);
+      const Tensor h_txt = scratch(hidden, Lt, mlp), h_img = scratch(hidden, Li, mlp);
+      be.linear(a_txt, *blk.txt_mlp0, Activation::GeluTanh, h_txt);
+      be.linear(h_txt, *blk.txt_mlp2, Activation::None, p_txt);
+      be.linear(a_img, *blk.img_mlp0, Activation::GeluTanh, h_img);
+      be.linear(h_img, *blk.img_mlp2, Activation::None, p_img);
+      be.gated_add(txt, chunk(mod2, 5), p_txt);
+      be.gated_add(img, chunk(mod, 5), p_img);
     }
 
     // ---- single-stream blocks over x = [txt; img] ----
-    const int64_t u_width = 3 * H + mlp, cat_width = H + mlp;
     for (const auto& blk : m.singles) {
       check_cancel();
-      run(blk.mod, vec.data(), 1, H, mod.data(), 3 * H);  // shift scale gate
-      cpu::layernorm_modulate(x.data(), L, H, H, mod.data(), mod.data() + H, kNormEps, a.data(), H, pool);
-      float* u = hidden.data();
-      run(blk.linear1, a.data(), L, H, u, u_width);
-      prepare_qk(u, u + H, u_width, L, blk.q_norm, blk.k_norm, blk.q_norm, blk.k_norm);
-      joint_attention(u, u + H, u + 2 * H, u_width, cat.data(), cat_width);
-      pool.parallel_for(L, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          float* dst = cat.data() + r * cat_width + H;
-          std::memcpy(dst, u + r * u_width + 3 * H, sizeof(float) * mlp);
-          cpu::gelu_tanh(dst, mlp, pool);  // runs inline: we are inside the pool
-        }
-      });
-      run(blk.linear2, cat.data(), L, cat_width, proj.data(), H);
-      cpu::gated_add(x.data(), L, H, H, mod.data() + 2 * H, proj.data(), H, pool);
+      const Tensor mod3 = mod.narrow(1, 0, 3 * H);
+      be.linear(vec, *blk.mod, Activation::None, mod3);  // shift scale gate
+      be.layernorm_modulate(x, chunk(mod3, 0), chunk(mod3, 1), norm_eps, a);
+      be.linear(a, *blk.linear1, Activation::None, hidden);  // [q | k | v | mlp]
+      prepare_qk(hidden, L, blk.q_norm, blk.k_norm, blk.q_norm, blk.k_norm);
+      joint_attention(hidden, cat.narrow(1, 0, H));
+      const Tensor mlp_part = cat.narrow(1, H, mlp);
+      be.copy(hidden.narrow(1, 3 * H, mlp), mlp_part);
+      be.gelu_tanh(mlp_part);
+      be.linear(cat, *blk.linear2, Activation::None, proj);
+      be.gated_add(x, chunk(mod3, 2), proj);
     }
 
     // ---- final layer on the image tokens: (shift, scale) in BFL order ----
-    run(m.final_mod, vec.data(), 1, H, mod.data(), 2 * H);
-    cpu::layernorm_modulate(img, Li, H, H, mod.data(), mod.data() + H, kNormEps, a.data(), H, pool);
-    run(m.final_linear, a.data(), Li, H, out + b * Li * c.out_channels, c.out_channels);
+    const Tensor mod_final = mod.narrow(1, 0, 2 * H);
+    be.linear(vec, *m.final_mod, Activation::None, mod_final);
+    be.layernorm_modulate(img, chunk(mod_final, 0), chunk(mod_final, 1), norm_eps, a_img);
+    be.linear(a_img, *m.final_linear, Activation::None, out_t.select(0, b));
   }
+  be.download(out_t, out);
 }
 
 }  // namespace fx::models

@@ -1,20 +1,19 @@
-// The FLUX.1 flow transformer (flux-spec.md §5) on the CPU kernels.
+// The FLUX.1 flow transformer (flux-spec.md §5), written once against the backend seam (backend/backend.h):
+// it runs on whichever backend it was loaded with.
 //
 // Loading reads the configuration the recognizer infers from the checkpoint (never hard-coded) and
 // assembles every weight in the BFL structure: a BFL file is read in place, a diffusers folder is mapped
 // back through the one BFL<->diffusers table in recognize.cpp (q/k/v rows concatenated, norm_out halves
-// swapped back). Each linear weight is then packed once into the GEMM's panel layout in its dtype
-// (reordered, never dequantized), so the model holds no view of the checkpoint after load.
+// swapped back). Each linear layer is then packed once by the backend in the requested format (the CPU
+// backend: panels in the dtype, never dequantized), so the model holds no view of the checkpoint after load.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "core/thread_pool.h"
+#include "backend/backend.h"
 #include "io/checkpoint.h"
-#include "models/linear_weights.h"  // FluxWeightFormat
-#include "ops/cpu/linear.h"
 
 namespace fx::models {
 
@@ -47,30 +46,30 @@ class FluxTransformer {
  public:
   // Throws fx::Error: FX_ERR_UNSUPPORTED if the checkpoint is not a FLUX transformer the recognizer
   // understands (its problems list goes into the message), FX_ERR_FORMAT for missing/mis-shaped tensors.
-  // `precision`: cpu::Precision::Exact keeps f32 activations everywhere (matches the reference);
-  // Bf16Activations lets bf16 weights use the CPU's bf16 dot products (faster, ~1e-2 relative error).
-  static std::unique_ptr<FluxTransformer> load(const io::Checkpoint& checkpoint, FluxWeightFormat format,
-                                               cpu::Precision precision = cpu::Precision::Exact);
+  // `precision`: Exact keeps f32 activations everywhere (matches the reference); Bf16Activations lets
+  // bf16 weights use the backend's bf16 dot products (faster, ~1e-2 relative error). `backend`: where the
+  // model lives and runs (null: the CPU backend over the process-wide pool).
+  static std::unique_ptr<FluxTransformer> load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
+                                               backend::Precision precision = backend::Precision::Exact,
+                                               std::shared_ptr<backend::Backend> backend = nullptr);
   ~FluxTransformer();
 
   const FluxConfig& config() const { return config_; }
-  cpu::Precision precision() const { return precision_; }
+  backend::Precision precision() const { return precision_; }
+  backend::Backend& backend() const { return *backend_; }
 
   // Validates the inputs' sizes (FX_ERR_INVALID_ARGUMENT naming the tensor and the expected shape) and
-  // writes the velocity [B, Limg, out_channels] to `out`.
-  void forward(const FluxInputs& inputs, float* out, ThreadPool& pool = ThreadPool::global()) const;
+  // writes the velocity [B, Limg, out_channels] to `out`. Inputs and output are host memory.
+  void forward(const FluxInputs& inputs, float* out) const;
 
-  struct Linear {
-    cpu::PackedWeights weights;
-    std::vector<float> bias;  // empty when the layer has none
-  };
   struct Impl;  // the weights, defined in the .cpp
 
  private:
   FluxTransformer() = default;
+  std::shared_ptr<backend::Backend> backend_;
   std::unique_ptr<Impl> impl_;
   FluxConfig config_;
-  cpu::Precision precision_ = cpu::Precision::Exact;
+  backend::Precision precision_ = backend::Precision::Exact;
 };
 
 // The sinusoidal embedding of flux-spec §5.1: E(s) for s' = time_factor·s, cos half first. Computed in

@@ -9,8 +9,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "models/recognize.h"
-#include "ops/cpu/attention.h"
-#include "ops/cpu/elementwise.h"
+#include "models/weight_loader.h"
 
 namespace fx::models {
 
@@ -19,16 +18,6 @@ namespace {
 // The T5 position bias is [heads, rows, L] f32 for a slice of query rows; above this many bytes the
 // attention runs in slices of query rows, each with its own bias (T5-XXL at 512 tokens: 64 MB, one slice).
 constexpr size_t kMaxBiasBytes = size_t(256) << 20;
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s("[");
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  s += ']';
-  return s;
-}
 
 int64_t cfg_int(const nlohmann::json& c, const char* key, const char* model) {
   const auto it = c.find(key);
@@ -113,136 +102,76 @@ int32_t t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_distanc
   return bucket + int32_t(std::min(large, half - 1));
 }
 
-struct TextEncoder::Impl {
-  // Token embedding: rows read from this mapping of the file that holds it, converted on lookup.
-  std::unique_ptr<io::MappedFile> embed_file;
-  const uint8_t* embed_data = nullptr;
-  DType embed_dtype = DType::F32;
-  size_t embed_row_bytes = 0;
+using backend::Activation;
+using backend::LinearLayer;
+using backend::Tensor;
 
-  std::vector<float> positions;  // CLIP [max_positions, hidden]
-  std::vector<float> rel_table;  // T5 [num_buckets, heads]
+struct TextEncoder::Impl {
+  // Token embedding [vocab, hidden] in its stored dtype. On the CPU it is a view of this mapping of the
+  // file that holds it (rows converted on lookup); another backend holds its own copy.
+  std::unique_ptr<io::MappedFile> embed_file;
+  Tensor embed_table;
+
+  Tensor positions;  // CLIP [max_positions, hidden]
+  Tensor rel_table;  // T5 [num_buckets, heads]
 
   struct Layer {
-    std::vector<float> norm1_w, norm1_b, norm2_w, norm2_b;  // T5: no biases
-    Linear q, k, v, o;
-    Linear fc1, fc2;  // CLIP fc1/fc2; T5 wi_0 / wo
-    Linear gate;      // T5 wi_1
+    Tensor norm1_w, norm1_b, norm2_w, norm2_b;  // T5: no biases
+    std::unique_ptr<LinearLayer> q, k, v, o;
+    std::unique_ptr<LinearLayer> fc1, fc2;  // CLIP fc1/fc2; T5 wi_0 / wo
+    std::unique_ptr<LinearLayer> gate;      // T5 wi_1
   };
   std::vector<Layer> layers;
-  std::vector<float> final_w, final_b;
+  Tensor final_w, final_b;
 };
 
 namespace {
 
-class Loader {
- public:
-  Loader(const io::Checkpoint& checkpoint, const nlohmann::json& description, FluxWeightFormat format,
-         const char* model, ThreadPool& pool)
-      : checkpoint_(checkpoint), format_(format), model_(model), pool_(pool) {
-    prefix_ = description.value("key_prefix", "");
-    for (const auto& t : expected_tensors(description["kind"].get<std::string>(), "hf", description["config"]))
-      expected_[t.name] = t.shape;
-  }
-
-  const io::Checkpoint::Tensor& tensor(const std::string& name, const std::string& alias = "") const {
-    const auto* t = checkpoint_.find(prefix_ + name);
-    if (t == nullptr && !alias.empty()) t = checkpoint_.find(prefix_ + alias);
-    if (t == nullptr) fail(FX_ERR_FORMAT, checkpoint_.path() + ": tensor \"" + prefix_ + name + "\" is missing");
-    const auto expected = expected_.find(name);
-    if (expected != expected_.end() && t->shape != expected->second)
-      fail(FX_ERR_FORMAT, label(t->name) + " has shape " + shape_text(t->shape) + " but the configuration needs " +
-                              shape_text(expected->second));
-    if (!dtype_is_float(t->dtype))
-      fail(FX_ERR_FORMAT, label(t->name) + " is stored as " + dtype_name(t->dtype) + ", not a floating-point type");
-    return *t;
-  }
-
-  std::vector<float> vector(const std::string& name) const {
-    const auto& t = tensor(name);
-    std::vector<float> values(static_cast<size_t>(t.element_count()));
-    convert(t.dtype, t.data(), DType::F32, values.data(), values.size(), Overflow::Ieee);
-    return values;
-  }
-
-  // Packs a linear layer in the requested format. Conversions go row by row into the target dtype, so
-  // no f32 copy of a weight exists unless F32 was asked for (or f16 is stored, which has no kernel).
-  TextEncoder::Linear linear(const std::string& prefix, bool has_bias) const {
-    const auto& w = tensor(prefix + ".weight");
-    if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(w.name) + " is not a matrix");
-    const cpu::Weights view{w.dtype, w.data(), w.shape[0], w.shape[1], nullptr};
-    TextEncoder::Linear layer;
-    layer.weights = pack_linear_weights(view, format_, label(w.name), pool_);
-    if (has_bias) layer.bias = vector(prefix + ".bias");
-    return layer;
-  }
-
-  // Maps the file that holds the embedding table and points the model at the table inside it.
-  void embedding(const std::string& name, const std::string& alias, TextEncoder::Impl& m, int64_t vocab,
-                 int64_t hidden) const {
-    const auto& t = tensor(name, alias);
-    if (t.shape != std::vector<int64_t>{vocab, hidden})
-      fail(FX_ERR_FORMAT, label(t.name) + " has shape " + shape_text(t.shape) + " but the configuration needs " +
-                              shape_text({vocab, hidden}));
-    if (!alias.empty() && t.name == prefix_ + name) {
-      // Tied copies stored under both names (spec §8.4) must agree; only one is used.
-      if (const auto* other = checkpoint_.find(prefix_ + alias)) {
-        if (other->dtype != t.dtype || other->shape != t.shape ||
-            std::memcmp(other->data(), t.data(), static_cast<size_t>(t.byte_size)) != 0)
-          fail(FX_ERR_FORMAT, checkpoint_.path() + ": \"" + t.name + "\" and \"" + other->name +
-                                  "\" are both present but differ (they are the same tied embedding)");
-      }
+// Maps the file that holds the embedding table and points the model at the table inside it. Tied copies
+// stored under both names (spec §8.4) must agree; only one is used.
+void load_embedding(const WeightLoader& load, const io::Checkpoint& checkpoint, const std::string& name,
+                    const std::string& alias, TextEncoder::Impl& m, const std::string& model) {
+  const LoadedTensor loaded = load.fetch(name, alias);
+  const io::Checkpoint::Tensor& t = *loaded.stored;
+  if (!alias.empty() && t.name.size() >= name.size() && t.name.compare(t.name.size() - name.size(), name.size(), name) == 0) {
+    const std::string prefix = t.name.substr(0, t.name.size() - name.size());
+    if (const auto* other = checkpoint.find(prefix + alias)) {
+      if (other->dtype != t.dtype || other->shape != t.shape ||
+          std::memcmp(other->data(), t.data(), static_cast<size_t>(t.byte_size)) != 0)
+        fail(FX_ERR_FORMAT, checkpoint.path() + ": \"" + t.name + "\" and \"" + other->name +
+                                "\" are both present but differ (they are the same tied embedding)");
     }
-    const uint64_t offset = t.file->absolute_offset(*t.entry);
-    m.embed_file = io::MappedFile::open(t.file->path());
-    const uint8_t* original = t.data() - offset;
-    // The file must still be the one the checkpoint parsed: same size, same header bytes.
-    if (m.embed_file->size() != t.file->file_size() ||
-        std::memcmp(m.embed_file->data(), original, static_cast<size_t>(t.file->header().data_start())) != 0)
-      fail(FX_ERR_IO, t.file->path() + " changed on disk while the " + std::string(model_) + " was loading");
-    m.embed_data = m.embed_file->data() + offset;
-    m.embed_dtype = t.dtype;
-    m.embed_row_bytes = static_cast<size_t>(hidden) * dtype_size(t.dtype);
   }
-
- private:
-  std::string label(const std::string& stored_name) const {
-    return checkpoint_.path() + ": " + model_ + " tensor \"" + stored_name + "\"";
-  }
-
-  const io::Checkpoint& checkpoint_;
-  FluxWeightFormat format_;
-  const char* model_;
-  ThreadPool& pool_;
-  std::string prefix_;
-  std::map<std::string, std::vector<int64_t>> expected_;
-};
+  const uint64_t offset = t.file->absolute_offset(*t.entry);
+  m.embed_file = io::MappedFile::open(t.file->path());
+  const uint8_t* original = t.data() - offset;
+  // The file must still be the one the checkpoint parsed: same size, same header bytes.
+  if (m.embed_file->size() != t.file->file_size() ||
+      std::memcmp(m.embed_file->data(), original, static_cast<size_t>(t.file->header().data_start())) != 0)
+    fail(FX_ERR_IO, t.file->path() + " changed on disk while the " + model + " was loading");
+  m.embed_table = load.backend().view_host(m.embed_file->data() + offset, t.dtype, t.shape);
+}
 
 }  // namespace
 
-std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint, FluxWeightFormat format,
-                                               ThreadPool& pool) {
+std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
+                                               std::shared_ptr<backend::Backend> backend) {
   const nlohmann::json description = describe(checkpoint);
-  const std::string kind = description.value("kind", "unknown");
-  if (kind != "clip_text" && kind != "t5_encoder")
-    fail(FX_ERR_UNSUPPORTED, checkpoint.path() + " is not a CLIP text encoder or a T5 encoder (recognised as \"" +
-                                 kind + "\")");
+  const std::string kind = require_kind(checkpoint, description, {"clip_text", "t5_encoder"},
+                                        "a CLIP text encoder or a T5 encoder");
   const char* model_name = kind == "clip_text" ? "CLIP text encoder" : "T5 encoder";
-  if (!description["problems"].empty()) {
-    std::string problems;
-    for (const auto& p : description["problems"]) problems += "\n  " + p.get<std::string>();
-    fail(FX_ERR_FORMAT, checkpoint.path() + ": the " + model_name + " checkpoint is incomplete:" + problems);
-  }
 
   std::unique_ptr<TextEncoder> model(new TextEncoder());
+  model->backend_ = backend ? std::move(backend) : backend::cpu_backend();
   model->config_ = config_from(kind, description["config"], checkpoint.path());
   model->impl_ = std::make_unique<Impl>();
   Impl& m = *model->impl_;
   const TextEncoderConfig& c = model->config_;
-  Loader load(checkpoint, description, format, model_name, pool);
+  WeightLoader load(checkpoint, description, kind, "hf", model_name, *model->backend_);
+  load.set_format(format, backend::Precision::Exact);
 
   if (c.kind == TextEncoderKind::ClipText) {
-    load.embedding("text_model.embeddings.token_embedding.weight", "", m, c.vocab_size, c.hidden);
+    load_embedding(load, checkpoint, "text_model.embeddings.token_embedding.weight", "", m, model_name);
     m.positions = load.vector("text_model.embeddings.position_embedding.weight");
     for (int64_t i = 0; i < c.layers; ++i) {
       const std::string p = "text_model.encoder.layers." + std::to_string(i) + ".";
@@ -262,7 +191,7 @@ std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint,
     m.final_w = load.vector("text_model.final_layer_norm.weight");
     m.final_b = load.vector("text_model.final_layer_norm.bias");
   } else {
-    load.embedding("shared.weight", "encoder.embed_tokens.weight", m, c.vocab_size, c.hidden);
+    load_embedding(load, checkpoint, "shared.weight", "encoder.embed_tokens.weight", m, model_name);
     if (c.layers > 0) m.rel_table = load.vector("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
     for (int64_t i = 0; i < c.layers; ++i) {
       const std::string p = "encoder.block." + std::to_string(i) + ".layer.";
@@ -285,21 +214,8 @@ std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint,
 
 TextEncoder::~TextEncoder() = default;
 
-void TextEncoder::embed(const int32_t* ids, int64_t count, float* out, ThreadPool& pool) const {
-  const Impl& m = *impl_;
-  const int64_t H = config_.hidden;
-  pool.parallel_for(
-      count,
-      [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r)
-          convert(m.embed_dtype, m.embed_data + static_cast<size_t>(ids[r]) * m.embed_row_bytes, DType::F32,
-                  out + r * H, static_cast<size_t>(H), Overflow::Ieee);
-      },
-      std::max<int64_t>(1, 16384 / H));
-}
-
 void TextEncoder::encode(const int32_t* ids, int64_t batch, int64_t length, float* hidden, float* pooled,
-                         const volatile int32_t* cancel, ThreadPool& pool) const {
+                         const volatile int32_t* cancel) const {
   const TextEncoderConfig& c = config_;
   const std::string who = std::string(c.kind_name()) + " encode: ";
   if (ids == nullptr) fail(FX_ERR_INVALID_ARGUMENT, who + "ids is NULL");
@@ -319,9 +235,9 @@ void TextEncoder::encode(const int32_t* ids, int64_t batch, int64_t length, floa
     }
   if (hidden == nullptr && pooled == nullptr) return;  // nothing asked for
   if (c.kind == TextEncoderKind::ClipText)
-    encode_clip(ids, batch, length, hidden, pooled, cancel, pool);
+    encode_clip(ids, batch, length, hidden, pooled, cancel);
   else
-    encode_t5(ids, batch, length, hidden, cancel, pool);
+    encode_t5(ids, batch, length, hidden, cancel);
 }
 
 namespace {
@@ -330,18 +246,13 @@ void check_cancel(const volatile int32_t* cancel, const char* kind) {
   if (cancel != nullptr && *cancel != 0) fail(FX_ERR_CANCELLED, std::string(kind) + " encode: cancelled");
 }
 
-void run_linear(const TextEncoder::Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-                ThreadPool& pool, cpu::Activation act = cpu::Activation::None) {
-  cpu::linear(x, rows, ldx, layer.weights, layer.bias.empty() ? nullptr : layer.bias.data(), act, y, ldy,
-              cpu::Precision::Exact, pool);
-}
-
 }  // namespace
 
 void TextEncoder::encode_clip(const int32_t* ids, int64_t batch, int64_t length, float* hidden, float* pooled,
-                              const volatile int32_t* cancel, ThreadPool& pool) const {
+                              const volatile int32_t* cancel) const {
   const TextEncoderConfig& c = config_;
   const Impl& m = *impl_;
+  backend::Backend& be = *backend_;
   const int64_t H = c.hidden, F = c.intermediate;
 
   // Pooling position of each row: the first occurrence of its largest id (spec §3.2 step 4).
@@ -356,57 +267,63 @@ void TextEncoder::encode_clip(const int32_t* ids, int64_t batch, int64_t length,
   if (hidden == nullptr) L = *std::max_element(pool_at.begin(), pool_at.end()) + 1;
   const int64_t R = batch * L;
 
-  std::vector<float> x(size_t(R * H)), a(size_t(R * H)), qkv(size_t(R * 3 * H)), attn(size_t(R * H)),
-      tmp(size_t(R * H)), mlp(size_t(R * F));
+  const Tensor x = be.alloc(DType::F32, {batch, L, H}), a = be.alloc(DType::F32, {batch, L, H});
+  const Tensor qkv = be.alloc(DType::F32, {batch, L, 3 * H}), attn = be.alloc(DType::F32, {batch, L, H});
+  const Tensor tmp = be.alloc(DType::F32, {batch, L, H}), mlp = be.alloc(DType::F32, {batch, L, F});
   std::vector<int32_t> run_ids(static_cast<size_t>(R));
   for (int64_t b = 0; b < batch; ++b) std::copy(ids + b * length, ids + b * length + L, run_ids.begin() + b * L);
-  embed(run_ids.data(), R, x.data(), pool);
-  for (int64_t b = 0; b < batch; ++b) cpu::add_inplace(x.data() + b * L * H, m.positions.data(), L * H, pool);
+  be.embedding(m.embed_table, run_ids.data(), R, x);
+  const Tensor positions = m.positions.reshape({c.max_positions, H}).narrow(0, 0, L);
+  for (int64_t b = 0; b < batch; ++b) be.add(x.select(0, b), positions);
 
-  cpu::AttentionShape shape;
-  shape.batch = batch;
-  shape.heads = c.heads;
-  shape.seq_q = L;
-  shape.seq_kv = L;
-  shape.head_dim = c.head_dim;
-  shape.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
-  shape.causal = true;
+  backend::AttentionParams causal;
+  causal.heads = c.heads;
+  causal.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  causal.causal = true;
   const float eps = static_cast<float>(c.eps);
+  const Tensor q = qkv.narrow(2, 0, H), k = qkv.narrow(2, H, H), v = qkv.narrow(2, 2 * H, H);
 
   for (const auto& l : m.layers) {
     check_cancel(cancel, "clip_text");
-    cpu::layernorm_affine(x.data(), R, H, H, l.norm1_w.data(), l.norm1_b.data(), eps, a.data(), H, pool);
-    run_linear(l.q, a.data(), R, H, qkv.data(), 3 * H, pool);
-    run_linear(l.k, a.data(), R, H, qkv.data() + H, 3 * H, pool);
-    run_linear(l.v, a.data(), R, H, qkv.data() + 2 * H, 3 * H, pool);
-    cpu::attention(shape, {qkv.data(), L * 3 * H, 3 * H, c.head_dim}, {qkv.data() + H, L * 3 * H, 3 * H, c.head_dim},
-                   {qkv.data() + 2 * H, L * 3 * H, 3 * H, c.head_dim}, {attn.data(), L * H, H, c.head_dim}, pool);
-    run_linear(l.o, attn.data(), R, H, tmp.data(), H, pool);
-    cpu::add_inplace(x.data(), tmp.data(), R * H, pool);
-    cpu::layernorm_affine(x.data(), R, H, H, l.norm2_w.data(), l.norm2_b.data(), eps, a.data(), H, pool);
-    run_linear(l.fc1, a.data(), R, H, mlp.data(), F, pool);
-    cpu::quick_gelu(mlp.data(), R * F, pool);
-    run_linear(l.fc2, mlp.data(), R, F, tmp.data(), H, pool);
-    cpu::add_inplace(x.data(), tmp.data(), R * H, pool);
+    be.layernorm(x, l.norm1_w, l.norm1_b, eps, a);
+    be.linear(a, *l.q, Activation::None, q);
+    be.linear(a, *l.k, Activation::None, k);
+    be.linear(a, *l.v, Activation::None, v);
+    be.attention(q, k, v, attn, causal);
+    be.linear(attn, *l.o, Activation::None, tmp);
+    be.add(x, tmp);
+    be.layernorm(x, l.norm2_w, l.norm2_b, eps, a);
+    be.linear(a, *l.fc1, Activation::None, mlp);
+    be.quick_gelu(mlp);
+    be.linear(mlp, *l.fc2, Activation::None, tmp);
+    be.add(x, tmp);
   }
   check_cancel(cancel, "clip_text");
-  float* out = hidden != nullptr ? hidden : a.data();  // L == length whenever hidden is written
-  cpu::layernorm_affine(x.data(), R, H, H, m.final_w.data(), m.final_b.data(), eps, out, H, pool);
-  if (pooled != nullptr)
+  // L == length whenever hidden is written.
+  const Tensor out = hidden != nullptr ? be.host_output(hidden, DType::F32, {batch, L, H}) : a;
+  be.layernorm(x, m.final_w, m.final_b, eps, out);
+  if (hidden != nullptr) be.download(out, hidden);
+  if (pooled != nullptr) {
+    const Tensor pooled_t = be.host_output(pooled, DType::F32, {batch, H});
     for (int64_t b = 0; b < batch; ++b)
-      std::memcpy(pooled + b * H, out + (b * L + pool_at[size_t(b)]) * H, sizeof(float) * size_t(H));
+      be.copy(out.select(0, b).narrow(0, pool_at[size_t(b)], 1), pooled_t.narrow(0, b, 1));
+    be.download(pooled_t, pooled);
+  }
 }
 
 void TextEncoder::encode_t5(const int32_t* ids, int64_t batch, int64_t length, float* hidden,
-                            const volatile int32_t* cancel, ThreadPool& pool) const {
+                            const volatile int32_t* cancel) const {
   const TextEncoderConfig& c = config_;
   const Impl& m = *impl_;
+  backend::Backend& be = *backend_;
   const int64_t H = c.hidden, F = c.intermediate, heads = c.heads, hd = c.head_dim, inner = heads * hd;
   const int64_t L = length, R = batch * L;
 
-  std::vector<float> x(size_t(R * H)), a(size_t(R * H)), qkv(size_t(R * 3 * inner)), attn(size_t(R * inner)),
-      tmp(size_t(R * H)), h0(size_t(R * F)), h1(size_t(R * F));
-  embed(ids, R, x.data(), pool);
+  const Tensor x = be.alloc(DType::F32, {batch, L, H}), a = be.alloc(DType::F32, {batch, L, H});
+  const Tensor qkv = be.alloc(DType::F32, {batch, L, 3 * inner}), attn = be.alloc(DType::F32, {batch, L, inner});
+  const Tensor tmp = be.alloc(DType::F32, {batch, L, H});
+  const Tensor h0 = be.alloc(DType::F32, {batch, L, F}), h1 = be.alloc(DType::F32, {batch, L, F});
+  be.embedding(m.embed_table, ids, R, x);
 
   // Relative position bias P[h, i, j] = table[bucket(j - i), h] (spec §3.3), from block 0's table,
   // shared by every block and every batch row. Built for slices of query rows if the whole is too big.
@@ -415,54 +332,47 @@ void TextEncoder::encode_t5(const int32_t* ids, int64_t batch, int64_t length, f
     bucket_of[size_t(rel + L - 1)] = t5_relative_bucket(rel, c.num_buckets, c.max_distance);
   const size_t bytes_per_row = size_t(heads) * size_t(L) * sizeof(float);
   const int64_t slice = std::max<int64_t>(1, std::min<int64_t>(L, int64_t(kMaxBiasBytes / bytes_per_row)));
-  std::vector<float> bias(size_t(heads) * size_t(slice) * size_t(L));
+  Tensor bias_storage = be.alloc(DType::F32, {heads * slice * L});
+  Tensor bias;
   int64_t bias_q0 = -1;  // the query slice the bias buffer holds
   auto fill_bias = [&](int64_t q0, int64_t nq) {
     if (bias_q0 == q0) return;
-    pool.parallel_for(heads * nq, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t h = t / nq, i = t % nq;
-        float* row = bias.data() + (h * nq + i) * L;
-        const int32_t* b = bucket_of.data() + (L - 1) - (q0 + i);  // b[j] = bucket(j - (q0 + i))
-        for (int64_t j = 0; j < L; ++j) row[j] = m.rel_table[size_t(b[j]) * size_t(heads) + size_t(h)];
-      }
-    });
+    bias = bias_storage.narrow(0, 0, heads * nq * L).reshape({heads, nq, L});
+    be.relative_position_bias(m.rel_table.reshape({c.num_buckets, heads}), bucket_of, q0, L, bias);
     bias_q0 = q0;
   };
 
   const float eps = static_cast<float>(c.eps);
+  const Tensor q = qkv.narrow(2, 0, inner), k = qkv.narrow(2, inner, inner), v = qkv.narrow(2, 2 * inner, inner);
   for (const auto& l : m.layers) {
     check_cancel(cancel, "t5_encoder");
-    cpu::rms_norm(x.data(), R, H, H, l.norm1_w.data(), eps, a.data(), H, pool);
-    run_linear(l.q, a.data(), R, H, qkv.data(), 3 * inner, pool);
-    run_linear(l.k, a.data(), R, H, qkv.data() + inner, 3 * inner, pool);
-    run_linear(l.v, a.data(), R, H, qkv.data() + 2 * inner, 3 * inner, pool);
+    be.rms_norm(x, l.norm1_w, eps, a);
+    be.linear(a, *l.q, Activation::None, q);
+    be.linear(a, *l.k, Activation::None, k);
+    be.linear(a, *l.v, Activation::None, v);
     for (int64_t q0 = 0; q0 < L; q0 += slice) {
       const int64_t nq = std::min(slice, L - q0);
       fill_bias(q0, nq);
-      cpu::AttentionShape shape;
-      shape.batch = batch;
-      shape.heads = heads;
-      shape.seq_q = nq;
-      shape.seq_kv = L;
-      shape.head_dim = hd;
-      shape.scale = 1.0f;  // T5 folds 1/sqrt(d) into its weights
-      shape.bias = bias.data();
-      const int64_t ld = 3 * inner;
-      cpu::attention(shape, {qkv.data() + q0 * ld, L * ld, ld, hd}, {qkv.data() + inner, L * ld, ld, hd},
-                     {qkv.data() + 2 * inner, L * ld, ld, hd}, {attn.data() + q0 * inner, L * inner, inner, hd}, pool);
+      backend::AttentionParams params;
+      params.heads = heads;
+      params.scale = 1.0f;  // T5 folds 1/sqrt(d) into its weights
+      const Tensor flat_bias = bias.reshape({bias.numel()});
+      params.bias = &flat_bias;
+      be.attention(q.narrow(1, q0, nq), k, v, attn.narrow(1, q0, nq), params);
     }
-    run_linear(l.o, attn.data(), R, inner, tmp.data(), H, pool);
-    cpu::add_inplace(x.data(), tmp.data(), R * H, pool);
-    cpu::rms_norm(x.data(), R, H, H, l.norm2_w.data(), eps, a.data(), H, pool);
-    run_linear(l.fc1, a.data(), R, H, h0.data(), F, pool, cpu::Activation::GeluTanh);
-    run_linear(l.gate, a.data(), R, H, h1.data(), F, pool);
-    cpu::mul_inplace(h0.data(), h1.data(), R * F, pool);
-    run_linear(l.fc2, h0.data(), R, F, tmp.data(), H, pool);
-    cpu::add_inplace(x.data(), tmp.data(), R * H, pool);
+    be.linear(attn, *l.o, Activation::None, tmp);
+    be.add(x, tmp);
+    be.rms_norm(x, l.norm2_w, eps, a);
+    be.linear(a, *l.fc1, Activation::GeluTanh, h0);
+    be.linear(a, *l.gate, Activation::None, h1);
+    be.mul(h0, h1);
+    be.linear(h0, *l.fc2, Activation::None, tmp);
+    be.add(x, tmp);
   }
   check_cancel(cancel, "t5_encoder");
-  cpu::rms_norm(x.data(), R, H, H, m.final_w.data(), eps, hidden, H, pool);
+  const Tensor out = be.host_output(hidden, DType::F32, {batch, L, H});
+  be.rms_norm(x, m.final_w, eps, out);
+  be.download(out, hidden);
 }
 
 }  // namespace fx::models

@@ -1,4 +1,4 @@
-// The two FLUX.1 text encoders on the CPU kernels (flux-spec.md §2.3, §3.2–3.4, §8.4, §8.5):
+// The two FLUX.1 text encoders, written once against the backend seam (flux-spec.md §2.3, §3.2–3.4, §8.4, §8.5):
 //   * CLIP ViT-L/14 text tower (diffusers text_encoder/, HF CLIPTextModel): token + position embeddings,
 //     pre-LN layers with causal attention (q scaled by 1/√head_dim) and a QuickGELU MLP, final LayerNorm;
 //     pooled = final hidden state at the first occurrence of the row's largest id (the first EOS).
@@ -6,21 +6,19 @@
 //     1/√d and with block 0's relative position bias shared by every block, gated-GELU-tanh FFN, final
 //     RMSNorm; no mask (the pads attend and are attended to, as FLUX runs it).
 //
-// Loading takes the configuration the recognizer infers (config.json, else shapes) and packs each linear
-// weight once into the GEMM's panel layout in its dtype (never an f32 copy unless asked for). The token
-// embedding table is not copied at all: the model maps the file that holds it and converts only the rows
-// it looks up, so a checkpoint handle may be closed right after load. Norm scales, biases and CLIP's
-// position table (small) are held in f32. Compute is f32 throughout (f32 activations, f32 softmax).
+// Loading takes the configuration the recognizer infers (config.json, else shapes) and has the backend pack
+// each linear weight once (on the CPU: panels in its dtype, never an f32 copy unless asked for). On the CPU
+// the token embedding table is not copied at all: the model maps the file that holds it and converts only
+// the rows it looks up, so a checkpoint handle may be closed right after load. Norm scales, biases and
+// CLIP's position table (small) are held in f32. Compute is f32 throughout (f32 activations, f32 softmax).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "core/thread_pool.h"
+#include "backend/backend.h"
 #include "io/checkpoint.h"
-#include "models/flux_transformer.h"  // FluxWeightFormat: the same four ways to hold linear weights
-#include "ops/cpu/linear.h"
 
 namespace fx::models {
 
@@ -45,35 +43,30 @@ class TextEncoder {
   // Throws fx::Error: FX_ERR_UNSUPPORTED if the checkpoint is neither a CLIP text tower nor a T5 encoder
   // (or one this engine does not run: a non-gated T5 v1.0 FFN, a CLIP activation other than quick_gelu),
   // FX_ERR_FORMAT for missing or mis-shaped tensors (the recognizer's problems in the message).
-  // `pool` runs the FP8 quantisation at load.
-  static std::unique_ptr<TextEncoder> load(const io::Checkpoint& checkpoint, FluxWeightFormat format,
-                                           ThreadPool& pool = ThreadPool::global());
+  // `backend`: where the model lives and runs (null: the CPU backend over the process-wide pool).
+  static std::unique_ptr<TextEncoder> load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
+                                           std::shared_ptr<backend::Backend> backend = nullptr);
   ~TextEncoder();
 
   const TextEncoderConfig& config() const { return config_; }
+  backend::Backend& backend() const { return *backend_; }
 
   // ids [batch, length]. Writes hidden [batch, length, hidden] (may be null) and, for CLIP, pooled
   // [batch, hidden] (may be null; must be null for T5). Checks: batch, length >= 1; CLIP length <=
   // max_positions; every id in [0, vocab_size) (FX_ERR_INVALID_ARGUMENT naming row and position).
-  // `cancel`: FX_ERR_CANCELLED at the next layer boundary after *cancel turns non-zero.
+  // `cancel`: FX_ERR_CANCELLED at the next layer boundary after *cancel turns non-zero. Host memory.
   void encode(const int32_t* ids, int64_t batch, int64_t length, float* hidden, float* pooled,
-              const volatile int32_t* cancel = nullptr, ThreadPool& pool = ThreadPool::global()) const;
+              const volatile int32_t* cancel = nullptr) const;
 
-  struct Linear {
-    cpu::PackedWeights weights;
-    std::vector<float> bias;  // empty when the layer has none (T5)
-  };
   struct Impl;  // the weights, defined in the .cpp
 
  private:
   TextEncoder() = default;
   void encode_clip(const int32_t* ids, int64_t batch, int64_t length, float* hidden, float* pooled,
-                   const volatile int32_t* cancel, ThreadPool& pool) const;
-  void encode_t5(const int32_t* ids, int64_t batch, int64_t length, float* hidden, const volatile int32_t* cancel,
-                 ThreadPool& pool) const;
-  // Writes the f32 embedding rows of ids[0..count) to out [count, hidden].
-  void embed(const int32_t* ids, int64_t count, float* out, ThreadPool& pool) const;
+                   const volatile int32_t* cancel) const;
+  void encode_t5(const int32_t* ids, int64_t batch, int64_t length, float* hidden, const volatile int32_t* cancel) const;
 
+  std::shared_ptr<backend::Backend> backend_;
   std::unique_ptr<Impl> impl_;
   TextEncoderConfig config_;
 };

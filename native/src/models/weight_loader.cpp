@@ -1,0 +1,155 @@
+#include "models/weight_loader.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "models/recognize.h"
+
+namespace fx::models {
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t element_count(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+}  // namespace
+
+int64_t LoadedTensor::elements() const { return element_count(shape); }
+
+std::string require_kind(const io::Checkpoint& checkpoint, const nlohmann::json& description,
+                         const std::vector<std::string>& kinds, const std::string& model) {
+  const std::string kind = description.value("kind", "unknown");
+  bool known = false;
+  for (const auto& k : kinds) known = known || k == kind;
+  if (!known) fail(FX_ERR_UNSUPPORTED, checkpoint.path() + " is not " + model + " (recognised as \"" + kind + "\")");
+  if (!description["problems"].empty()) {
+    std::string problems;
+    for (const auto& p : description["problems"]) problems += "\n  " + p.get<std::string>();
+    fail(FX_ERR_FORMAT, checkpoint.path() + ": the " + model + " checkpoint is incomplete:" + problems);
+  }
+  return kind;
+}
+
+WeightLoader::WeightLoader(const io::Checkpoint& checkpoint, const nlohmann::json& description,
+                           const std::string& kind, const std::string& naming, std::string model,
+                           backend::Backend& backend)
+    : checkpoint_(checkpoint),
+      config_(description["config"]),
+      kind_(kind),
+      naming_(naming),
+      model_(std::move(model)),
+      backend_(backend) {
+  layout_ = description.value("layout", "");
+  prefix_ = description.value("key_prefix", "");
+  for (const auto& t : expected_tensors(kind_, naming_, config_)) expected_[t.name] = t.shape;
+}
+
+std::string WeightLoader::label(const std::string& name) const {
+  return checkpoint_.path() + ": " + model_ + " tensor \"" + name + "\"";
+}
+
+const io::Checkpoint::Tensor& WeightLoader::stored(const std::string& name) const {
+  const auto* t = checkpoint_.find(prefix_ + name);
+  if (t == nullptr) fail(FX_ERR_FORMAT, checkpoint_.path() + ": tensor \"" + prefix_ + name + "\" is missing");
+  if (!dtype_is_float(t->dtype))
+    fail(FX_ERR_UNSUPPORTED, label(t->name) + " is stored as " + dtype_name(t->dtype) + ", not a floating-point type");
+  return *t;
+}
+
+LoadedTensor WeightLoader::fetch(const std::string& name, const std::string& alias) const {
+  const auto expected = expected_.find(name);
+  if (expected == expected_.end()) fail(FX_ERR_INTERNAL, model_ + " loader asked for an unknown tensor " + name);
+  const std::vector<int64_t>& want = expected->second;
+  LoadedTensor out;
+  out.shape = want;
+
+  if (layout_ == naming_) {
+    const io::Checkpoint::Tensor* t = checkpoint_.find(prefix_ + name);
+    if (t == nullptr && !alias.empty()) t = checkpoint_.find(prefix_ + alias);
+    t = &stored(t != nullptr ? t->name.substr(prefix_.size()) : name);  // "missing" / dtype checks
+    bool same = t->shape.size() == want.size();
+    for (size_t d = 0; same && d < want.size(); ++d) same = want[d] < 0 || want[d] == t->shape[d];
+    if (!same)
+      fail(FX_ERR_FORMAT, label(t->name) + " has shape " + shape_text(t->shape) + " but the configuration needs " +
+                              shape_text(want));
+    out.dtype = t->dtype;
+    out.shape = t->shape;
+    out.data = t->data();
+    out.stored = t;
+    return out;
+  }
+
+  // A model named in BFL terms over a diffusers layout: the pieces this BFL tensor became.
+  const auto pieces = bfl_to_diffusers(kind_, TensorShape{name, want}, config_);
+  if (pieces.empty()) fail(FX_ERR_INTERNAL, "no diffusers tensor maps to " + name);
+  const auto& first = stored(pieces[0].name);
+  out.dtype = first.dtype;
+  const bool whole = pieces.size() == 1 && pieces[0].rows.size() == 1 && pieces[0].rows[0].first == 0 &&
+                     pieces[0].rows[0].second == want[0];
+  if (whole) {
+    if (first.shape != pieces[0].shape)
+      fail(FX_ERR_FORMAT, label(first.name) + " has shape " + shape_text(first.shape) + " but the configuration needs " +
+                              shape_text(pieces[0].shape));
+    out.data = first.data();
+    out.stored = &first;
+    return out;
+  }
+  int64_t row_elems = 1;
+  for (size_t d = 1; d < want.size(); ++d) row_elems *= want[d];
+  const size_t row_bytes = static_cast<size_t>(row_elems) * dtype_size(out.dtype);
+  out.owned.resize(static_cast<size_t>(out.elements()) * dtype_size(out.dtype));
+  for (const auto& piece : pieces) {
+    const auto& t = stored(piece.name);
+    if (t.dtype != out.dtype)
+      fail(FX_ERR_FORMAT, checkpoint_.path() + ": \"" + piece.name + "\" is " + dtype_name(t.dtype) + " but \"" +
+                              pieces[0].name + "\" is " + dtype_name(out.dtype) +
+                              "; the pieces of one fused weight must share a dtype");
+    uint64_t offset = 0;
+    for (const auto& [begin, end] : piece.rows) {
+      const size_t bytes = static_cast<size_t>(end - begin) * row_bytes;
+      if (offset + bytes > t.byte_size)
+        fail(FX_ERR_FORMAT, checkpoint_.path() + ": \"" + piece.name + "\" is smaller than its part of " + name);
+      std::memcpy(out.owned.data() + static_cast<size_t>(begin) * row_bytes, t.data() + offset, bytes);
+      offset += bytes;
+    }
+  }
+  out.data = out.owned.data();
+  return out;
+}
+
+std::vector<float> WeightLoader::host_f32(const std::string& name, std::vector<int64_t>* shape) const {
+  const LoadedTensor t = fetch(name);
+  std::vector<float> values(static_cast<size_t>(t.elements()));
+  convert(t.dtype, t.data, DType::F32, values.data(), values.size(), Overflow::Ieee);
+  if (shape != nullptr) *shape = t.shape;
+  return values;
+}
+
+backend::Tensor WeightLoader::vector(const std::string& name) const { return backend_.to_device(host_f32(name)); }
+
+std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& prefix, bool has_bias) const {
+  const LoadedTensor w = fetch(prefix + ".weight");
+  if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(prefix + ".weight") + " is not a matrix");
+  const std::string name = w.stored != nullptr ? w.stored->name : prefix + ".weight";
+  const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
+  return backend_.linear_layer(matrix, has_bias ? host_f32(prefix + ".bias") : std::vector<float>{}, format_,
+                               precision_);
+}
+
+std::unique_ptr<backend::LinearLayer> WeightLoader::linear_from(const std::vector<float>& weight, int64_t n, int64_t k,
+                                                                const std::vector<float>& bias,
+                                                                const std::string& label_text) const {
+  const backend::HostMatrix matrix{DType::F32, weight.data(), n, k, label_text};
+  return backend_.linear_layer(matrix, bias, backend::WeightFormat::F32, backend::Precision::Exact);
+}
+
+}  // namespace fx::models

@@ -1,0 +1,80 @@
+// The one weight loader every model uses: it takes a recognised checkpoint (models/recognize.h), serves
+// each tensor by the name the model asks for, and turns it into what the model's backend holds.
+//
+// A model asks in one naming: "bfl" (the FLUX transformer and the autoencoder ask by BFL name) or "hf"
+// (the text encoders ask by transformers name). When the checkpoint's layout is another one (a diffusers
+// folder for a BFL-named model), the tensor is mapped through the one BFL<->diffusers table in
+// recognize.cpp: a diffusers tensor that is a whole BFL tensor is read in place; a BFL tensor that
+// diffusers splits (qkv, linear1) is assembled from its pieces into bytes the loader owns until the
+// backend has packed them. Every tensor is checked against the shape the configuration needs, and must
+// be a floating-point type; errors name the file and the stored tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/checkpoint.h"
+
+namespace fx::models {
+
+// A tensor by the model's name: in place in the mapped checkpoint, or assembled.
+struct LoadedTensor {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;  // the shape in the model's naming
+  const uint8_t* data = nullptr;
+  std::vector<uint8_t> owned;  // the assembled bytes, when not in place
+  const io::Checkpoint::Tensor* stored = nullptr;  // the checkpoint tensor, when read in place
+  int64_t elements() const;
+};
+
+class WeightLoader {
+ public:
+  // `description`: describe(checkpoint). `kind` is the recognizer's kind ("flux_transformer", ...),
+  // `naming` "bfl" or "hf", `model` the model's name in errors ("FLUX transformer").
+  WeightLoader(const io::Checkpoint& checkpoint, const nlohmann::json& description, const std::string& kind,
+               const std::string& naming, std::string model, backend::Backend& backend);
+
+  // The tensor `name` (or, when absent, `alias`, for tied copies stored under either name).
+  LoadedTensor fetch(const std::string& name, const std::string& alias = "") const;
+  // Its values as f32 on the host, whatever the stored float dtype.
+  std::vector<float> host_f32(const std::string& name, std::vector<int64_t>* shape = nullptr) const;
+  // Its values as an f32 tensor on the backend's device.
+  backend::Tensor vector(const std::string& name) const;
+  // The linear layer `prefix`.weight (+ `prefix`.bias when has_bias), packed by the backend.
+  std::unique_ptr<backend::LinearLayer> linear(const std::string& prefix, bool has_bias = true) const;
+  // A matrix given on the host (e.g. q, k, v concatenated), packed by the backend as f32.
+  std::unique_ptr<backend::LinearLayer> linear_from(const std::vector<float>& weight, int64_t n, int64_t k,
+                                                    const std::vector<float>& bias, const std::string& label) const;
+
+  void set_format(backend::WeightFormat format, backend::Precision precision) {
+    format_ = format;
+    precision_ = precision;
+  }
+  backend::Backend& backend() const { return backend_; }
+  // "<path>: <model> tensor \"<name>\"", the prefix of every error about one tensor.
+  std::string label(const std::string& name) const;
+  const std::string& path() const { return checkpoint_.path(); }
+
+ private:
+  const io::Checkpoint::Tensor& stored(const std::string& name) const;
+
+  const io::Checkpoint& checkpoint_;
+  nlohmann::json config_;
+  std::string kind_, naming_, layout_, prefix_, model_;
+  backend::Backend& backend_;
+  backend::WeightFormat format_ = backend::WeightFormat::F32;
+  backend::Precision precision_ = backend::Precision::Exact;
+  std::map<std::string, std::vector<int64_t>> expected_;
+};
+
+// Checks that describe() recognised `kinds` (one of them) without problems; throws fx::Error naming what
+// it is instead (FX_ERR_UNSUPPORTED) or the problems (FX_ERR_FORMAT). Returns the kind found.
+std::string require_kind(const io::Checkpoint& checkpoint, const nlohmann::json& description,
+                         const std::vector<std::string>& kinds, const std::string& model);
+
+}  // namespace fx::models
