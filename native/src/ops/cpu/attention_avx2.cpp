@@ -28,21 +28,28 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// The register blocks below index arrays of vectors with loop counters; unless those loops are fully
+// unrolled early, GCC 12 keeps the arrays in memory and stores every accumulator on every iteration.
+#define FX_UNROLL _Pragma("GCC unroll 16")
+
 // st[j][0..15] = Σ_c k[j][c] · qt[c][0..15] for RK consecutive keys; 2·RK accumulators stay in
 // registers across the whole head dim.
 template <int RK>
 FX_TARGET_AVX2 inline void scores_block(const float* k0, int64_t k_stride, const float* qt, int64_t d, float* st) {
   __m256 a0[RK], a1[RK];
+  FX_UNROLL
   for (int r = 0; r < RK; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
   for (int64_t c = 0; c < d; ++c) {
     const __m256 q0 = _mm256_load_ps(qt + c * kStrip);
     const __m256 q1 = _mm256_load_ps(qt + c * kStrip + 8);
+    FX_UNROLL
     for (int r = 0; r < RK; ++r) {
       const __m256 kk = _mm256_broadcast_ss(k0 + r * k_stride + c);
       a0[r] = _mm256_fmadd_ps(kk, q0, a0[r]);
       a1[r] = _mm256_fmadd_ps(kk, q1, a1[r]);
     }
   }
+  FX_UNROLL
   for (int r = 0; r < RK; ++r) {
     _mm256_store_ps(st + r * kStrip, a0[r]);
     _mm256_store_ps(st + r * kStrip + 8, a1[r]);
@@ -72,18 +79,27 @@ FX_TARGET_AVX2 inline void pv_block(const float* p, int64_t nk, const float* v0,
                                     int64_t ld_o) {
   constexpr int kRows = 4;
   __m256 acc[kRows][C];
-  for (int r = 0; r < kRows; ++r)
+  FX_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    FX_UNROLL
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_load_ps(o + r * ld_o + c * 8);
+  }
   for (int64_t j = 0; j < nk; ++j) {
     __m256 vv[C];
+    FX_UNROLL
     for (int c = 0; c < C; ++c) vv[c] = _mm256_loadu_ps(v0 + j * v_stride + c * 8);
+    FX_UNROLL
     for (int r = 0; r < kRows; ++r) {
       const __m256 pr = _mm256_broadcast_ss(p + j * kStrip + r);
+      FX_UNROLL
       for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(pr, vv[c], acc[r][c]);
     }
   }
-  for (int r = 0; r < kRows; ++r)
+  FX_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    FX_UNROLL
     for (int c = 0; c < C; ++c) _mm256_store_ps(o + r * ld_o + c * 8, acc[r][c]);
+  }
 }
 
 FX_TARGET_AVX2 void pv_strip(const float* p, int64_t nk, const float* v0, int64_t v_stride, float* o, int64_t d) {

@@ -181,7 +181,8 @@ FX_TARGET_AVX2 void rope_head(float* x, int64_t pairs, const float* c, const flo
     const int64_t left = pairs - m;
     const __m128i k4 = _mm256_castsi256_si128(tail_mask(left));
     const __m256i k8 = tail_mask(2 * left);
-    store_tail(x + 2 * m, k8, rotate_pairs(load_tail(x + 2 * m, k8), _mm_maskload_ps(c + m, k4), _mm_maskload_ps(s + m, k4)));
+    const __m256 v = rotate_pairs(load_tail(x + 2 * m, k8), _mm_maskload_ps(c + m, k4), _mm_maskload_ps(s + m, k4));
+    store_tail(x + 2 * m, k8, v);
   }
 }
 
