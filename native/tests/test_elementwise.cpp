@@ -1,5 +1,6 @@
 // The elementwise kernels against double references and, for RoPE and GELU, against values computed
-// here independently from the formulas in flux-spec.md, on both the AVX-512 and portable paths.
+// here independently from the formulas in flux-spec.md, on every path the machine has (AVX-512, AVX2,
+// portable).
 #include <gtest/gtest.h>
 
 #include <algorithm>
