@@ -3,6 +3,7 @@
 // poisoned with NaN beforehand so an unwritten element can never pass.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include "test_support.h"
 #include "ops/cpu/attention.h"
+#include "ops/cpu/exp_edges.h"
 
 namespace {
 
@@ -138,7 +140,7 @@ void check_against_reference(const Problem& p, fx::ThreadPool& pool, double tol_
     std::vector<float> got = p.make_output();
     fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
     const Diff d = compare(p, got, want);
-    const char* name = fx::cpu::attention_uses_avx512(p.shape.head_dim) ? "avx512" : "portable";
+    const char* name = fx::cpu::attention_path_name(p.shape.head_dim);
     EXPECT_TRUE(d.all_finite) << name << " " << describe(p);
     EXPECT_TRUE(d.padding_intact) << name << " " << describe(p);
     EXPECT_LE(d.rel_l2, tol_rel) << name << " " << describe(p);
@@ -166,9 +168,10 @@ TEST(AttentionCpu, BatchOfTwoUsesBatchStrides) {
 TEST(AttentionCpu, HeadDimsFromTestSizesToVae) {
   fx::ThreadPool pool(2);
   uint32_t seed = 200;
-  // 6 and 8 only have the portable path; 16/48/80 exercise the partial-64 column tails of the SIMD
-  // path; 64 is CLIP/T5; 512 the VAE's single head.
-  for (int64_t d : {6, 8, 16, 48, 64, 80})
+  // 6 only has the portable path; 8, 24 and 40 have AVX2 but not AVX-512 (24 and 40 end in a half
+  // 16-column P·V block there); 16/48/80 exercise the partial-64 column tails of the AVX-512 path; 64 is
+  // CLIP/T5; 512 the VAE's single head.
+  for (int64_t d : {6, 8, 16, 24, 40, 48, 64, 80})
     for (auto [sq, skv] : {std::pair<int64_t, int64_t>{37, 91}, {130, 5}, {1, 300}, {64, 64}})
       check_against_reference(make_problem(1, 2, sq, skv, d, seed++), pool);
   check_against_reference(make_problem(1, 1, 200, 200, 512, seed++), pool);
@@ -186,13 +189,13 @@ TEST(AttentionCpu, AdditiveBiasT5) {
   check_against_reference(cross, pool);
 }
 
-// CLIP's causal mask: query i sees keys 0..i. Lengths around the 32-row strips and the 128-key blocks
-// (and several query tiles), with and without a bias, on both paths.
+// CLIP's causal mask: query i sees keys 0..i. Lengths around the 16- and 32-row strips (AVX2, AVX-512)
+// and the 128-key blocks (and several query tiles), with and without a bias, on every path.
 TEST(AttentionCpu, CausalMaskMatchesReference) {
   fx::ThreadPool pool(2);
   uint32_t seed = 800;
-  for (int64_t d : {64, 16, 6})
-    for (int64_t seq : {1, 2, 31, 33, 77, 129, 300}) {
+  for (int64_t d : {64, 24, 16, 6})
+    for (int64_t seq : {1, 2, 15, 17, 31, 33, 77, 129, 300}) {
       Problem p = make_problem(2, 3, seq, seq, d, seed++, seq == 77);
       p.shape.causal = true;
       check_against_reference(p, pool);
@@ -239,7 +242,7 @@ TEST(AttentionCpu, HugeLogitsStayFinite) {
   // q and k with spread 100 give scores q·k/sqrt(d) with spread 1e4: exp of an unshifted score would
   // overflow, and a lost running max would give inf/inf = NaN.
   fx::ThreadPool pool(2);
-  for (int64_t d : {16, 6, 128}) {
+  for (int64_t d : {16, 6, 128, 8, 24}) {
     Problem p = make_problem(1, 2, 70, 200, d, 500 + uint32_t(d), false, 100.0f);
     std::vector<float> want = p.make_output();
     fx::cpu::attention_reference(p.shape, p.q, p.k, p.v, p.output(want));
@@ -247,7 +250,7 @@ TEST(AttentionCpu, HugeLogitsStayFinite) {
       std::vector<float> got = p.make_output();
       fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
       const Diff diff = compare(p, got, want);
-      EXPECT_TRUE(diff.all_finite) << "d " << d;
+      EXPECT_TRUE(diff.all_finite) << "d " << d << " " << fx::cpu::attention_path_name(d);
       EXPECT_TRUE(diff.padding_intact);
       // f32 dot products of ±1e4 carry absolute errors ~1e-3, which can move near-ties of the almost
       // one-hot softmax; the outputs still agree far better than the spread of v (1).
@@ -314,5 +317,126 @@ void check_exp_against_double() {
 }
 
 TEST(AttentionCpu, VectorExpMatchesDoubleExp) { fx::testing::for_each_isa_level(check_exp_against_double); }
+
+// The edges of exp_edges.h on the path in force, value by value against exp_flushed() (the scalar
+// definition), up to the last ulp near both ends where the vector paths build 2^n by hand; and every
+// length up to 2·16 + 1, so that each vector tail is used and nothing past n is written.
+void check_exp_edges_and_tails() {
+  const float below = std::nextafter(fx::cpu::kExpLow, -1000.0f);
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float x : {below, -88.0f, -100.0f, -1e30f, -inf}) {
+    float y = kNaN;
+    fx::cpu::attention_exp(&x, &y, 1);
+    EXPECT_EQ(y, 0.0f) << x;  // exactly 0, never a subnormal
+  }
+  const double top = std::exp(double(fx::cpu::kExpHigh));
+  for (float x : {fx::cpu::kExpHigh, std::nextafter(fx::cpu::kExpHigh, 1000.0f), 89.0f, 1000.0f, 1e30f, inf}) {
+    float y = kNaN;
+    fx::cpu::attention_exp(&x, &y, 1);
+    EXPECT_LE(std::fabs(double(y) - top) / top, 1.5e-7) << x;  // saturates at e^kExpHigh, finite
+  }
+  {
+    float x = kNaN, y = 0.0f;
+    fx::cpu::attention_exp(&x, &y, 1);
+    EXPECT_TRUE(std::isnan(y));
+  }
+  // Near both ends, where 2^n is largest and smallest: the same accuracy as in the middle, and the
+  // bottom end is still a normal number.
+  std::vector<float> x;
+  for (int i = 0; i <= 2000; ++i) {
+    x.push_back(fx::cpu::kExpLow + float(i) * 5e-4f);
+    x.push_back(fx::cpu::kExpHigh - float(i) * 5e-4f);
+  }
+  for (int i = 0; i < 64; ++i) {  // the floats just inside each clamp, one ulp apart
+    x.push_back(std::nextafter(fx::cpu::kExpHigh, 0.0f) - float(i) * 7.6e-6f);
+    x.push_back(std::nextafter(fx::cpu::kExpLow, 0.0f) + float(i) * 7.6e-6f);
+  }
+  std::vector<float> y(x.size(), kNaN);
+  fx::cpu::attention_exp(x.data(), y.data(), int64_t(x.size()));
+  double worst = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_GE(std::fabs(y[i]), std::numeric_limits<float>::min()) << x[i];
+    const double want = double(fx::cpu::exp_flushed(x[i]));
+    worst = std::max(worst, std::fabs(double(y[i]) - want) / want);
+  }
+  EXPECT_LE(worst, 1.5e-7);
+  // Tails: y[n..] keeps its sentinel, y[0..n) matches exp_flushed.
+  std::vector<float> src(40);
+  fill_normal(src, 21, 3.0f);
+  for (int64_t n = 0; n <= 33; ++n) {
+    std::vector<float> out(src.size(), kSentinel);
+    fx::cpu::attention_exp(src.data(), out.data(), n);
+    for (int64_t i = 0; i < int64_t(src.size()); ++i) {
+      if (i >= n) {
+        ASSERT_EQ(out[size_t(i)], kSentinel) << "n " << n << " wrote at " << i;
+        continue;
+      }
+      const double want = double(fx::cpu::exp_flushed(src[size_t(i)]));
+      ASSERT_LE(std::fabs(double(out[size_t(i)]) - want), 1.5e-7 * want) << "n " << n << " at " << i;
+    }
+  }
+}
+
+TEST(AttentionCpu, VectorExpEdgesAndTailsOnEveryPath) { fx::testing::for_each_isa_level(check_exp_edges_and_tails); }
+
+// The path each ISA level takes for each head_dim: AVX-512 for multiples of 16, AVX2 for multiples of 8,
+// portable otherwise, never above the cap. On an AVX2 machine this is what makes the AVX2 level of every
+// other test here really run the AVX2 path.
+TEST(AttentionCpu, EachIsaLevelTakesTheWidestPathForTheHeadDim) {
+  fx::testing::for_each_isa_level([] {
+    const fx::IsaLevel level = fx::isa_level();
+    for (int64_t d : {1, 6, 8, 12, 16, 24, 64, 72, 128, 512}) {
+      std::string want = "portable";
+      if (level >= fx::IsaLevel::Avx512 && d % 16 == 0) want = "avx512";
+      else if (level >= fx::IsaLevel::Avx2 && d % 8 == 0) want = "avx2";
+      EXPECT_EQ(fx::cpu::attention_path_name(d), want) << "head_dim " << d;
+      EXPECT_EQ(fx::cpu::attention_uses_avx512(d), want == "avx512") << "head_dim " << d;
+    }
+  });
+#if defined(__x86_64__)
+  if (fx::isa_level_machine() >= fx::IsaLevel::Avx2) {
+    fx::ScopedIsaCap cap(fx::IsaLevel::Avx2);
+    EXPECT_STREQ(fx::cpu::attention_path_name(128), "avx2");
+  }
+#endif
+}
+
+// Masks that change across key blocks (128 keys): rows hidden for a whole first block and visible
+// later, visible in the first block only, visible through the last key only, hidden everywhere; and a
+// whole 16-row strip hidden, next to strips that are not. Huge logits on top for the second case.
+TEST(AttentionCpu, MasksAcrossKeyBlocksAndWholeStrips) {
+  fx::ThreadPool pool(2);
+  const float inf = std::numeric_limits<float>::infinity();
+  const int64_t sq = 50, skv = 300;
+  for (int64_t d : {32, 24, 6})
+    for (float logit_scale : {1.0f, 4e3f}) {
+      Problem p = make_problem(1, 2, sq, skv, d, 900 + uint32_t(d), true);
+      for (float& b : p.bias) b *= logit_scale;
+      auto row = [&](int64_t h, int64_t i) { return p.bias.data() + (h * sq + i) * skv; };
+      for (int64_t h = 0; h < 2; ++h) {
+        for (int64_t i = 0; i < 16; ++i)
+          for (int64_t j = 0; j < skv; ++j) row(h, i)[j] = -inf;                // rows 0..15: all hidden
+        for (int64_t j = 0; j < 128; ++j) row(h, 20)[j] = -inf;                 // first block hidden
+        for (int64_t j = 128; j < skv; ++j) row(h, 21)[j] = -inf;               // first block only
+        for (int64_t j = 0; j < skv - 1; ++j) row(h, 22)[j] = -inf;             // last key only
+        for (int64_t j = 0; j < skv; j += 3) row(h, 23)[j] = -inf;              // every third hidden
+        for (int64_t j = 0; j < skv; ++j) row(h, 49)[j] = -inf;                 // last row: all hidden
+      }
+      const double tol_rel = logit_scale > 1.0f ? 1e-4 : 1e-5, tol_abs = logit_scale > 1.0f ? 1e-3 : 2e-5;
+      SCOPED_TRACE("logit scale " + std::to_string(logit_scale));
+      check_against_reference(p, pool, tol_rel, tol_abs);
+      fx::testing::for_each_isa_level([&] {
+        std::vector<float> got = p.make_output();
+        fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
+        for (int64_t i : {int64_t(0), int64_t(7), int64_t(15), int64_t(49)})
+          for (int64_t c = 0; c < 2 * d; ++c)
+            ASSERT_EQ(got[size_t(i * p.out_row + c)], 0.0f) << fx::cpu::attention_path_name(d) << " row " << i;
+        // Row 22 sees key 299 alone: its output is v[299] (p/l = 1).
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t c = 0; c < d; ++c)
+            EXPECT_NEAR(got[size_t(22 * p.out_row + h * d + c)], p.v.data[299 * p.v.row_stride + h * d + c], 1e-6);
+      });
+    }
+}
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include "core/cpu_features.h"
 #include "fluxnative.h"
+#include "ops/cpu/attention.h"
 #include "ops/cpu/conv2d.h"
 #include "ops/cpu/elementwise.h"
 
@@ -29,6 +30,8 @@ TEST(CpuIsaCap, CapRemovesFeaturesAboveItAndNeverAdds) {
     EXPECT_EQ(fx::cpu_features(), 0u);
     EXPECT_EQ(fx::isa_level(), IsaLevel::Portable);
     EXPECT_FALSE(fx::cpu::elementwise_uses_avx512());
+    EXPECT_STREQ(fx::cpu::elementwise_path_name(), "portable");
+    EXPECT_STREQ(fx::cpu::attention_path_name(128), "portable");
     EXPECT_EQ(fx::cpu::conv2d_active_path(), fx::cpu::ConvPath::Portable);
   }
   {
@@ -38,6 +41,10 @@ TEST(CpuIsaCap, CapRemovesFeaturesAboveItAndNeverAdds) {
     EXPECT_EQ(f & (FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_AVX512_BF16 | FX_CPU_AVX512_FP16), 0u);
     EXPECT_EQ(f, machine & (FX_CPU_AVX2 | FX_CPU_FMA | FX_CPU_F16C));
     EXPECT_FALSE(fx::cpu::elementwise_uses_avx512());
+    // The AVX2 paths where the machine has AVX2 + FMA, else the portable ones.
+    const bool avx2 = (machine & (FX_CPU_AVX2 | FX_CPU_FMA)) == (FX_CPU_AVX2 | FX_CPU_FMA);
+    EXPECT_STREQ(fx::cpu::elementwise_path_name(), avx2 ? "avx2" : "portable");
+    EXPECT_STREQ(fx::cpu::attention_path_name(128), avx2 ? "avx2" : "portable");
     EXPECT_NE(fx::cpu::conv2d_active_path(), fx::cpu::ConvPath::Avx512);
   }
   {

@@ -1,12 +1,16 @@
 // The elementwise kernels against double references and, for RoPE and GELU, against values computed
-// here independently from the formulas in flux-spec.md, on both the AVX-512 and portable paths.
+// here independently from the formulas in flux-spec.md, on every path the machine has (AVX-512, AVX2,
+// portable).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "test_support.h"
@@ -28,7 +32,7 @@ struct PathLoop {
   template <typename Body>
   static void run(Body body) {
     fx::testing::for_each_isa_level([&] {
-      SCOPED_TRACE(fx::cpu::elementwise_uses_avx512() ? "avx512 path" : "portable path");
+      SCOPED_TRACE(std::string(fx::cpu::elementwise_path_name()) + " path");
       body();
     });
   }
@@ -445,6 +449,159 @@ TEST(ElementwiseAddMul, MatchReference) {
       }
     });
   }
+}
+
+// ---- paths, tails, edges ----
+
+// The path each ISA level takes: the widest one at or below the cap. On an AVX2 machine this is what
+// makes the AVX2 level of every PathLoop above really run the AVX2 bodies.
+TEST(ElementwisePaths, EachIsaLevelTakesTheWidestPath) {
+  fx::testing::for_each_isa_level([] {
+    const fx::IsaLevel level = fx::isa_level();
+    const char* want = level >= fx::IsaLevel::Avx512 ? "avx512" : level >= fx::IsaLevel::Avx2 ? "avx2" : "portable";
+    EXPECT_STREQ(fx::cpu::elementwise_path_name(), want);
+    EXPECT_EQ(fx::cpu::elementwise_uses_avx512(), level >= fx::IsaLevel::Avx512);
+  });
+#if defined(__x86_64__)
+  if (fx::isa_level_machine() >= fx::IsaLevel::Avx2) {
+    fx::ScopedIsaCap cap(fx::IsaLevel::Avx2);
+    EXPECT_STREQ(fx::cpu::elementwise_path_name(), "avx2");
+  }
+#endif
+}
+
+// Every length from 1 to 40 (every tail of the 8- and 16-lane loops, and one to five full vectors
+// before it) for each kernel, against its reference, with outputs poisoned with NaN and a sentinel
+// past the end that must survive.
+TEST(ElementwiseTails, EveryLengthUpTo40MatchesReference) {
+  fx::ThreadPool pool(2);
+  constexpr int64_t kPad = 9;  // sentinel floats after each row / range
+  auto poisoned = [](int64_t rows, int64_t cols, int64_t ld) {
+    std::vector<float> v(size_t(rows * ld), kSentinel);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) v[size_t(r * ld + c)] = kNaN;
+    return v;
+  };
+  auto expect_close = [](const std::vector<float>& got, const std::vector<float>& want, int64_t rows, int64_t cols,
+                         int64_t ld, double tol, const char* what, int64_t n) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < ld; ++c) {
+        const size_t i = size_t(r * ld + c);
+        if (c >= cols) {
+          ASSERT_EQ(got[i], kSentinel) << what << " n " << n << " wrote past the end at " << c;
+          continue;
+        }
+        ASSERT_LE(std::fabs(double(got[i]) - double(want[i])), tol * std::max(1.0, std::fabs(double(want[i]))))
+            << what << " n " << n << " at " << r << "," << c << ": " << got[i] << " vs " << want[i];
+      }
+  };
+  uint32_t seed = 3000;
+  for (int64_t n = 1; n <= 40; ++n) {
+    std::vector<float> a(size_t(3 * (n + kPad))), b(a.size()), w(size_t(2 * n)), bias(static_cast<size_t>(n));
+    fill_normal(a, seed++, 2.0f, 0.5f);
+    fill_normal(b, seed++, 1.0f);
+    fill_normal(w, seed++, 0.5f, 1.0f);
+    fill_normal(bias, seed++, 0.5f);
+    const int64_t ld = n + kPad;
+    PathLoop::run([&] {
+      // Flat activations and add/mul over n elements (sentinels after n).
+      using Flat = void (*)(float*, int64_t, fx::ThreadPool&);
+      using FlatRef = void (*)(float*, int64_t);
+      const std::pair<Flat, FlatRef> flat[] = {{fx::cpu::gelu_tanh, fx::cpu::gelu_tanh_reference},
+                                               {fx::cpu::silu, fx::cpu::silu_reference},
+                                               {fx::cpu::quick_gelu, fx::cpu::quick_gelu_reference}};
+      const char* flat_names[] = {"gelu_tanh", "silu", "quick_gelu"};
+      for (int f = 0; f < 3; ++f) {
+        std::vector<float> got(size_t(ld), kSentinel), want(size_t(ld), kSentinel);
+        std::copy(a.begin(), a.begin() + n, got.begin());
+        std::copy(a.begin(), a.begin() + n, want.begin());
+        flat[f].first(got.data(), n, pool);
+        flat[f].second(want.data(), n);
+        expect_close(got, want, 1, n, ld, 2e-6, flat_names[f], n);
+      }
+      {
+        std::vector<float> add(size_t(ld), kSentinel), mul(size_t(ld), kSentinel);
+        std::copy(a.begin(), a.begin() + n, add.begin());
+        std::copy(a.begin(), a.begin() + n, mul.begin());
+        std::vector<float> want_add = add, want_mul = mul;
+        fx::cpu::add_inplace(add.data(), b.data(), n, pool);
+        fx::cpu::mul_inplace(mul.data(), b.data(), n, pool);
+        fx::cpu::add_inplace_reference(want_add.data(), b.data(), n);
+        fx::cpu::mul_inplace_reference(want_mul.data(), b.data(), n);
+        expect_close(add, want_add, 1, n, ld, 0.0, "add_inplace", n);
+        expect_close(mul, want_mul, 1, n, ld, 0.0, "mul_inplace", n);
+      }
+      // Row kernels: 3 rows of n with padding between rows.
+      {
+        std::vector<float> got = poisoned(3, n, ld), want = poisoned(3, n, ld);
+        fx::cpu::layernorm_modulate(a.data(), 3, n, ld, bias.data(), w.data(), 1e-6f, got.data(), ld, pool);
+        fx::cpu::layernorm_modulate_reference(a.data(), 3, n, ld, bias.data(), w.data(), 1e-6f, want.data(), ld);
+        expect_close(got, want, 3, n, ld, 3e-5, "layernorm_modulate", n);
+        got = poisoned(3, n, ld);
+        want = poisoned(3, n, ld);
+        fx::cpu::layernorm_affine(a.data(), 3, n, ld, w.data(), bias.data(), 1e-5f, got.data(), ld, pool);
+        fx::cpu::layernorm_affine_reference(a.data(), 3, n, ld, w.data(), bias.data(), 1e-5f, want.data(), ld);
+        expect_close(got, want, 3, n, ld, 3e-5, "layernorm_affine", n);
+        got = poisoned(3, n, ld);
+        want = poisoned(3, n, ld);
+        fx::cpu::rms_norm(a.data(), 3, n, ld, w.data(), 1e-6f, got.data(), ld, pool);
+        fx::cpu::rms_norm_reference(a.data(), 3, n, ld, w.data(), 1e-6f, want.data(), ld);
+        expect_close(got, want, 3, n, ld, 5e-6, "rms_norm", n);
+        got = a;
+        want = a;
+        for (int64_t r = 0; r < 3; ++r)
+          for (int64_t c = n; c < ld; ++c) got[size_t(r * ld + c)] = want[size_t(r * ld + c)] = kSentinel;
+        fx::cpu::gated_add(got.data(), 3, n, ld, bias.data(), b.data(), ld, pool);
+        fx::cpu::gated_add_reference(want.data(), 3, n, ld, bias.data(), b.data(), ld);
+        expect_close(got, want, 3, n, ld, 1e-6, "gated_add", n);
+      }
+      // Per-head kernels on 3 rows of one head of n (RMSNorm) or of 2n = n pairs (RoPE), in place.
+      {
+        std::vector<float> got = a, want = a;
+        for (int64_t r = 0; r < 3; ++r)
+          for (int64_t c = n; c < ld; ++c) got[size_t(r * ld + c)] = want[size_t(r * ld + c)] = kSentinel;
+        fx::cpu::rms_norm_heads(got.data(), 3, ld, 1, n, w.data(), 1e-6f, pool);
+        fx::cpu::rms_norm_heads_reference(want.data(), 3, ld, 1, n, w.data(), 1e-6f);
+        expect_close(got, want, 3, n, ld, 5e-6, "rms_norm_heads", n);
+        const int64_t ld2 = 2 * n + kPad;
+        std::vector<float> x(size_t(3 * ld2), kSentinel), c(size_t(3 * n)), sn(size_t(3 * n));
+        for (int64_t r = 0; r < 3; ++r)
+          for (int64_t i = 0; i < 2 * n; ++i) x[size_t(r * ld2 + i)] = b[size_t((r * 2 * n + i) % b.size())];
+        for (size_t i = 0; i < c.size(); ++i) {
+          const double angle = 0.37 * double(i) + 0.1;
+          c[i] = float(std::cos(angle));
+          sn[i] = float(std::sin(angle));
+        }
+        std::vector<float> rot = x, rot_want = x;
+        fx::cpu::rope_apply(rot.data(), 3, ld2, 1, 2 * n, c.data(), sn.data(), pool);
+        fx::cpu::rope_apply_reference(rot_want.data(), 3, ld2, 1, 2 * n, c.data(), sn.data());
+        expect_close(rot, rot_want, 3, 2 * n, ld2, 1e-6, "rope_apply", n);
+      }
+    });
+  }
+}
+
+// The activations' exp edges on every path: NaN stays NaN; inputs far past the exp clamps give the
+// limits (x for large x, 0 for very negative x) rather than inf or NaN.
+TEST(ElementwiseActivations, NanStaysNanAndHugeInputsGiveTheLimits) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {kNaN, 88.0f, 89.0f, 100.0f, 1e30f, -88.0f, -89.0f, -100.0f, -1e30f, 0.0f, kNaN};
+  fx::ThreadPool pool(2);
+  PathLoop::run([&] {
+    using Fn = void (*)(float*, int64_t, fx::ThreadPool&);
+    for (Fn fn : {Fn(fx::cpu::gelu_tanh), Fn(fx::cpu::silu), Fn(fx::cpu::quick_gelu)}) {
+      std::vector<float> y = x;
+      fn(y.data(), int64_t(y.size()), pool);
+      EXPECT_TRUE(std::isnan(y[0]));
+      EXPECT_TRUE(std::isnan(y[10]));
+      for (size_t i = 1; i < 5; ++i) EXPECT_NEAR(y[i], x[i], 1e-6 * x[i]) << x[i];
+      for (size_t i = 5; i < 9; ++i) {
+        EXPECT_NE(std::fabs(y[i]), inf) << x[i];
+        EXPECT_LE(std::fabs(y[i]), 1e-8) << x[i];  // x·e^x: at most 89·e^-88 for these
+      }
+      EXPECT_EQ(y[9], 0.0f);
+    }
+  });
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 // broadcast straight from the strided source. That makes the row max and row sum of the softmax
 // plain vertical max/add over the key rows, with no horizontal reductions and no transposed copy of
 // K per block. P·V then broadcasts P^T entries against contiguous rows of V.
+//
+// The AVX2 + FMA path (the same design at 8 lanes, 16-row strips) is in attention_avx2.cpp; this file
+// has the portable and AVX-512 paths, the dispatch between the three, and the reference.
 #include "ops/cpu/attention.h"
 
 #include <algorithm>
@@ -17,14 +20,15 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "ops/cpu/attention_avx2.h"
 #include "ops/cpu/exp_edges.h"
 #include "fluxnative.h"
 
 #if defined(__x86_64__)
 #include "ops/cpu/avx512_math.h"
-#define FX_HAVE_AVX512_PATH 1
+#define FX_HAVE_X86_PATHS 1
 #else
-#define FX_HAVE_AVX512_PATH 0
+#define FX_HAVE_X86_PATHS 0
 #endif
 
 namespace fx::cpu {
@@ -33,6 +37,8 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int64_t kStrip = 32;  // query rows per strip of the AVX-512 path (two vectors)
+
+enum class Path { Portable, Avx2, Avx512 };
 
 void check_shape(const AttentionShape& s) {
   if (s.batch < 0 || s.heads < 0 || s.seq_q < 0 || s.seq_kv < 0 || s.head_dim <= 0)
@@ -45,6 +51,19 @@ bool machine_has_avx512() {
   return (cpu_features() & need) == need;
 }
 
+bool machine_has_avx2() {
+  const uint32_t need = FX_CPU_AVX2 | FX_CPU_FMA;
+  return (cpu_features() & need) == need;
+}
+
+// The path for this head_dim on this machine under the ISA cap in force: the widest one that handles it.
+Path choose_path(int64_t head_dim) {
+  if (!FX_HAVE_X86_PATHS || head_dim <= 0) return Path::Portable;
+  if (head_dim % 16 == 0 && machine_has_avx512()) return Path::Avx512;
+  if (attention_avx2::handles(head_dim) && machine_has_avx2()) return Path::Avx2;
+  return Path::Portable;
+}
+
 // How the work is cut. Tiles are sized so that a tile's q copy and O accumulator (2·tq·D floats)
 // plus one key/value block stay in L2, and blocks so that the K and V rows of a block (2·bk·D) stay
 // there while every strip of the tile reuses them.
@@ -54,16 +73,17 @@ struct Plan {
   int64_t max_tq = 0;
 };
 
-Plan make_plan(const AttentionShape& s, int threads) {
+// `strip`: the query rows a path computes together (tiles are cut in whole strips where they can be).
+Plan make_plan(const AttentionShape& s, int threads, int64_t strip) {
   Plan plan;
   const int64_t d = s.head_dim;
-  const int64_t tq_cap = d <= 128 ? 128 : std::max<int64_t>(kStrip, (16384 / d) / kStrip * kStrip);
+  const int64_t tq_cap = d <= 128 ? 128 : std::max<int64_t>(strip, (16384 / d) / strip * strip);
   plan.bk = d <= 128 ? 128 : std::max<int64_t>(16, 16384 / d);
   const int64_t bh = s.batch * s.heads;
   int64_t tiles = std::max<int64_t>(1, (s.seq_q + tq_cap - 1) / tq_cap);
   // The pool hands out equal contiguous ranges of tasks, so a task count that the thread count does
   // not divide leaves threads idle at the end; add tiles (while they stay >= one strip) to fix that.
-  const int64_t max_tiles = std::max<int64_t>(1, (s.seq_q + kStrip - 1) / kStrip);
+  const int64_t max_tiles = std::max<int64_t>(1, (s.seq_q + strip - 1) / strip);
   if (threads > 1 && bh * tiles < 16 * threads) {
     int64_t t = tiles;
     while (t <= max_tiles && (bh * t) % threads != 0) ++t;
@@ -146,7 +166,7 @@ void portable_task(const AttentionShape& s, const AttentionOperand& q, const Att
 }
 
 // ---- AVX-512 path (head_dim a multiple of 16) ----
-#if FX_HAVE_AVX512_PATH
+#if FX_HAVE_X86_PATHS
 
 // st[j][0..31] = Σ_d k[j][d] · qt[d][0..31] for RK consecutive keys. The k entries are broadcast from
 // memory; 2·RK accumulators stay in registers across the whole d loop.
@@ -330,15 +350,13 @@ FX_TARGET_AVX512 void exp_avx512(const float* x, float* y, int64_t n) {
     _mm512_mask_storeu_ps(y + i, mask, avx512::exp(_mm512_maskz_loadu_ps(mask, x + i)));
   }
 }
-#endif  // FX_HAVE_AVX512_PATH
-
-enum class Path { Portable, Avx512 };
+#endif  // FX_HAVE_X86_PATHS
 
 void run(const AttentionShape& s, const AttentionOperand& q, const AttentionOperand& k, const AttentionOperand& v,
          const AttentionOutput& out, ThreadPool& pool, Path path) {
   check_shape(s);
   if (s.batch == 0 || s.heads == 0 || s.seq_q == 0) return;
-  const Plan plan = make_plan(s, pool.size());
+  const Plan plan = make_plan(s, pool.size(), path == Path::Avx2 ? attention_avx2::kStrip : kStrip);
   const int64_t tasks = s.batch * s.heads * plan.tiles;
   pool.parallel_for(tasks, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch;
@@ -349,9 +367,13 @@ void run(const AttentionShape& s, const AttentionOperand& q, const AttentionOper
       int64_t q0, nq;
       tile_bounds(s.seq_q, plan.tiles, tile, &q0, &nq);
       if (nq == 0) continue;
-#if FX_HAVE_AVX512_PATH
+#if FX_HAVE_X86_PATHS
       if (path == Path::Avx512) {
         avx512_task(s, q, k, v, out, b, h, q0, nq, plan.bk, scratch);
+        continue;
+      }
+      if (path == Path::Avx2) {
+        attention_avx2::task(s, q, k, v, out, b, h, q0, nq, plan.bk, scratch);
         continue;
       }
 #endif
@@ -362,19 +384,30 @@ void run(const AttentionShape& s, const AttentionOperand& q, const AttentionOper
 
 }  // namespace
 
-bool attention_uses_avx512(int64_t head_dim) {
-  return FX_HAVE_AVX512_PATH && head_dim > 0 && head_dim % 16 == 0 && machine_has_avx512();
+bool attention_uses_avx512(int64_t head_dim) { return choose_path(head_dim) == Path::Avx512; }
+
+const char* attention_path_name(int64_t head_dim) {
+  switch (choose_path(head_dim)) {
+    case Path::Avx512: return "avx512";
+    case Path::Avx2: return "avx2";
+    case Path::Portable: return "portable";
+  }
+  return "?";
 }
 
 void attention(const AttentionShape& shape, const AttentionOperand& q, const AttentionOperand& k,
                const AttentionOperand& v, const AttentionOutput& out, ThreadPool& pool) {
-  run(shape, q, k, v, out, pool, attention_uses_avx512(shape.head_dim) ? Path::Avx512 : Path::Portable);
+  run(shape, q, k, v, out, pool, choose_path(shape.head_dim));
 }
 
 void attention_exp(const float* x, float* y, int64_t n) {
-#if FX_HAVE_AVX512_PATH
+#if FX_HAVE_X86_PATHS
   if (machine_has_avx512()) {
     exp_avx512(x, y, n);
+    return;
+  }
+  if (machine_has_avx2()) {
+    attention_avx2::exp(x, y, n);
     return;
   }
 #endif

@@ -4,7 +4,8 @@
 // CLIP's text tower uses the causal mask (AttentionShape::causal, aligned at the top-left corner: key j
 // is visible to query i when j <= i). A row whose logits are all -inf (only possible through the bias)
 // gives zeros rather than NaN.
-// attention() picks an AVX-512 path at run time (head_dim a multiple of 16) or else the portable one.
+// attention() picks its path at run time: AVX-512 (head_dim a multiple of 16), else AVX2 + FMA (a
+// multiple of 8), else the portable one.
 // attention_reference() is the plain two-pass version (full score row, double accumulation) that the
 // tests compare with.
 #pragma once
@@ -52,8 +53,11 @@ void attention_reference(const AttentionShape& shape, const AttentionOperand& q,
 // ---- for tests and benchmarks ----
 // True when attention() would take the AVX-512 path for this head_dim on this machine.
 bool attention_uses_avx512(int64_t head_dim);
-// y[i] = exp(x[i]) as the attention paths compute it: the vectorised polynomial on AVX-512, else
-// exp_flushed(). Every path has the edges of exp_edges.h: exact 0 below -87.33 (where f32 turns
+// The path attention() takes for this head_dim on this machine under the ISA cap in force:
+// "avx512", "avx2" or "portable".
+const char* attention_path_name(int64_t head_dim);
+// y[i] = exp(x[i]) as the attention paths compute it: the vectorised polynomial on AVX-512 or AVX2,
+// else exp_flushed(). Every path has the edges of exp_edges.h: exact 0 below -87.33 (where f32 turns
 // subnormal), exp(88.37) instead of inf above 88.37, NaN kept.
 void attention_exp(const float* x, float* y, int64_t n);
 

@@ -3,6 +3,9 @@
 // one AVX-512 pass per row with masked tails, rows split over the thread pool. Statistics are
 // accumulated in f32 vectors except the LayerNorm mean, which goes through f64 because hidden states
 // can carry a large common offset whose rounding would otherwise leak into x - mean.
+// The AVX2 + FMA bodies, with the same numerics at 8 lanes, are in elementwise_avx2.cpp; this file
+// has the portable and AVX-512 bodies, the dispatch (the widest path the machine has under the ISA
+// cap), the threading and the references.
 #include "ops/cpu/elementwise.h"
 
 #include <algorithm>
@@ -11,12 +14,13 @@
 
 #include "core/cpu_features.h"
 #include "fluxnative.h"
+#include "ops/cpu/elementwise_avx2.h"
 
 #if defined(__x86_64__)
 #include "ops/cpu/avx512_math.h"
-#define FX_HAVE_AVX512_PATH 1
+#define FX_HAVE_X86_PATHS 1
 #else
-#define FX_HAVE_AVX512_PATH 0
+#define FX_HAVE_X86_PATHS 0
 #endif
 
 namespace fx::cpu {
@@ -29,7 +33,19 @@ bool machine_has_avx512() {
   return (cpu_features() & need) == need;
 }
 
-bool use_avx512() { return FX_HAVE_AVX512_PATH && machine_has_avx512(); }
+bool machine_has_avx2() {
+  const uint32_t need = FX_CPU_AVX2 | FX_CPU_FMA;
+  return (cpu_features() & need) == need;
+}
+
+enum class Path { Portable, Avx2, Avx512 };
+
+// The widest path the machine has under the ISA cap in force.
+Path active_path() {
+  if (FX_HAVE_X86_PATHS && machine_has_avx512()) return Path::Avx512;
+  if (FX_HAVE_X86_PATHS && machine_has_avx2()) return Path::Avx2;
+  return Path::Portable;
+}
 
 // Rows per parallel chunk so a thread gets at least ~64 KB of work: below that, waking a worker
 // costs more than the work.
@@ -93,7 +109,7 @@ void rope_head_portable(float* x, int64_t pairs, const float* c, const float* s)
 }
 
 // ---- AVX-512 bodies ----
-#if FX_HAVE_AVX512_PATH
+#if FX_HAVE_X86_PATHS
 
 FX_TARGET_AVX512 inline __mmask16 tail_mask(int64_t left) { return __mmask16((1u << left) - 1u); }
 
@@ -266,11 +282,20 @@ FX_TARGET_AVX512 void mul_avx512(float* x, const float* y, int64_t n) {
     _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
   }
 }
-#endif  // FX_HAVE_AVX512_PATH
+#endif  // FX_HAVE_X86_PATHS
 
 }  // namespace
 
-bool elementwise_uses_avx512() { return use_avx512(); }
+bool elementwise_uses_avx512() { return active_path() == Path::Avx512; }
+
+const char* elementwise_path_name() {
+  switch (active_path()) {
+    case Path::Avx512: return "avx512";
+    case Path::Avx2: return "avx2";
+    case Path::Portable: return "portable";
+  }
+  return "?";
+}
 
 // ---------------------------------------------------------------------------------------------------
 // RoPE
@@ -301,16 +326,20 @@ void rope_apply(float* x, int64_t seq, int64_t row_stride, int64_t heads, int64_
                 const float* sin_t, ThreadPool& pool) {
   if (head_dim % 2 != 0) throw std::invalid_argument("rope_apply: head_dim must be even");
   const int64_t pairs = head_dim / 2;
-  const bool simd = use_avx512();
+  const Path path = active_path();
   pool.parallel_for(
       seq,
       [&](int64_t l0, int64_t l1) {
         for (int64_t l = l0; l < l1; ++l)
           for (int64_t h = 0; h < heads; ++h) {
             float* xh = x + l * row_stride + h * head_dim;
-#if FX_HAVE_AVX512_PATH
-            if (simd) {
+#if FX_HAVE_X86_PATHS
+            if (path == Path::Avx512) {
               rope_head_avx512(xh, pairs, cos_t + l * pairs, sin_t + l * pairs);
+              continue;
+            }
+            if (path == Path::Avx2) {
+              elementwise_avx2::rope_head(xh, pairs, cos_t + l * pairs, sin_t + l * pairs);
               continue;
             }
 #endif
@@ -340,14 +369,18 @@ void rope_apply_reference(float* x, int64_t seq, int64_t row_stride, int64_t hea
 void layernorm_modulate(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* shift, const float* scale,
                         float eps, float* y, int64_t ldy, ThreadPool& pool) {
   if (dim <= 0) return;
-  const bool simd = use_avx512();
+  const Path path = active_path();
   pool.parallel_for(
       rows,
       [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-#if FX_HAVE_AVX512_PATH
-          if (simd) {
+#if FX_HAVE_X86_PATHS
+          if (path == Path::Avx512) {
             layernorm_row_avx512(x + r * ldx, dim, shift, scale, eps, y + r * ldy);
+            continue;
+          }
+          if (path == Path::Avx2) {
+            elementwise_avx2::layernorm_modulate_row(x + r * ldx, dim, shift, scale, eps, y + r * ldy);
             continue;
           }
 #endif
@@ -386,16 +419,20 @@ void layernorm_modulate_reference(const float* x, int64_t rows, int64_t dim, int
 void rms_norm_heads(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim, const float* weight,
                     float eps, ThreadPool& pool) {
   if (head_dim <= 0) return;
-  const bool simd = use_avx512();
+  const Path path = active_path();
   pool.parallel_for(
       rows,
       [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t h = 0; h < heads; ++h) {
             float* xh = x + r * row_stride + h * head_dim;
-#if FX_HAVE_AVX512_PATH
-            if (simd) {
+#if FX_HAVE_X86_PATHS
+            if (path == Path::Avx512) {
               rms_head_avx512(xh, head_dim, weight, eps);
+              continue;
+            }
+            if (path == Path::Avx2) {
+              elementwise_avx2::rms_head(xh, head_dim, weight, eps);
               continue;
             }
 #endif
@@ -421,11 +458,15 @@ void rms_norm_heads_reference(float* x, int64_t rows, int64_t row_stride, int64_
 // Activations
 
 void gelu_tanh(float* x, int64_t n, ThreadPool& pool) {
-  const bool simd = use_avx512();
+  const Path path = active_path();
   for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
-#if FX_HAVE_AVX512_PATH
-    if (simd) {
+#if FX_HAVE_X86_PATHS
+    if (path == Path::Avx512) {
       gelu_tanh_avx512(x + begin, end - begin);
+      return;
+    }
+    if (path == Path::Avx2) {
+      elementwise_avx2::gelu_tanh(x + begin, end - begin);
       return;
     }
 #endif
@@ -441,11 +482,15 @@ void gelu_tanh_reference(float* x, int64_t n) {
 }
 
 void silu(float* x, int64_t n, ThreadPool& pool) {
-  const bool simd = use_avx512();
+  const Path path = active_path();
   for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
-#if FX_HAVE_AVX512_PATH
-    if (simd) {
+#if FX_HAVE_X86_PATHS
+    if (path == Path::Avx512) {
       silu_avx512(x + begin, end - begin);
+      return;
+    }
+    if (path == Path::Avx2) {
+      elementwise_avx2::silu(x + begin, end - begin);
       return;
     }
 #endif
@@ -465,16 +510,20 @@ void silu_reference(float* x, int64_t n) {
 
 void gated_add(float* x, int64_t rows, int64_t dim, int64_t ldx, const float* gate, const float* y, int64_t ldy,
                ThreadPool& pool) {
-  const bool simd = use_avx512();
+  const Path path = active_path();
   pool.parallel_for(
       rows,
       [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           float* xr = x + r * ldx;
           const float* yr = y + r * ldy;
-#if FX_HAVE_AVX512_PATH
-          if (simd) {
+#if FX_HAVE_X86_PATHS
+          if (path == Path::Avx512) {
             gated_add_row_avx512(xr, dim, gate, yr);
+            continue;
+          }
+          if (path == Path::Avx2) {
+            elementwise_avx2::gated_add_row(xr, dim, gate, yr);
             continue;
           }
 #endif
@@ -496,16 +545,20 @@ void gated_add_reference(float* x, int64_t rows, int64_t dim, int64_t ldx, const
 void layernorm_affine(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,
                       float eps, float* y, int64_t ldy, ThreadPool& pool) {
   if (dim <= 0) return;
-  const bool simd = use_avx512();
+  const Path path = active_path();
   pool.parallel_for(
       rows,
       [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const float* xr = x + r * ldx;
           float* yr = y + r * ldy;
-#if FX_HAVE_AVX512_PATH
-          if (simd) {
+#if FX_HAVE_X86_PATHS
+          if (path == Path::Avx512) {
             layernorm_affine_row_avx512(xr, dim, weight, bias, eps, yr);
+            continue;
+          }
+          if (path == Path::Avx2) {
+            elementwise_avx2::layernorm_affine_row(xr, dim, weight, bias, eps, yr);
             continue;
           }
 #endif
@@ -530,16 +583,20 @@ void layernorm_affine_reference(const float* x, int64_t rows, int64_t dim, int64
 void rms_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps, float* y,
               int64_t ldy, ThreadPool& pool) {
   if (dim <= 0) return;
-  const bool simd = use_avx512();
+  const Path path = active_path();
   pool.parallel_for(
       rows,
       [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const float* xr = x + r * ldx;
           float* yr = y + r * ldy;
-#if FX_HAVE_AVX512_PATH
-          if (simd) {
+#if FX_HAVE_X86_PATHS
+          if (path == Path::Avx512) {
             rms_row_avx512(xr, dim, weight, eps, yr);
+            continue;
+          }
+          if (path == Path::Avx2) {
+            elementwise_avx2::rms_row(xr, dim, weight, eps, yr);
             continue;
           }
 #endif
@@ -564,11 +621,15 @@ void rms_norm_reference(const float* x, int64_t rows, int64_t dim, int64_t ldx, 
 }
 
 void quick_gelu(float* x, int64_t n, ThreadPool& pool) {
-  const bool simd = use_avx512();
+  const Path path = active_path();
   for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
-#if FX_HAVE_AVX512_PATH
-    if (simd) {
+#if FX_HAVE_X86_PATHS
+    if (path == Path::Avx512) {
       quick_gelu_avx512(x + begin, end - begin);
+      return;
+    }
+    if (path == Path::Avx2) {
+      elementwise_avx2::quick_gelu(x + begin, end - begin);
       return;
     }
 #endif
@@ -584,11 +645,15 @@ void quick_gelu_reference(float* x, int64_t n) {
 }
 
 void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool) {
-  const bool simd = use_avx512();
+  const Path path = active_path();
   for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
-#if FX_HAVE_AVX512_PATH
-    if (simd) {
+#if FX_HAVE_X86_PATHS
+    if (path == Path::Avx512) {
       add_avx512(x + begin, y + begin, end - begin);
+      return;
+    }
+    if (path == Path::Avx2) {
+      elementwise_avx2::add(x + begin, y + begin, end - begin);
       return;
     }
 #endif
@@ -601,11 +666,15 @@ void add_inplace_reference(float* x, const float* y, int64_t n) {
 }
 
 void mul_inplace(float* x, const float* y, int64_t n, ThreadPool& pool) {
-  const bool simd = use_avx512();
+  const Path path = active_path();
   for_flat_chunks(n, pool, [&](int64_t begin, int64_t end) {
-#if FX_HAVE_AVX512_PATH
-    if (simd) {
+#if FX_HAVE_X86_PATHS
+    if (path == Path::Avx512) {
       mul_avx512(x + begin, y + begin, end - begin);
+      return;
+    }
+    if (path == Path::Avx2) {
+      elementwise_avx2::mul(x + begin, y + begin, end - begin);
       return;
     }
 #endif

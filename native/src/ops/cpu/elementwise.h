@@ -1,7 +1,8 @@
 // The small bandwidth-bound kernels of the FLUX transformer (flux-spec.md §5): RoPE, LayerNorm with
 // adaLN modulation, RMSNorm (QK-norm), GELU-tanh, SiLU, gated residual add. Each has a *_reference
 // twin written as plainly as possible (double arithmetic) for the tests. The fast versions take an
-// AVX-512 path when the CPU has one (chosen at run time) and a portable loop otherwise.
+// AVX-512 path when the CPU has one, else an AVX2 + FMA one (chosen at run time), and a portable loop
+// otherwise.
 #pragma once
 
 #include <cstdint>
@@ -76,5 +77,7 @@ void mul_inplace_reference(float* x, const float* y, int64_t n);
 // True when the functions above take their AVX-512 paths (the machine has it and the ISA cap of
 // core/cpu_features.h allows it; tests cap the ISA to run the portable paths on the same machine).
 bool elementwise_uses_avx512();
+// The path the functions above take now: "avx512", "avx2" or "portable".
+const char* elementwise_path_name();
 
 }  // namespace fx::cpu
