@@ -74,12 +74,13 @@ internal struct FxTinyModelParams
 
 /// <summary>Mirror of <c>fx_flux_load_params</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
-internal struct FxFluxLoadParams
+internal unsafe struct FxFluxLoadParams
 {
     public uint StructSize;
     public int WeightFormat;
     public int NumThreads;
     public int Activations;
+    public byte* Device;
 }
 
 /// <summary>
@@ -105,17 +106,19 @@ internal unsafe struct FxFluxInputs
 
 /// <summary>Mirror of <c>fx_ae_load_params</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
-internal struct FxAeLoadParams
+internal unsafe struct FxAeLoadParams
 {
     public uint StructSize;
     public int NumThreads;
+    public byte* Device;
 }
 
 /// <summary>Mirror of <c>fx_text_load_params</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
-internal struct FxTextLoadParams
+internal unsafe struct FxTextLoadParams
 {
     public uint StructSize;
     public int WeightFormat;
     public int NumThreads;
+    public byte* Device;
 }

@@ -84,15 +84,22 @@ public sealed class Autoencoder : IDisposable
     /// <summary>Loads the autoencoder from an open checkpoint, which may be disposed right after.</summary>
     /// <param name="checkpoint">A BFL <c>ae.safetensors</c> or a diffusers <c>vae/</c> folder.</param>
     /// <param name="threads">0: the process-wide pool.</param>
-    /// <exception cref="FluxNativeException">Not an autoencoder (<see cref="FluxStatus.Unsupported"/>), or a tensor is missing.</exception>
-    public static unsafe Autoencoder Load(Checkpoint checkpoint, int threads = 0)
+    /// <param name="device">Where the model lives and runs (default: the CPU).</param>
+    /// <exception cref="FluxNativeException">Not an autoencoder (<see cref="FluxStatus.Unsupported"/>), a tensor is missing, or the device cannot be used (the message says why).</exception>
+    public static unsafe Autoencoder Load(Checkpoint checkpoint, int threads = 0, FluxDevice? device = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         FxAeLoadParams parameters;
         NativeMethods.fx_ae_load_params_init(&parameters);
         parameters.NumThreads = threads;
-        NativeStatus.ThrowIfFailed(NativeMethods.fx_ae_model_load(checkpoint.Handle, &parameters, out AeModelHandle handle));
+        AeModelHandle handle;
+        fixed (byte* deviceName = (device ?? FluxDevice.Cpu).ToUtf8Z())
+        {
+            parameters.Device = deviceName;
+            NativeStatus.ThrowIfFailed(NativeMethods.fx_ae_model_load(checkpoint.Handle, &parameters, out handle));
+        }
+
         try
         {
             string json = NativeString.Read(handle, static (m, buffer, capacity, needed) => NativeMethods.fx_ae_model_config_json(m, buffer, capacity, needed));
@@ -106,11 +113,11 @@ public sealed class Autoencoder : IDisposable
     }
 
     /// <summary>Opens <paramref name="path"/>, loads the autoencoder and closes the checkpoint.</summary>
-    /// <inheritdoc cref="Load(Checkpoint, int)"/>
-    public static Autoencoder Load(string path, int threads = 0)
+    /// <inheritdoc cref="Load(Checkpoint, int, FluxDevice?)"/>
+    public static Autoencoder Load(string path, int threads = 0, FluxDevice? device = null)
     {
         using Checkpoint checkpoint = Checkpoint.Open(path);
-        return Load(checkpoint, threads);
+        return Load(checkpoint, threads, device);
     }
 
     /// <summary>

@@ -76,6 +76,9 @@ public sealed record FluxPipelineOptions
     /// <summary>Native threads; 0 for the process-wide pool.</summary>
     public int Threads { get; init; }
 
+    /// <summary>Where every component lives and runs (default: the CPU).</summary>
+    public FluxDevice Device { get; init; } = FluxDevice.Cpu;
+
     /// <summary>T5 tokens per prompt; 0 for the variant's (BFL): 512 for [dev], 256 for [schnell].</summary>
     public int T5MaxLength { get; init; }
 
@@ -194,15 +197,15 @@ public sealed class FluxPipeline : IDisposable
         var loaded = new List<IDisposable>();
         try
         {
-            FluxTransformer transformer = FluxTransformer.Load(transformerPath, options.TransformerWeights, options.Threads, options.Activations);
+            FluxTransformer transformer = FluxTransformer.Load(transformerPath, options.TransformerWeights, options.Threads, options.Activations, options.Device);
             loaded.Add(transformer);
-            Autoencoder autoencoder = Autoencoder.Load(autoencoderPath, options.Threads);
+            Autoencoder autoencoder = Autoencoder.Load(autoencoderPath, options.Threads, options.Device);
             loaded.Add(autoencoder);
             PromptEncoder? encoder = null;
             if (text is not null)
             {
                 int t5Length = options.T5MaxLength > 0 ? options.T5MaxLength : transformer.Config.GuidanceEmbed ? 512 : 256;
-                encoder = PromptEncoder.Load(text, t5Length, options.T5Weights, options.Threads, options.PromptCacheSize);
+                encoder = PromptEncoder.Load(text, t5Length, options.T5Weights, options.Threads, options.PromptCacheSize, options.Device);
                 loaded.Add(encoder);
             }
 

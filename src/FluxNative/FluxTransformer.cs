@@ -4,7 +4,7 @@ using FluxNative.Interop;
 namespace FluxNative;
 
 /// <summary>
-/// The FLUX.1 flow transformer, loaded by the native library (CPU backend): one denoising step's
+/// The FLUX.1 flow transformer, loaded by the native library on a <see cref="FluxDevice"/>: one denoising step's
 /// velocity prediction for a batch of packed latents.
 /// </summary>
 /// <example><code>
@@ -13,7 +13,7 @@ namespace FluxNative;
 /// </code></example>
 /// <remarks>
 /// The model shares the checkpoint's memory-mapped data, so the <see cref="Checkpoint"/> it was loaded from
-/// may be disposed right after <see cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision)"/>. Forward passes may be
+/// may be disposed right after <see cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?)"/>. Forward passes may be
 /// called from any thread; the library runs one at a time per model. <see cref="Dispose"/> frees the model
 /// only after a forward running on another thread has returned.
 /// </remarks>
@@ -21,9 +21,10 @@ public sealed class FluxTransformer : IDisposable
 {
     private readonly FluxModelHandle handle;
 
-    private FluxTransformer(FluxModelHandle handle, FluxTransformerConfig config, FluxWeightFormat weightFormat, FluxActivationPrecision activations)
+    private FluxTransformer(FluxModelHandle handle, FluxTransformerConfig config, FluxWeightFormat weightFormat, FluxActivationPrecision activations, FluxDevice device)
     {
         this.handle = handle;
+        Device = device;
         Config = config;
         WeightFormat = weightFormat;
         Activations = activations;
@@ -31,6 +32,9 @@ public sealed class FluxTransformer : IDisposable
 
     /// <summary>The configuration inferred from the checkpoint; it fixes the shapes <see cref="Forward(FluxForwardInputs)"/> accepts.</summary>
     public FluxTransformerConfig Config { get; }
+
+    /// <summary>Where the model lives and runs.</summary>
+    public FluxDevice Device { get; }
 
     /// <summary>How the linear weights are held in memory.</summary>
     public FluxWeightFormat WeightFormat { get; }
@@ -49,16 +53,18 @@ public sealed class FluxTransformer : IDisposable
     /// <see cref="FluxActivationPrecision.F32"/> (exact, the default) or <see cref="FluxActivationPrecision.BF16"/>:
     /// faster BF16 dot products at about 1e-2 relative error, only for BF16 weights on CPUs with AVX512-BF16.
     /// </param>
+    /// <param name="device">Where the model lives and runs (default: the CPU).</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="format"/> or <paramref name="activations"/> is not a defined value, or <paramref name="threads"/> is negative.</exception>
     /// <exception cref="FluxNativeException">
     /// The checkpoint is not a FLUX transformer (<see cref="FluxStatus.Unsupported"/>) or lacks a tensor it needs;
-    /// the message names it.
+    /// the message names it. Or the device cannot be used: the message says what is missing.
     /// </exception>
     public static unsafe FluxTransformer Load(
         Checkpoint checkpoint,
         FluxWeightFormat format = FluxWeightFormat.AsStored,
         int threads = 0,
-        FluxActivationPrecision activations = FluxActivationPrecision.F32)
+        FluxActivationPrecision activations = FluxActivationPrecision.F32,
+        FluxDevice? device = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (!Enum.IsDefined(format))
@@ -78,10 +84,16 @@ public sealed class FluxTransformer : IDisposable
         parameters.WeightFormat = (int)format;
         parameters.NumThreads = threads;
         parameters.Activations = (int)activations;
-        NativeStatus.ThrowIfFailed(NativeMethods.fx_flux_model_load(checkpoint.Handle, &parameters, out FluxModelHandle handle));
+        FluxModelHandle handle;
+        fixed (byte* deviceName = (device ?? FluxDevice.Cpu).ToUtf8Z())
+        {
+            parameters.Device = deviceName;
+            NativeStatus.ThrowIfFailed(NativeMethods.fx_flux_model_load(checkpoint.Handle, &parameters, out handle));
+        }
+
         try
         {
-            return new FluxTransformer(handle, FluxTransformerConfig.Parse(ReadConfigJson(handle)), format, activations);
+            return new FluxTransformer(handle, FluxTransformerConfig.Parse(ReadConfigJson(handle)), format, activations, device ?? FluxDevice.Cpu);
         }
         catch
         {
@@ -91,15 +103,16 @@ public sealed class FluxTransformer : IDisposable
     }
 
     /// <summary>Opens the checkpoint at <paramref name="path"/>, loads the transformer and closes the checkpoint again.</summary>
-    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision)"/>
+    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?)"/>
     public static FluxTransformer Load(
         string path,
         FluxWeightFormat format = FluxWeightFormat.AsStored,
         int threads = 0,
-        FluxActivationPrecision activations = FluxActivationPrecision.F32)
+        FluxActivationPrecision activations = FluxActivationPrecision.F32,
+        FluxDevice? device = null)
     {
         using Checkpoint checkpoint = Checkpoint.Open(path);
-        return Load(checkpoint, format, threads, activations);
+        return Load(checkpoint, format, threads, activations, device);
     }
 
     /// <summary>The configuration as the library reports it (JSON), including fields <see cref="Config"/> may not have yet.</summary>

@@ -133,15 +133,15 @@ public sealed class PromptEncoder : IDisposable
     public int CacheMisses { get; private set; }
 
     /// <summary>Loads the tokenizers and both encoders.</summary>
-    public static PromptEncoder Load(PromptEncoderSources sources, int t5MaxLength, FluxWeightFormat t5Weights = FluxWeightFormat.AsStored, int threads = 0, int cacheCapacity = 64)
+    public static PromptEncoder Load(PromptEncoderSources sources, int t5MaxLength, FluxWeightFormat t5Weights = FluxWeightFormat.AsStored, int threads = 0, int cacheCapacity = 64, FluxDevice? device = null)
     {
         ArgumentNullException.ThrowIfNull(sources);
         ClipTokenizer clipTokenizer = ClipTokenizer.FromDirectory(sources.ClipTokenizer);
         T5Tokenizer t5Tokenizer = T5Tokenizer.FromDirectory(sources.T5Tokenizer);
-        TextEncoder clip = TextEncoder.Load(sources.Clip, FluxWeightFormat.AsStored, threads);
+        TextEncoder clip = TextEncoder.Load(sources.Clip, FluxWeightFormat.AsStored, threads, device);
         try
         {
-            TextEncoder t5 = TextEncoder.Load(sources.T5, t5Weights, threads);
+            TextEncoder t5 = TextEncoder.Load(sources.T5, t5Weights, threads, device);
             try
             {
                 return new PromptEncoder(clipTokenizer, clip, t5Tokenizer, t5, t5MaxLength, cacheCapacity);

@@ -79,8 +79,9 @@ public sealed class TextEncoder : IDisposable
     /// <param name="checkpoint">The encoder's folder (or file).</param>
     /// <param name="format">How to hold the linear weights (T5-XXL in bf16 is 9.5 GB: keep it as stored, or FP8).</param>
     /// <param name="threads">0: the process-wide pool.</param>
-    /// <exception cref="FluxNativeException">Not a text encoder (<see cref="FluxStatus.Unsupported"/>), or a tensor is missing.</exception>
-    public static unsafe TextEncoder Load(Checkpoint checkpoint, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0)
+    /// <param name="device">Where the model lives and runs (default: the CPU).</param>
+    /// <exception cref="FluxNativeException">Not a text encoder (<see cref="FluxStatus.Unsupported"/>), a tensor is missing, or the device cannot be used (the message says why).</exception>
+    public static unsafe TextEncoder Load(Checkpoint checkpoint, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0, FluxDevice? device = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
@@ -93,7 +94,13 @@ public sealed class TextEncoder : IDisposable
         NativeMethods.fx_text_load_params_init(&parameters);
         parameters.WeightFormat = (int)format;
         parameters.NumThreads = threads;
-        NativeStatus.ThrowIfFailed(NativeMethods.fx_text_model_load(checkpoint.Handle, &parameters, out TextModelHandle handle));
+        TextModelHandle handle;
+        fixed (byte* deviceName = (device ?? FluxDevice.Cpu).ToUtf8Z())
+        {
+            parameters.Device = deviceName;
+            NativeStatus.ThrowIfFailed(NativeMethods.fx_text_model_load(checkpoint.Handle, &parameters, out handle));
+        }
+
         try
         {
             string json = NativeString.Read(handle, static (m, buffer, capacity, needed) => NativeMethods.fx_text_model_config_json(m, buffer, capacity, needed));
@@ -107,11 +114,11 @@ public sealed class TextEncoder : IDisposable
     }
 
     /// <summary>Opens <paramref name="path"/>, loads the encoder and closes the checkpoint.</summary>
-    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int)"/>
-    public static TextEncoder Load(string path, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0)
+    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int, FluxDevice?)"/>
+    public static TextEncoder Load(string path, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0, FluxDevice? device = null)
     {
         using Checkpoint checkpoint = Checkpoint.Open(path);
-        return Load(checkpoint, format, threads);
+        return Load(checkpoint, format, threads, device);
     }
 
     /// <summary>Encodes token ids <c>[batch, length]</c>.</summary>

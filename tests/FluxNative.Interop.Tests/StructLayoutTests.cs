@@ -68,6 +68,7 @@ public class StructLayoutTests
         data.Add("fx_flux_load_params", "weight_format", nameof(l.WeightFormat), (byte*)&l.WeightFormat - load);
         data.Add("fx_flux_load_params", "num_threads", nameof(l.NumThreads), (byte*)&l.NumThreads - load);
         data.Add("fx_flux_load_params", "activations", nameof(l.Activations), (byte*)&l.Activations - load);
+        data.Add("fx_flux_load_params", "device", nameof(l.Device), (byte*)&l.Device - load);
 
         FxFluxInputs f;
         var inputs = (byte*)&f;
@@ -88,12 +89,14 @@ public class StructLayoutTests
         var ae = (byte*)&a;
         data.Add("fx_ae_load_params", "struct_size", nameof(a.StructSize), (byte*)&a.StructSize - ae);
         data.Add("fx_ae_load_params", "num_threads", nameof(a.NumThreads), (byte*)&a.NumThreads - ae);
+        data.Add("fx_ae_load_params", "device", nameof(a.Device), (byte*)&a.Device - ae);
 
         FxTextLoadParams x;
         var text = (byte*)&x;
         data.Add("fx_text_load_params", "struct_size", nameof(x.StructSize), (byte*)&x.StructSize - text);
         data.Add("fx_text_load_params", "weight_format", nameof(x.WeightFormat), (byte*)&x.WeightFormat - text);
         data.Add("fx_text_load_params", "num_threads", nameof(x.NumThreads), (byte*)&x.NumThreads - text);
+        data.Add("fx_text_load_params", "device", nameof(x.Device), (byte*)&x.Device - text);
         return data;
     }
 

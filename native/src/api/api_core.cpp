@@ -163,13 +163,15 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_tiny_model_params, depth_single),
     FX_FIELD(fx_flux_load_params, struct_size), FX_FIELD(fx_flux_load_params, weight_format),
     FX_FIELD(fx_flux_load_params, num_threads), FX_FIELD(fx_flux_load_params, activations),
+    FX_FIELD(fx_flux_load_params, device),
     FX_FIELD(fx_flux_inputs, struct_size), FX_FIELD(fx_flux_inputs, batch), FX_FIELD(fx_flux_inputs, img_tokens),
     FX_FIELD(fx_flux_inputs, txt_tokens), FX_FIELD(fx_flux_inputs, img), FX_FIELD(fx_flux_inputs, img_ids),
     FX_FIELD(fx_flux_inputs, txt), FX_FIELD(fx_flux_inputs, txt_ids), FX_FIELD(fx_flux_inputs, y),
     FX_FIELD(fx_flux_inputs, timesteps), FX_FIELD(fx_flux_inputs, guidance), FX_FIELD(fx_flux_inputs, cancel),
     FX_FIELD(fx_ae_load_params, struct_size), FX_FIELD(fx_ae_load_params, num_threads),
+    FX_FIELD(fx_ae_load_params, device),
     FX_FIELD(fx_text_load_params, struct_size), FX_FIELD(fx_text_load_params, weight_format),
-    FX_FIELD(fx_text_load_params, num_threads),
+    FX_FIELD(fx_text_load_params, num_threads), FX_FIELD(fx_text_load_params, device),
 };
 #undef FX_FIELD
 
