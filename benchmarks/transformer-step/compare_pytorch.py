@@ -4,7 +4,7 @@
 The model: hidden 3072, 24 heads of 128, RoPE axes [16, 56, 56], MLP 4x, 1 double + 2 single blocks,
 dev variant (guidance embedder), bf16 weights, written by FluxNative's tiny-model writer
 (fx_tiny_model_write, through ctypes) with seed 1. The inputs: B=1, 256 image tokens (a 16x16 latent
-grid, img_ids per flux-spec §4.4), 64 text tokens (txt_ids zero), img/txt/y drawn from N(0, 1),
+grid, img_ids per docs/flux-model.md §4.4), 64 text tokens (txt_ids zero), img/txt/y drawn from N(0, 1),
 timestep 0.7, guidance 3.5.
 
 Three implementations of the same computation on the same weights:
@@ -12,7 +12,7 @@ Three implementations of the same computation on the same weights:
   * PyTorch float32: the weights upcast to f32 (exact), every op in f32;
   * PyTorch bf16 autocast: bf16 weights, `torch.autocast("cpu", dtype=torch.bfloat16)` (oneDNN).
 
-The PyTorch forward is written here from flux-spec §5 (it follows tools/reference/flux_reference.py,
+The PyTorch forward is written here from docs/flux-model.md §5 (it follows tools/reference/flux_reference.py,
 the float64 NumPy reference, op for op, in torch). Each is warmed up once and timed N times; the
 median is reported. FluxNative's output is compared with PyTorch f32's (relative L2).
 
@@ -150,7 +150,7 @@ def write_inputs(path: str, in_ch: int, ctx: int, vec: int, seed: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# PyTorch forward (flux-spec §5), written for torch 1.13 (no scaled_dot_product_attention there)
+# PyTorch forward (docs/flux-model.md §5), written for torch 1.13 (no scaled_dot_product_attention there)
 # ----------------------------------------------------------------------------------------------
 
 def silu(x):

@@ -1,5 +1,5 @@
 // Throughput of the autoencoder's direct convolution (ops/cpu/conv2d.h) at the published decoder's and
-// encoder's layer shapes (flux-spec §7.2, §7.3), spatially reduced so one run stays short on two cores:
+// encoder's layer shapes (docs/flux-model.md §7.2, §7.3), spatially reduced so one run stays short on two cores:
 // the real 1024² decode runs these same layers at 4× (level 0) to 16× the pixels listed here, at the
 // same per-pixel cost.
 //

@@ -267,7 +267,7 @@ FX_API void fx_tiny_model_params_init(fx_tiny_model_params* params);
 FX_API fx_status fx_tiny_model_write(const fx_tiny_model_params* params, const char* path);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* The FLUX transformer (flux-spec.md §5), CPU backend                                             */
+/* The FLUX transformer (docs/flux-model.md §5), CPU backend                                             */
 /* ---------------------------------------------------------------------------------------------- */
 
 typedef struct fx_flux_model fx_flux_model;
@@ -313,7 +313,7 @@ FX_API void fx_flux_model_free(fx_flux_model* model);
  * mlp_hidden, context_in_dim, vec_in_dim, depth, depth_single, guidance_embed, axes_dim, theta. */
 FX_API fx_status fx_flux_model_config_json(const fx_flux_model* model, char* buffer, size_t capacity, size_t* needed);
 
-/* One forward pass. All tensors f32, row-major, shapes as in flux-spec §5:
+/* One forward pass. All tensors f32, row-major, shapes as in docs/flux-model.md §5:
  * img [B, Limg, in_channels], img_ids [B, Limg, 3], txt [B, Ltxt, context_in_dim], txt_ids [B, Ltxt, 3],
  * y [B, vec_in_dim], timesteps [B] (t in [0, 1]; the model multiplies by 1000), guidance [B] (dev; NULL
  * allowed for schnell). Writes out [B, Limg, out_channels]; out_count must be exactly that many floats.
@@ -338,7 +338,7 @@ FX_API void fx_flux_inputs_init(fx_flux_inputs* inputs);
 FX_API fx_status fx_flux_forward(fx_flux_model* model, const fx_flux_inputs* inputs, float* out, size_t out_count);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Text encoders: CLIP ViT-L/14 text tower and T5-v1.1 encoder (flux-spec.md §3), CPU backend      */
+/* Text encoders: CLIP ViT-L/14 text tower and T5-v1.1 encoder (docs/flux-model.md §3), CPU backend      */
 /* ---------------------------------------------------------------------------------------------- */
 
 typedef struct fx_text_model fx_text_model;
@@ -376,7 +376,7 @@ FX_API fx_status fx_text_encode(fx_text_model* model, const int32_t* ids, int32_
                                 const volatile int32_t* cancel);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Sampling helpers (flux-spec.md §4.3, §6.2)                                                      */
+/* Sampling helpers (docs/flux-model.md §4.3, §6.2)                                                      */
 /* ---------------------------------------------------------------------------------------------- */
 
 /* 2x2 patch packing: latents [B, C, h, w] -> packed [B, (h/2)*(w/2), 4*C] with token
@@ -391,7 +391,7 @@ FX_API fx_status fx_latents_unpack(const float* packed, int32_t batch, int32_t c
 FX_API fx_status fx_euler_step(float* x, const float* velocity, size_t count, float dt);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* The autoencoder (flux-spec.md §7), CPU backend                                                  */
+/* The autoencoder (docs/flux-model.md §7), CPU backend                                                  */
 /* ---------------------------------------------------------------------------------------------- */
 
 typedef struct fx_ae_model fx_ae_model;

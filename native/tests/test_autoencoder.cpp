@@ -4,7 +4,7 @@
 //    and checks the weights fingerprint first, as the FLUX goldens do;
 //  - against a plain composition of the kernels' double-precision references (conv2d_reference,
 //    group_norm_reference, attention_reference, upsample_nearest2x_reference) written here from
-//    flux-spec §7, reading the weights by their BFL names;
+//    docs/flux-model.md §7, reading the weights by their BFL names;
 //  - layouts, stored dtypes, latent scale/shift from config.json, argument checks and cancellation.
 #include <gtest/gtest.h>
 
@@ -192,7 +192,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, AutoencoderGolden,
                          });
 
 // ---------------------------------------------------------------------------------------------------
-// A plain composition of the reference kernels, from flux-spec §7, on weights read by BFL name.
+// A plain composition of the reference kernels, from docs/flux-model.md §7, on weights read by BFL name.
 
 class ReferenceAe {
  public:

@@ -1,5 +1,5 @@
 // The elementwise kernels against double references and, for RoPE and GELU, against values computed
-// here independently from the formulas in flux-spec.md, on every path the machine has (AVX-512, AVX2,
+// here independently from the formulas in docs/flux-model.md, on every path the machine has (AVX-512, AVX2,
 // portable).
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// Latent packing (flux-spec §4.3) against the index formulas, and the Euler step, through the C ABI.
+// Latent packing (docs/flux-model.md §4.3) against the index formulas, and the Euler step, through the C ABI.
 #include <gtest/gtest.h>
 
 #include <array>

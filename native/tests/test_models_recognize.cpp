@@ -1,5 +1,5 @@
 // Recognizer and tiny-model tests. The tensor lists and parameter formulas below are written out here
-// from flux-spec.md §7-§8 independently of src/models (which builds its lists from one shared table),
+// from docs/flux-model.md §7-§8 independently of src/models (which builds its lists from one shared table),
 // and the formulas are anchored on the spec's published parameter counts.
 #include <gtest/gtest.h>
 
@@ -42,7 +42,7 @@ struct FluxCfg {
 FluxCfg real_flux(bool dev) { return {3072, 24, 64, 64, 4096, 768, 12288, 19, 38, dev}; }
 // The documented tiny defaults (tiny.h / fluxnative.h): hidden 64, 2 heads, 2 + 3 blocks, T5/CLIP widths 32.
 FluxCfg tiny_flux(bool dev) { return {64, 2, 64, 64, 32, 32, 256, 2, 3, dev}; }
-constexpr int64_t kTimeDim = 256;  // sinusoidal embedding width, spec §5.1
+constexpr int64_t kTimeDim = 256;  // sinusoidal embedding width, docs/flux-model.md §5.1
 
 struct AeCfg {
   int64_t ch;

@@ -241,7 +241,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 // ---------------------------------------------------------------------------------------------------
-// The relative-position buckets of flux-spec §3.3
+// The relative-position buckets of docs/flux-model.md §3.3
 
 // The spec's test vector, written out as its table: 32 buckets, max distance 128.
 int32_t spec_bucket(int64_t rel) {
@@ -467,7 +467,7 @@ TEST_F(TextEncoderApi, LoadRefusesOtherModelsAndBadParams) {
   fx_text_model_free(nullptr);
 }
 
-// The embedding may be stored as encoder.embed_tokens.weight instead of shared.weight (spec §8.4), or
+// The embedding may be stored as encoder.embed_tokens.weight instead of shared.weight (docs/flux-model.md §8.4), or
 // under both names if they agree.
 TEST_F(TextEncoderApi, T5EmbeddingUnderEitherName) {
   const std::string original = path("t5");
@@ -518,7 +518,7 @@ TEST_F(TextEncoderApi, T5EmbeddingUnderEitherName) {
   }
 }
 
-// Third-party single files: a key prefix (spec §8.0) and no config.json, so the configuration comes from
+// Third-party single files: a key prefix (docs/flux-model.md §8.0) and no config.json, so the configuration comes from
 // the shapes alone (T5: heads from the bucket table, max distance and eps the published defaults; CLIP:
 // heads = hidden / 64). Same outputs, bit for bit, as the diffusers folder.
 TEST_F(TextEncoderApi, PrefixedSingleFileWithoutConfigJson) {

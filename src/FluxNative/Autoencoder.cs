@@ -3,7 +3,7 @@ using FluxNative.Interop;
 
 namespace FluxNative;
 
-/// <summary>The autoencoder's configuration, as the library inferred it from the checkpoint (flux-spec §2.2, §7).</summary>
+/// <summary>The autoencoder's configuration, as the library inferred it from the checkpoint (docs/flux-model.md §2.2, §7).</summary>
 public sealed record AutoencoderConfig
 {
     /// <summary>Image channels the encoder reads (3).</summary>

@@ -91,7 +91,7 @@ public sealed record FluxPipelineOptions
 
 /// <summary>
 /// Text-to-image with FLUX.1: (prompt embeddings, seed) → noise → transformer steps with the flow-matching
-/// Euler sampler (flux-spec §6) → autoencoder → image files. One generation runs at a time per pipeline.
+/// Euler sampler (docs/flux-model.md §6) → autoencoder → image files. One generation runs at a time per pipeline.
 /// </summary>
 /// <example><code>
 /// using var pipeline = FluxPipeline.Load(new FluxPipelineSources { ModelDirectory = "/models/FLUX.1-dev" });

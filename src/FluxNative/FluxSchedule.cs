@@ -1,7 +1,7 @@
 namespace FluxNative;
 
 /// <summary>
-/// The timestep schedule of FLUX sampling (flux-spec §6.1): <c>steps + 1</c> values from 1 (pure noise)
+/// The timestep schedule of FLUX sampling (docs/flux-model.md §6.1): <c>steps + 1</c> values from 1 (pure noise)
 /// down to 0 (the image). [dev] shifts it towards 1 by an amount that grows with the image-token count
 /// (more tokens need more time at high noise); [schnell] uses the plain linear spacing.
 /// </summary>

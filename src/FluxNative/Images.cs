@@ -15,7 +15,7 @@ public enum ImageFormat
     Webp = 3,
 }
 
-/// <summary>How model pixels in [−1, 1] become 8-bit values (flux-spec §7.5).</summary>
+/// <summary>How model pixels in [−1, 1] become 8-bit values (docs/flux-model.md §7.5).</summary>
 public enum PixelRounding
 {
     /// <summary>round(127.5·(x + 1)), ties to even, as diffusers does: the nearer 8-bit level (the default).</summary>

@@ -9,13 +9,13 @@ namespace FluxNative;
 /// <remarks>
 /// <para>Generator: Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011),
 /// a counter-based generator, with key = the seed's low and high 32-bit words. Element <c>i</c> of the
-/// latent <c>[C, h, w]</c> (row-major, drawn in this unpacked layout as flux-spec §4.2 says) uses block
+/// latent <c>[C, h, w]</c> (row-major, drawn in this unpacked layout as docs/flux-model.md §4.2 says) uses block
 /// counter (i / 4, 0, 0, 0) and output word pair (i mod 4) / 2: words (a, b) give, by Box–Muller,
 /// u₁ = (a + 1)/2³², u₂ = b/2³², r = √(−2 ln u₁), z = r·cos(2πu₂) for the even element of the pair and
 /// r·sin(2πu₂) for the odd one; computed in double and rounded to float.</para>
 /// <para>Image <c>k</c> of a batch is drawn with seed <c>seed + k</c>, so image k of a batch equals a
 /// single-image generation with seed + k.</para>
-/// <para>This does not reproduce PyTorch's CPU generator (flux-spec §4.2: out of scope); to match a PyTorch
+/// <para>This does not reproduce PyTorch's CPU generator (docs/flux-model.md §4.2: out of scope); to match a PyTorch
 /// run, pass its noise as initial latents. Across machines the values agree to the last bit wherever the
 /// platform's Math.Log/Cos/Sin do (they are correctly rounded or within one ulp in double, far below float
 /// resolution).</para>

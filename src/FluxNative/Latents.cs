@@ -3,7 +3,7 @@ using FluxNative.Interop;
 namespace FluxNative;
 
 /// <summary>
-/// The FLUX latent layout (flux-spec §4.3–4.4): 2×2 patch packing between the autoencoder's <c>[B, C, h, w]</c>
+/// The FLUX latent layout (docs/flux-model.md §4.3–4.4): 2×2 patch packing between the autoencoder's <c>[B, C, h, w]</c>
 /// and the transformer's tokens <c>[B, (h/2)(w/2), 4C]</c>, the position ids, and the Euler step (§6.2).
 /// The loops run natively.
 /// </summary>

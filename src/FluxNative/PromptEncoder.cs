@@ -66,7 +66,7 @@ public sealed record PromptEncoderSources
 }
 
 /// <summary>
-/// Prompt text to FLUX's two conditioning inputs (flux-spec §3): the CLIP tokenizer and text tower give the pooled
+/// Prompt text to FLUX's two conditioning inputs (docs/flux-model.md §3): the CLIP tokenizer and text tower give the pooled
 /// vector <c>y</c> [1, 768]; the T5 tokenizer (padded to <see cref="T5MaxLength"/>) and encoder give <c>txt</c>
 /// [1, L, 4096]. Results are kept in a bounded least-recently-used cache keyed by the prompt (the encoders and the
 /// T5 length are fixed per instance), so twenty variations of one prompt encode it once.

@@ -3,7 +3,7 @@ using FluxNative.Interop;
 
 namespace FluxNative;
 
-/// <summary>The configuration of a text encoder, as the library inferred it (flux-spec §2.3).</summary>
+/// <summary>The configuration of a text encoder, as the library inferred it (docs/flux-model.md §2.3).</summary>
 public sealed record TextEncoderConfig
 {
     /// <summary><see cref="ModelKind.ClipText"/> or <see cref="ModelKind.T5Encoder"/>.</summary>
@@ -60,7 +60,7 @@ public sealed record TextEncoding(float[]? Hidden, float[]? Pooled);
 
 /// <summary>
 /// A FLUX text encoder, run natively: CLIP ViT-L/14's text tower (pooled vector <c>y</c>) or the T5-v1.1 encoder
-/// (token states <c>txt</c>). No attention mask, as FLUX uses them (flux-spec §3.4).
+/// (token states <c>txt</c>). No attention mask, as FLUX uses them (docs/flux-model.md §3.4).
 /// </summary>
 public sealed class TextEncoder : IDisposable
 {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent float64 NumPy reference of the FLUX.1 autoencoder (decoder and encoder).
 
-Written from FluxNative's specification (/work/shared/docs/flux-spec.md, §2.2, §7, §8.3, §10) alone —
+Written from FluxNative's specification (docs/flux-model.md, §2.2, §7, §8.3, §10) alone —
 not from BFL's or diffusers' code and not from FluxNative's C++ engine — so that it can serve as an
 independent check of the engine.
 
@@ -124,7 +124,7 @@ def _indices(names, pattern: str) -> List[int]:
 
 
 def diffusers_to_bfl(d: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Renames diffusers AutoencoderKL tensors to BFL ae.safetensors names (spec §8.3)."""
+    """Renames diffusers AutoencoderKL tensors to BFL ae.safetensors names (docs/flux-model.md §8.3)."""
     levels = len(_indices(d, r"decoder\.up_blocks\.(\d+)\."))
     out: Dict[str, np.ndarray] = {}
     attn = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
@@ -182,7 +182,7 @@ def infer_config(w: Dict[str, np.ndarray]) -> AEConfig:
     z = shape("decoder.conv_in.weight")[1]
     return AEConfig(ch=ch, ch_mult=[x // ch for x in widths], num_res_blocks=nrb, z_channels=z,
                     in_channels=shape("encoder.conv_in.weight")[1], out_ch=shape("decoder.conv_out.weight")[0],
-                    scale_factor=DEFAULT_SCALE, shift_factor=DEFAULT_SHIFT, scale_source="spec §2.2 default")
+                    scale_factor=DEFAULT_SCALE, shift_factor=DEFAULT_SHIFT, scale_source="docs/flux-model.md §2.2 default")
 
 
 def expected_shapes(c: AEConfig) -> Dict[str, Tuple[int, ...]]:
@@ -303,7 +303,7 @@ def fingerprint(stored: Dict[str, np.ndarray]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Building blocks (spec §7.1); x is [B, C, H, W]
+# Building blocks (docs/flux-model.md §7.1); x is [B, C, H, W]
 # ----------------------------------------------------------------------------------------------
 
 def silu(x: np.ndarray) -> np.ndarray:
@@ -382,7 +382,7 @@ def mid_block(x: np.ndarray, w: Dict[str, np.ndarray], p: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Decoder / encoder (spec §7.2, §7.3) and the normalised entry points (§7.4)
+# Decoder / encoder (docs/flux-model.md §7.2, §7.3) and the normalised entry points (§7.4)
 # ----------------------------------------------------------------------------------------------
 
 def decoder(model: AEModel, z_vae: np.ndarray) -> np.ndarray:
@@ -541,7 +541,7 @@ def main(argv=None) -> int:
     if not out:
         ap.error("inputs hold neither `latents` nor `pixels`")
     fp = fingerprint(model.stored)
-    meta = {"producer": "tools/reference/ae_reference.py (float64 NumPy reference, FluxNative flux-spec §7)",
+    meta = {"producer": "tools/reference/ae_reference.py (float64 NumPy reference, FluxNative docs/flux-model.md §7)",
             "numpy_version": np.__version__, "model_path": os.path.abspath(args.model),
             "config": json.dumps(model.config.as_dict(), sort_keys=True),
             "weights_fingerprint": json.dumps({"sum": repr(fp["sum"]), "sum_sq": repr(fp["sum_sq"]),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent float64 NumPy reference of the CLIP ViT-L/14 text tower as FLUX uses it.
 
-Written from FluxNative's flux-spec.md alone (§2.3 configuration, §3.1 tokens, §3.2 forward pass, §3.4 usage,
+Written from FluxNative's docs/flux-model.md alone (§2.3 configuration, §3.1 tokens, §3.2 forward pass, §3.4 usage,
 §8.0 formats, §8.5 tensor names), without reference to transformers', BFL's, diffusers' or FluxNative's own
 C++ code. Forward (§3.2), for ids [B, L] (L <= max_position_embeddings; 77 in FLUX):
 
@@ -126,7 +126,7 @@ def load_model(path: str) -> ClipModel:
         if key in cfg_json and int(cfg_json[key]) != val:
             raise ValueError(f"{path}: config.json {key}={cfg_json[key]} but the tensors say {val}")
     if cfg.hidden_act != "quick_gelu":
-        raise ValueError(f"{path}: hidden_act {cfg.hidden_act!r}; FLUX's CLIP uses quick_gelu (spec §2.3)")
+        raise ValueError(f"{path}: hidden_act {cfg.hidden_act!r}; FLUX's CLIP uses quick_gelu (docs/flux-model.md §2.3)")
     if d % heads:
         raise ValueError(f"{path}: hidden {d} not divisible by {heads} heads")
     _check_shapes(cfg, w)
@@ -283,7 +283,7 @@ def selftest(model: Optional[ClipModel] = None) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="float64 CLIP text encoder reference (flux-spec §3.2)")
+    ap = argparse.ArgumentParser(description="float64 CLIP text encoder reference (docs/flux-model.md §3.2)")
     ap.add_argument("--model", help="text_encoder folder or .safetensors file")
     ap.add_argument("--ids", help="safetensors file with `ids` [B, L] (I32 or I64)")
     ap.add_argument("--out", help="output safetensors: hidden, pooled (F32) and hidden_f64, pooled_f64")
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
     t, _ = stnp.load_file(args.ids)
     hidden, pooled = encode(model, t["ids"])
     fp = fingerprint(model.stored)
-    meta = {"producer": "tools/reference/clip_text_reference.py (float64 NumPy reference, flux-spec §3.2)",
+    meta = {"producer": "tools/reference/clip_text_reference.py (float64 NumPy reference, docs/flux-model.md §3.2)",
             "numpy_version": np.__version__, "model_path": os.path.abspath(args.model),
             "config": json.dumps(model.config.as_dict(), sort_keys=True),
             "weights_fingerprint": json.dumps({"sum": repr(fp["sum"]), "sum_sq": repr(fp["sum_sq"]),

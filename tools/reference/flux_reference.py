@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent float64 NumPy reference of the FLUX.1 flow-transformer forward pass.
 
-Written from FluxNative's specification (/work/shared/docs/flux-spec.md, §2.1, §4.4, §5, §8.1, §8.2,
+Written from FluxNative's specification (docs/flux-model.md, §2.1, §4.4, §5, §8.1, §8.2,
 §10) alone — not from BFL's or diffusers' code and not from FluxNative's C++ engine — so that it can
 serve as an independent check of the engine.
 
@@ -24,7 +24,7 @@ list string), else the published [16, 56, 56].
 CLI:
   flux_reference.py --model PATH --inputs in.safetensors --out out.safetensors [--bf16-scalars]
   flux_reference.py --selftest [--lib build/.../libfluxnative.so]
-Inputs (names as in spec §5): img [B,Limg,in_ch], img_ids [B,Limg,3], txt [B,Ltxt,ctx],
+Inputs (names as in docs/flux-model.md §5): img [B,Limg,in_ch], img_ids [B,Limg,3], txt [B,Ltxt,ctx],
 txt_ids [B,Ltxt,3], y [B,vec], timesteps [B], guidance [B] (dev only). Output `out` [B,Limg,out_ch]
 (stored F32, plus `out_f64`).
 """
@@ -117,7 +117,7 @@ def _count_blocks(names, prefix: str) -> int:
 
 
 def diffusers_to_bfl(d: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Converts diffusers FluxTransformer2DModel tensor names/layout to BFL's (spec §8.2).
+    """Converts diffusers FluxTransformer2DModel tensor names/layout to BFL's (docs/flux-model.md §8.2).
 
     Every input tensor must be consumed; leftovers are an error (strict, like a real loader).
     """
@@ -190,7 +190,7 @@ def diffusers_to_bfl(d: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 
 def infer_config(w: Dict[str, np.ndarray]) -> FluxConfig:
-    """Configuration from BFL-named tensor shapes (spec §2.1 / §8.1)."""
+    """Configuration from BFL-named tensor shapes (docs/flux-model.md §2.1 / §8.1)."""
     def shape(name):
         if name not in w:
             raise KeyError(f"checkpoint lacks {name}")
@@ -223,7 +223,7 @@ def infer_config(w: Dict[str, np.ndarray]) -> FluxConfig:
 
 
 def expected_shapes(c: FluxConfig) -> Dict[str, Tuple[int, ...]]:
-    """Every BFL tensor and its shape for a configuration (spec §8.1)."""
+    """Every BFL tensor and its shape for a configuration (docs/flux-model.md §8.1)."""
     H, M = c.hidden_size, c.mlp_hidden
     s: Dict[str, Tuple[int, ...]] = {}
 
@@ -343,7 +343,7 @@ def fingerprint(stored: Dict[str, np.ndarray]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Forward pass (spec §5), float64 throughout
+# Forward pass (docs/flux-model.md §5), float64 throughout
 # ----------------------------------------------------------------------------------------------
 
 def linear(x: np.ndarray, w: Dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -483,7 +483,7 @@ def single_block(x, vec, phi, w, n: int, c: FluxConfig):
 
 def forward(model: FluxModel, img, img_ids, txt, txt_ids, y, timesteps, guidance=None,
             bf16_scalars: bool = False) -> np.ndarray:
-    """FLUX transformer forward (spec §5) in float64; returns [B, Limg, out_channels]."""
+    """FLUX transformer forward (docs/flux-model.md §5) in float64; returns [B, Limg, out_channels]."""
     c, w = model.config, model.weights
     img = np.asarray(img, dtype=F64)
     txt = np.asarray(txt, dtype=F64)
@@ -761,7 +761,7 @@ def main(argv=None) -> int:
     out = run_inputs(model, inputs, bf16_scalars=args.bf16_scalars)
     fp = fingerprint(model.stored)
     meta = {
-        "producer": "tools/reference/flux_reference.py (float64 NumPy reference, FluxNative flux-spec §5)",
+        "producer": "tools/reference/flux_reference.py (float64 NumPy reference, FluxNative docs/flux-model.md §5)",
         "numpy_version": np.__version__,
         "model_path": os.path.abspath(args.model),
         "config": json.dumps(model.config.as_dict(), sort_keys=True),

@@ -48,7 +48,7 @@ FX_MODEL_AUTOENCODER = 2
 
 PROVENANCE = (
     "Expected outputs computed by tools/reference/ae_reference.py, an independent float64 NumPy "
-    "implementation of the FLUX.1 autoencoder written from FluxNative's flux-spec.md (sections 2.2, 7.1-7.5, "
+    "implementation of the FLUX.1 autoencoder written from FluxNative's docs/flux-model.md (sections 2.2, 7.1-7.5, "
     "8.3, 10) alone, without reference to BFL's, diffusers' or FluxNative's own C++ code. Weights are upcast "
     "from their stored dtype to float64; all maths in float64; `decoded` and `encoded` are those results "
     "rounded to float32; rgb_truncate / rgb_round are computed in float64 from the stored float32 `decoded`. "
@@ -171,7 +171,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case) -> Dict[
     exp_meta = {
         "producer": "tools/reference/make_ae_goldens.py + tools/reference/ae_reference.py",
         "provenance": PROVENANCE,
-        "spec": "/work/shared/docs/flux-spec.md sections 2.2, 7.1-7.5, 8.3, 10",
+        "spec": "docs/flux-model.md sections 2.2, 7.1-7.5, 8.3, 10",
         "numpy_version": np.__version__,
         "model_command": ae_cli_command(params, "MODEL_PATH"),
         "model_command_note": CLI_NOTE,

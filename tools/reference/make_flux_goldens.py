@@ -5,7 +5,7 @@ Each case is a folder with
   inputs.safetensors    img, img_ids, txt, txt_ids, y, timesteps[, guidance] (F32)
   expected.safetensors  out (F32): the float64 reference output (tools/reference/flux_reference.py)
                         rounded to float32, and out_bf16_scalars (F32): the same with timesteps and
-                        guidance quantised as BFL does (flux-spec §6.4), for engines that do that.
+                        guidance quantised as BFL does (docs/flux-model.md §6.4), for engines that do that.
 The models are not stored: they are FluxNative tiny models, regenerated deterministically by the
 library's tiny-model writer (fx_tiny_model_write, called here through ctypes; the CLI equivalent is
 `flux tiny-model ...`, recorded in the metadata). The expected file's __metadata__ records the
@@ -46,11 +46,11 @@ LAYOUT_TOL = 1e-12          # BFL vs diffusers layout: max |Δ| / max |out|
 
 PROVENANCE = (
     "Expected outputs computed by tools/reference/flux_reference.py, an independent float64 NumPy "
-    "implementation of the FLUX.1 transformer forward written from FluxNative's flux-spec.md "
+    "implementation of the FLUX.1 transformer forward written from FluxNative's docs/flux-model.md "
     "(sections 2.1, 4.4, 5.1-5.6, 8.1, 8.2, 10) alone, without reference to BFL's, diffusers' or "
     "FluxNative's own C++ code. Weights are upcast from their stored dtype to float64; all maths in "
     "float64; `out` is that result rounded to float32. Timesteps/guidance are used unquantised in `out` "
-    "(s' = 1000*t) and with BFL's bf16 quantisation (spec 6.4) in `out_bf16_scalars`. Inputs are drawn "
+    "(s' = 1000*t) and with BFL's bf16 quantisation (docs/flux-model.md 6.4) in `out_bf16_scalars`. Inputs are drawn "
     "from numpy.random.default_rng(input_seed) and stored as float32; the reference reads those float32 "
     "values. Models are FluxNative tiny models, regenerated from the recorded parameters."
 )
@@ -211,7 +211,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, name: str, var
         "input_seed": str(INPUT_SEED),
         "generator": "numpy.random.default_rng(input_seed): img, txt, y ~ N(0,1) (standard_normal, in that "
                      "order), then timesteps = 1 - random(B) in (0,1], guidance = 1 + 4*random(B) in [1,5); "
-                     "all cast to float32. img_ids per spec 4.4 for a 4x4 grid; txt_ids zeros.",
+                     "all cast to float32. img_ids per docs/flux-model.md 4.4 for a 4x4 grid; txt_ids zeros.",
         "shapes": json.dumps({k: list(v.shape) for k, v in inputs.items()}),
     }
     stnp.save_file(os.path.join(case_dir, "inputs.safetensors"), inputs, metadata=in_meta)
@@ -219,7 +219,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, name: str, var
     exp_meta = {
         "producer": "tools/reference/make_flux_goldens.py + tools/reference/flux_reference.py",
         "provenance": PROVENANCE,
-        "spec": "/work/shared/docs/flux-spec.md sections 2.1, 4.4, 5, 6.4 (out_bf16_scalars only), 8.1, 8.2, 10",
+        "spec": "docs/flux-model.md sections 2.1, 4.4, 5, 6.4 (out_bf16_scalars only), 8.1, 8.2, 10",
         "numpy_version": np.__version__,
         "model_command": TinyWriter.cli_command(params, "MODEL_PATH"),
         "model_params": json.dumps(params, sort_keys=True),
@@ -230,7 +230,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, name: str, var
         "weights_fingerprint": _fp_json(fp),
         "input_seed": str(INPUT_SEED),
         "outputs": "out: unquantised timesteps/guidance; out_bf16_scalars: s' = bf16(1000*bf16(t)), "
-                   "g' = bf16(1000*bf16(g)) (spec 6.4). Both float64 results rounded to float32.",
+                   "g' = bf16(1000*bf16(g)) (docs/flux-model.md 6.4). Both float64 results rounded to float32.",
     }
     stnp.save_file(os.path.join(case_dir, "expected.safetensors"),
                    {"out": out.astype(np.float32), "out_bf16_scalars": out_q.astype(np.float32)},

@@ -56,7 +56,7 @@ AE_DEPTH, AE_DEPTH_SINGLE = 4, 2
 
 PROVENANCE = (
     "Expected outputs computed by tools/reference/pipeline_reference.py (with flux_reference.py and "
-    "ae_reference.py): independent float64 NumPy implementations written from FluxNative's flux-spec.md "
+    "ae_reference.py): independent float64 NumPy implementations written from FluxNative's docs/flux-model.md "
     "(sections 4.3, 4.4, 5, 6.1, 6.2, 7, 8.1, 8.3, 10) alone, without reference to BFL's, diffusers' or "
     "FluxNative's own C++ code. Schedule in float64 (dev: shifted with mu from the packed image-token count; "
     "schnell: unshifted); Euler loop in float64 with unquantised timesteps and guidance (the model embeds "
@@ -129,7 +129,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case, ae_p: di
         "producer": "tools/reference/make_pipeline_goldens.py + pipeline_reference.py + flux_reference.py + "
                     "ae_reference.py",
         "provenance": PROVENANCE,
-        "spec": "/work/shared/docs/flux-spec.md sections 4.3, 4.4, 5, 6.1, 6.2, 6.4 (final_latents_bf16_scalars "
+        "spec": "docs/flux-model.md sections 4.3, 4.4, 5, 6.1, 6.2, 6.4 (final_latents_bf16_scalars "
                 "only), 7, 8.1, 8.3, 10",
         "numpy_version": np.__version__,
         "variant": variant,
@@ -145,7 +145,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case, ae_p: di
         "timesteps": "unquantised: the model is called with t = schedule[i] (float64) and embeds E(1000*t); "
                      "guidance likewise E(1000*g). Euler: x += (schedule[i+1] - schedule[i]) * v, float64. "
                      "final_latents_bf16_scalars: same loop, the model embeds bf16(1000*bf16(t)) and "
-                     "bf16(1000*bf16(g)) (spec 6.4).",
+                     "bf16(1000*bf16(g)) (docs/flux-model.md 6.4).",
         "input_seed": str(INPUT_SEED),
         "flux_model_command": TinyWriter.cli_command(flux_p, "FLUX_MODEL_PATH"),
         "flux_model_params": json.dumps(flux_p, sort_keys=True),

@@ -5,7 +5,7 @@ Each case is a folder with
   inputs.safetensors    ids I32 [B, L]
   expected.safetensors  hidden F32 [B, L, d]   last hidden state (after the final norm)
                         pooled F32 [B, d]      CLIP only: hidden at the first occurrence of the row's max id
-computed by tools/reference/clip_text_reference.py / t5_reference.py (float64, from flux-spec §3.2 / §3.3
+computed by tools/reference/clip_text_reference.py / t5_reference.py (float64, from docs/flux-model.md §3.2 / §3.3
 alone) and rounded to float32. The models are FluxNative tiny text encoders, regenerated deterministically by
 fx_tiny_model_write (kind FX_MODEL_CLIP_TEXT / FX_MODEL_T5_ENCODER, layout diffusers, called through ctypes as
 in make_flux_goldens.py); the metadata records the parameters and a weights fingerprint (same definition as
@@ -50,7 +50,7 @@ KIND_NAMES = {"clip": "clip_text", "t5": "t5_encoder"}
 PROVENANCE = {
     "clip": (
         "Expected outputs computed by tools/reference/clip_text_reference.py, an independent float64 NumPy "
-        "implementation of the CLIP ViT-L/14 text tower as FLUX uses it, written from FluxNative's flux-spec.md "
+        "implementation of the CLIP ViT-L/14 text tower as FLUX uses it, written from FluxNative's docs/flux-model.md "
         "(sections 2.3, 3.1, 3.2, 3.4, 8.0, 8.5) alone, without reference to transformers', BFL's, diffusers' "
         "or FluxNative's own C++ code. Weights are upcast from their stored dtype to float64; all maths in "
         "float64; `hidden` and `pooled` are those results rounded to float32 (no bf16 cast of `pooled`). "
@@ -59,7 +59,7 @@ PROVENANCE = {
     "t5": (
         "Expected outputs computed by tools/reference/t5_reference.py, an independent float64 NumPy "
         "implementation of the T5-v1.1 encoder as FLUX uses it (no attention mask), written from FluxNative's "
-        "flux-spec.md (sections 2.3, 3.1, 3.3 including its relative-position bucket test vector, which the "
+        "docs/flux-model.md (sections 2.3, 3.1, 3.3 including its relative-position bucket test vector, which the "
         "script asserts, 3.4, 8.0, 8.4) alone, without reference to transformers', BFL's, diffusers' or "
         "FluxNative's own C++ code. Weights are upcast from their stored dtype to float64; all maths in "
         "float64 (bf16 activation casts are not modelled); `hidden` is that result rounded to float32. ids are "
@@ -67,8 +67,8 @@ PROVENANCE = {
         "FluxNative tiny T5 encoders, regenerated from the recorded parameters."),
 }
 SPEC = {
-    "clip": "/work/shared/docs/flux-spec.md sections 2.3, 3.1, 3.2, 3.4, 8.0, 8.5",
-    "t5": "/work/shared/docs/flux-spec.md sections 2.3, 3.1, 3.3, 3.4, 8.0, 8.4",
+    "clip": "docs/flux-model.md sections 2.3, 3.1, 3.2, 3.4, 8.0, 8.5",
+    "t5": "docs/flux-model.md sections 2.3, 3.1, 3.3, 3.4, 8.0, 8.4",
 }
 
 # name, kind, dtype, shards, ids layout (see make_ids)
@@ -275,7 +275,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case) -> Dict[
                                                 c.relative_attention_max_distance).tolist()))
         exp_meta["buckets_used"] = json.dumps(used)
         exp_meta["outputs"] = ("hidden: encoder.final_layer_norm output (last_hidden_state) [B, L, d], every "
-                               "position including </s> and <pad> (no attention mask, spec 3.4); float64 result "
+                               "position including </s> and <pad> (no attention mask, docs/flux-model.md 3.4); float64 result "
                                "rounded to float32.")
     stnp.save_file(os.path.join(case_dir, "expected.safetensors"), out, metadata=exp_meta)
     return {"model": model, "ids": ids, "out": out, "kind": kind}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the tokenizer golden cases native/tests/data/tokenizers/{clip,t5}-cases.json.
 
-The expected ids are what FLUX's pipelines run (flux-spec §3.1):
+The expected ids are what FLUX's pipelines run (docs/flux-model.md §3.1):
   * CLIP: transformers' slow `CLIPTokenizer` as installed WITHOUT ftfy (diffusers' `tokenizer/`), i.e. the
     BasicTokenizer fallback: clean-up (control/format characters dropped, whitespace -> space), CJK ideographs
     split off, NFC, whitespace split, lower-case, the CLIP regex, byte-level BPE with `</w>`, BOS/EOS.

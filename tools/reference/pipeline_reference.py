@@ -2,7 +2,7 @@
 """Independent float64 NumPy reference of the FLUX.1 text-to-image sampling pipeline after the text
 encoders: schedule, packing, position ids, Euler loop, unpacking, autoencoder decode, 8-bit conversion.
 
-Written from FluxNative's specification (/work/shared/docs/flux-spec.md §4.3, §4.4, §6.1, §6.2, §7,
+Written from FluxNative's specification (docs/flux-model.md §4.3, §4.4, §6.1, §6.2, §7,
 §10) alone — not from BFL's or diffusers' code and not from FluxNative's C++ engine. The transformer is
 tools/reference/flux_reference.py, the autoencoder tools/reference/ae_reference.py (both float64).
 
@@ -91,8 +91,8 @@ def check_spec_schedule(tol: float = 1e-6) -> float:
     got50 = schedule(50, 4096, shift=True)[:len(SPEC_TABLE_1024_50_HEAD)]
     d50 = float(np.max(np.abs(got50 - np.array(SPEC_TABLE_1024_50_HEAD))))
     assert abs(shift_mu(4096) - 1.15) < 1e-12 and abs(shift_mu(256) - 0.5) < 1e-12
-    assert d28 <= tol, f"28-step 1024² schedule differs from spec §6.1 by {d28:.2e}"
-    assert d50 <= tol, f"50-step 1024² schedule head differs from spec §6.1 by {d50:.2e}"
+    assert d28 <= tol, f"28-step 1024² schedule differs from docs/flux-model.md §6.1 by {d28:.2e}"
+    assert d50 <= tol, f"50-step 1024² schedule head differs from docs/flux-model.md §6.1 by {d50:.2e}"
     s4 = schedule(4, 4096, shift=False).tolist()
     assert s4 == [1.0, 0.75, 0.5, 0.25, 0.0], s4
     return max(d28, d50)

@@ -1,6 +1,6 @@
 """Minimal safetensors reader and writer in pure Python + NumPy.
 
-Written from the format description (FluxNative flux-spec §8.0): an 8-byte little-endian u64 header
+Written from the format description (FluxNative docs/flux-model.md §8.0): an 8-byte little-endian u64 header
 length N, N bytes of UTF-8 JSON mapping tensor names to {"dtype", "shape", "data_offsets": [begin, end]}
 (offsets relative to the first byte after the header) plus an optional "__metadata__" object of
 strings, then the raw little-endian, row-major data.

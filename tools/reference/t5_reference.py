@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent float64 NumPy reference of the T5-v1.1 encoder as FLUX uses it.
 
-Written from FluxNative's flux-spec.md alone (§2.3 configuration, §3.1 tokens, §3.3 forward pass and relative
+Written from FluxNative's docs/flux-model.md alone (§2.3 configuration, §3.1 tokens, §3.3 forward pass and relative
 position buckets, §3.4 usage, §8.0 formats, §8.4 tensor names), without reference to transformers', BFL's,
 diffusers' or FluxNative's own C++ code. Forward (§3.3), for ids [B, L], no attention mask (§3.4: padding
 tokens are attended to like any other token):
@@ -306,7 +306,7 @@ def selftest(model: Optional[T5Model] = None) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="float64 T5 encoder reference (flux-spec §3.3)")
+    ap = argparse.ArgumentParser(description="float64 T5 encoder reference (docs/flux-model.md §3.3)")
     ap.add_argument("--model", help="text_encoder_2 folder")
     ap.add_argument("--ids", help="safetensors file with `ids` [B, L] (I32 or I64)")
     ap.add_argument("--out", help="output safetensors: hidden (F32) and hidden_f64")
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     t, _ = stnp.load_file(args.ids)
     hidden = encode(model, t["ids"])
     fp = fingerprint(model.stored)
-    meta = {"producer": "tools/reference/t5_reference.py (float64 NumPy reference, flux-spec §3.3)",
+    meta = {"producer": "tools/reference/t5_reference.py (float64 NumPy reference, docs/flux-model.md §3.3)",
             "numpy_version": np.__version__, "model_path": os.path.abspath(args.model),
             "config": json.dumps(model.config.as_dict(), sort_keys=True),
             "weights_fingerprint": json.dumps({"sum": repr(fp["sum"]), "sum_sq": repr(fp["sum_sq"]),

@@ -1,4 +1,4 @@
-// C ABI: latent packing and the Euler step (flux-spec §4.3, §6.2).
+// C ABI: latent packing and the Euler step (docs/flux-model.md §4.3, §6.2).
 #include <cmath>
 #include <string>
 

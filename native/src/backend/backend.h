@@ -141,7 +141,7 @@ class Backend {
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                          const AttentionParams& params) = 0;
 
-  // RoPE tables (flux-spec §5.2) for ids [L, axes] f32: cos, sin [L, head_dim/2].
+  // RoPE tables (docs/flux-model.md §5.2) for ids [L, axes] f32: cos, sin [L, head_dim/2].
   virtual void rope_tables(const Tensor& ids, const std::vector<int>& axes_dim, double theta, const Tensor& cos,
                            const Tensor& sin) = 0;
   // In place on x [rows, heads·head_dim] (any row stride): rotate each head's pairs by the tables.
@@ -168,7 +168,7 @@ class Backend {
 
   // out[r] = table[ids[r]] converted to f32; table [vocab, hidden] in any float dtype, ids int32 on the host.
   virtual void embedding(const Tensor& table, const int32_t* ids, int64_t count, const Tensor& out) = 0;
-  // T5's relative position bias (flux-spec §3.3) for query rows [q0, q0 + nq) of an L-token sequence:
+  // T5's relative position bias (docs/flux-model.md §3.3) for query rows [q0, q0 + nq) of an L-token sequence:
   // out[h, i, j] = table[bucket_of[(j − (q0 + i)) + L − 1], h]; table [buckets, heads] f32.
   virtual void relative_position_bias(const Tensor& table, const std::vector<int32_t>& bucket_of, int64_t q0,
                                       int64_t seq, const Tensor& out) = 0;
@@ -184,7 +184,7 @@ class Backend {
   virtual void upsample_nearest2x(const Tensor& x, const Tensor& y) = 0;
   // dst [cols, rows] = (or +=) transpose of src [rows, cols].
   virtual void transpose(const Tensor& src, const Tensor& dst, bool accumulate) = 0;
-  // The autoencoder's latent scaling (flux-spec §7.4), computed in f64: to_model: y = x / scale + shift
+  // The autoencoder's latent scaling (docs/flux-model.md §7.4), computed in f64: to_model: y = x / scale + shift
   // (before the decoder); else y = scale · (x − shift) (after the encoder). In place allowed.
   virtual void scale_latents(const Tensor& x, double scale, double shift, bool to_model, const Tensor& y) = 0;
 };
@@ -192,9 +192,9 @@ class Backend {
 // The CPU backend over `pool` (the process-wide pool when null). The pool must outlive the backend.
 std::shared_ptr<Backend> cpu_backend(ThreadPool* pool = nullptr);
 
-// The backend for `device`: the CPU backend for Device::cpu(); for a CUDA device, throws fx::Error naming
-// what is missing (a library built without CUDA, no driver, no such GPU) or FX_ERR_UNSUPPORTED while the
-// CUDA backend cannot run models yet.
+// The backend for `device`: the CPU backend for Device::cpu(); the CUDA backend (cuda_backend.h) for a
+// CUDA device, or fx::Error naming what is missing (a library built without CUDA, no driver, no such GPU,
+// no cuBLASLt).
 std::shared_ptr<Backend> backend_for(const Device& device, ThreadPool* pool = nullptr);
 
 }  // namespace fx::backend

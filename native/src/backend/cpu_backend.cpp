@@ -111,11 +111,11 @@ cpu::PackedWeights pack_in_format(const HostMatrix& stored, WeightFormat format,
   return cpu::pack_weights(converted_view);
 }
 
-void release_host(void* data, const Device&) { std::free(data); }
-
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(ThreadPool& pool) : pool_(pool) {}
+
+  using Backend::to_device;  // the std::vector<float> convenience form
 
   Device device() const override { return Device::cpu(); }
   std::string describe() const override {
@@ -134,7 +134,7 @@ class CpuBackend final : public Backend {
     if (storage->data == nullptr)
       fail(FX_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate " + std::to_string(storage->bytes) + " bytes");
     storage->device = Device::cpu();
-    storage->release = release_host;
+    storage->release = [](void* data, size_t) { std::free(data); };
     return Tensor::on(std::move(storage), dtype, std::move(shape));
   }
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,17 +36,18 @@ struct Device {
   bool operator!=(const Device& o) const { return !(*this == o); }
 };
 
-// Memory a backend allocated; frees itself through the backend's deleter when the last tensor goes.
+// Memory a backend allocated; gives itself back through the backend's `release` when the last tensor
+// goes (the CPU frees it; the CUDA backend returns it to its arena).
 struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   Device device;
-  void (*release)(void* data, const Device& device) = nullptr;
+  std::function<void(void* data, size_t bytes)> release;
   Storage() = default;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage() {
-    if (release != nullptr && data != nullptr) release(data, device);
+    if (release && data != nullptr) release(data, bytes);
   }
 };
 

@@ -396,7 +396,7 @@ void Autoencoder::decode(const float* latents, int64_t batch, int64_t height, in
   Workspace ws(be);
   for (int64_t b = 0; b < batch; ++b) {
     run.check_cancel();
-    // z / scale + shift, right before conv_in (flux-spec §7.4).
+    // z / scale + shift, right before conv_in (docs/flux-model.md §7.4).
     ws.b.ensure(z * height * width);
     const Tensor zin = ws.b.view({z, height, width});
     be.scale_latents(in.select(0, b), c.scale_factor, c.shift_factor, true, zin);
@@ -454,7 +454,7 @@ void Autoencoder::encode(const float* pixels, int64_t batch, int64_t height, int
     run.norm(e.norm_out, ws.image(), true, a);
     const Tensor mean = out.select(0, b);
     run.conv(*e.conv_out, a, mean);
-    // scale · (mean − shift) (flux-spec §7.4).
+    // scale · (mean − shift) (docs/flux-model.md §7.4).
     be.scale_latents(mean, c.scale_factor, c.shift_factor, false, mean);
   }
   be.download(out, latents);

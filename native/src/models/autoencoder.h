@@ -1,4 +1,4 @@
-// The FLUX autoencoder (flux-spec.md §7), written once against the backend seam: decoder (latents →
+// The FLUX autoencoder (docs/flux-model.md §7), written once against the backend seam: decoder (latents →
 // pixels) and encoder (pixels → posterior mean → normalised latents).
 //
 // Loading reads the configuration the recognizer infers from the checkpoint (ch, ch_mult,

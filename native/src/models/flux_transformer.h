@@ -1,4 +1,4 @@
-// The FLUX.1 flow transformer (flux-spec.md §5), written once against the backend seam (backend/backend.h):
+// The FLUX.1 flow transformer (docs/flux-model.md §5), written once against the backend seam (backend/backend.h):
 // it runs on whichever backend it was loaded with.
 //
 // Loading reads the configuration the recognizer infers from the checkpoint (never hard-coded) and
@@ -26,7 +26,7 @@ struct FluxConfig {
   double theta = 10000.0;
 };
 
-// One forward's inputs, all f32, row-major (flux-spec §5): img [B, Limg, in], img_ids [B, Limg, 3],
+// One forward's inputs, all f32, row-major (docs/flux-model.md §5): img [B, Limg, in], img_ids [B, Limg, 3],
 // txt [B, Ltxt, ctx], txt_ids [B, Ltxt, 3], y [B, vec], timesteps [B], guidance [B] (dev; may be null
 // for schnell, ignored there).
 struct FluxInputs {
@@ -72,7 +72,7 @@ class FluxTransformer {
   backend::Precision precision_ = backend::Precision::Exact;
 };
 
-// The sinusoidal embedding of flux-spec §5.1: E(s) for s' = time_factor·s, cos half first. Computed in
+// The sinusoidal embedding of docs/flux-model.md §5.1: E(s) for s' = time_factor·s, cos half first. Computed in
 // double, returned as f32. `dim` even.
 void timestep_embedding(float value, int64_t dim, float* out, double time_factor = 1000.0, double max_period = 10000.0);
 

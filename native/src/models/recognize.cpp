@@ -1,4 +1,4 @@
-// Checkpoint recognition (flux-spec.md §2, §8). Every number in a description comes from a tensor
+// Checkpoint recognition (docs/flux-model.md §2, §8). Every number in a description comes from a tensor
 // shape, config.json or the safetensors metadata; the only constants are published defaults for
 // values a checkpoint cannot express (VAE scale/shift, T5 max distance, ...) and those are listed in
 // config.defaults_used whenever they are used.
@@ -20,7 +20,7 @@ using Shape = std::vector<int64_t>;
 using Dim = std::optional<int64_t>;
 
 // Prefixes that third-party single files (ComfyUI, SD-style checkpoints) put before the model's own
-// names (spec §8.0). Matching is by whole prefix, so "model.diffusion_model.x" never matches
+// names (docs/flux-model.md §8.0). Matching is by whole prefix, so "model.diffusion_model.x" never matches
 // "diffusion_model.".
 constexpr const char* kKnownPrefixes[] = {
     "model.diffusion_model.",
@@ -158,7 +158,7 @@ void compare_cfg(const std::optional<json>& cfg, const char* key, const json& in
 }
 
 // -------------------------------------------------------------------------------------------------
-// Expected tensor lists (spec §8)
+// Expected tensor lists (docs/flux-model.md §8)
 
 int64_t need_int(const json& c, const char* key) {
   if (!c.contains(key) || !c[key].is_number_integer())
@@ -323,7 +323,7 @@ std::vector<TensorShape> t5_tensors(const json& c) {
     const std::string p = "encoder.block." + std::to_string(n) + ".layer.";
     for (const char* m : {"q", "k", "v"}) b.t(p + "0.SelfAttention." + m + ".weight", {inner, d});
     b.t(p + "0.SelfAttention.o.weight", {d, inner});
-    // Only block 0 owns the relative position table; the other blocks reuse its bias (spec §3.3).
+    // Only block 0 owns the relative position table; the other blocks reuse its bias (docs/flux-model.md §3.3).
     if (n == 0) b.t(p + "0.SelfAttention.relative_attention_bias.weight", {buckets, heads});
     b.t(p + "0.layer_norm.weight", {d});
     if (gated) {
@@ -359,7 +359,7 @@ std::vector<TensorShape> clip_tensors(const json& c) {
 }
 
 // -------------------------------------------------------------------------------------------------
-// BFL -> diffusers (spec §8.2, §8.3)
+// BFL -> diffusers (docs/flux-model.md §8.2, §8.3)
 
 // Splits "a.b.c.weight" into ("a.b.c", "weight").
 std::pair<std::string, std::string> split_leaf(const std::string& name) {
@@ -693,7 +693,7 @@ Recognized recognize_flux(const View& v, bool diffusers, const std::optional<jso
                            ") sums to " + std::to_string(sum) + ", not the head dim " + std::to_string(*hd));
   }
   c["axes_dim"] = axes;
-  // Hard-coded in both reference implementations (spec §2.1).
+  // Hard-coded in both reference implementations (docs/flux-model.md §2.1).
   c["theta"] = 10000;
 
   if (in && *in == 384)
@@ -752,7 +752,7 @@ Recognized recognize_ae(const View& v, bool diffusers, const std::optional<json>
   if (levels) {
     const std::set<int64_t> eb = v.indices(enc_level(0) + res), db = v.indices(dec_level(0) + res);
     std::optional<int64_t> ne = block_count(eb, enc_level(0) + res, r), nd = block_count(db, dec_level(0) + res, r);
-    // The decoder runs one more ResnetBlock per level than the encoder (spec §2.2).
+    // The decoder runs one more ResnetBlock per level than the encoder (docs/flux-model.md §2.2).
     if (has_enc && ne && *ne > 0) nrb = *ne;
     if (has_dec && nd && *nd > 0) {
       if (nrb && *nrb != *nd - 1)
@@ -914,7 +914,7 @@ Recognized recognize_t5(const View& v, const std::optional<json>& raw_cfg, Repor
     if (c[k].is_null())
       r.problems.push_back(std::string("cannot infer ") + k + ": the tensors that give it are missing");
 
-  // The embedding may be stored as shared.weight, encoder.embed_tokens.weight or both (tied, spec §8.4).
+  // The embedding may be stored as shared.weight, encoder.embed_tokens.weight or both (tied, docs/flux-model.md §8.4).
   const bool shared = v.has("shared.weight"), embed = v.has("encoder.embed_tokens.weight");
   if (!shared && embed) rec.rename_expected["shared.weight"] = "encoder.embed_tokens.weight";
   const size_t dec = v.count_with_prefix("decoder.") + (v.has("lm_head.weight") ? 1 : 0);

@@ -1,6 +1,6 @@
 // Recognising what a checkpoint is (FLUX transformer, autoencoder, T5, CLIP; BFL or diffusers layout)
 // from its tensor names and shapes, and inferring the model configuration from them
-// (../shared/docs/flux-spec.md §2 and §8). Never hard-coded: the same code describes the published
+// (docs/flux-model.md §2 and §8). Never hard-coded: the same code describes the published
 // 12B checkpoints and the tiny test models.
 #pragma once
 

@@ -128,7 +128,7 @@ struct TextEncoder::Impl {
 namespace {
 
 // Maps the file that holds the embedding table and points the model at the table inside it. Tied copies
-// stored under both names (spec §8.4) must agree; only one is used.
+// stored under both names (docs/flux-model.md §8.4) must agree; only one is used.
 void load_embedding(const WeightLoader& load, const io::Checkpoint& checkpoint, const std::string& name,
                     const std::string& alias, TextEncoder::Impl& m, const std::string& model) {
   const LoadedTensor loaded = load.fetch(name, alias);
@@ -255,7 +255,7 @@ void TextEncoder::encode_clip(const int32_t* ids, int64_t batch, int64_t length,
   backend::Backend& be = *backend_;
   const int64_t H = c.hidden, F = c.intermediate;
 
-  // Pooling position of each row: the first occurrence of its largest id (spec §3.2 step 4).
+  // Pooling position of each row: the first occurrence of its largest id (docs/flux-model.md §3.2 step 4).
   std::vector<int64_t> pool_at(static_cast<size_t>(batch), 0);
   for (int64_t b = 0; b < batch; ++b) {
     const int32_t* row = ids + b * length;
@@ -325,7 +325,7 @@ void TextEncoder::encode_t5(const int32_t* ids, int64_t batch, int64_t length, f
   const Tensor h0 = be.alloc(DType::F32, {batch, L, F}), h1 = be.alloc(DType::F32, {batch, L, F});
   be.embedding(m.embed_table, ids, R, x);
 
-  // Relative position bias P[h, i, j] = table[bucket(j - i), h] (spec §3.3), from block 0's table,
+  // Relative position bias P[h, i, j] = table[bucket(j - i), h] (docs/flux-model.md §3.3), from block 0's table,
   // shared by every block and every batch row. Built for slices of query rows if the whole is too big.
   std::vector<int32_t> bucket_of(size_t(2 * L - 1));  // index rel + L - 1
   for (int64_t rel = -(L - 1); rel <= L - 1; ++rel)

@@ -1,4 +1,4 @@
-// The two FLUX.1 text encoders, written once against the backend seam (flux-spec.md §2.3, §3.2–3.4, §8.4, §8.5):
+// The two FLUX.1 text encoders, written once against the backend seam (docs/flux-model.md §2.3, §3.2–3.4, §8.4, §8.5):
 //   * CLIP ViT-L/14 text tower (diffusers text_encoder/, HF CLIPTextModel): token + position embeddings,
 //     pre-LN layers with causal attention (q scaled by 1/√head_dim) and a QuickGELU MLP, final LayerNorm;
 //     pooled = final hidden state at the first occurrence of the row's largest id (the first EOS).
@@ -33,7 +33,7 @@ struct TextEncoderConfig {
   const char* kind_name() const { return kind == TextEncoderKind::ClipText ? "clip_text" : "t5_encoder"; }
 };
 
-// T5's bidirectional relative-position bucket of rel = key − query (flux-spec §3.3), generalised as the
+// T5's bidirectional relative-position bucket of rel = key − query (docs/flux-model.md §3.3), generalised as the
 // reference does: half = num_buckets/2 per direction, exact = half/2 buckets for |rel| < exact, then
 // logarithmic up to max_distance, capped at half − 1. The logarithm is taken in f32, as transformers does.
 int32_t t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_distance);

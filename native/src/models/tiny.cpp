@@ -1,4 +1,4 @@
-// Tiny random models. The tensor lists come from expected_tensors() (the same spec §8 tables the
+// Tiny random models. The tensor lists come from expected_tensors() (the same docs/flux-model.md §8 tables the
 // recognizer checks against); diffusers files are derived from the BFL tensors by bfl_to_diffusers()
 // so that, for one seed, both layouts hold the same model bit for bit.
 #include "models/tiny.h"
@@ -273,7 +273,7 @@ Plan plan_flux(const fx_tiny_model_params& p) {
   require(sum == hd, "RoPE axes " + axes.dump() + " do not sum to the head dim " + std::to_string(hd));
 
   // Widths of the tiny T5 and CLIP, so the tiny models plug together; the sinusoidal timestep
-  // embedding is 256 wide whatever the model size (spec §5.1).
+  // embedding is 256 wide whatever the model size (docs/flux-model.md §5.1).
   const int64_t in = 64, ctx = 32, vec = 32, tdim = 256, mlp = 4 * H;
   Plan plan;
   plan.kind = "flux_transformer";

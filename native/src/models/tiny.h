@@ -1,4 +1,4 @@
-// Tiny random models with the published tensor names and shape relations (flux-spec.md §8), for
+// Tiny random models with the published tensor names and shape relations (docs/flux-model.md §8), for
 // tests, demos and benchmarks. Weights are a deterministic function of the seed.
 #pragma once
 

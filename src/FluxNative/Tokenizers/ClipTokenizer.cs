@@ -6,7 +6,7 @@ using System.Text.Json;
 namespace FluxNative.Tokenizers;
 
 /// <summary>
-/// The CLIP ViT-L/14 byte-level BPE tokenizer of FLUX.1's <c>tokenizer/</c> folder (flux-spec §3.1), loaded from
+/// The CLIP ViT-L/14 byte-level BPE tokenizer of FLUX.1's <c>tokenizer/</c> folder (docs/flux-model.md §3.1), loaded from
 /// <c>vocab.json</c> + <c>merges.txt</c>. It reproduces what diffusers' FLUX pipelines run: transformers' slow
 /// <c>CLIPTokenizer</c> as installed <b>without</b> ftfy, which falls back to BERT's BasicTokenizer for the text
 /// clean-up. See <c>src/FluxNative/Tokenizers/README.md</c> for every place where OpenAI's original tokenizer

@@ -20,7 +20,7 @@ public enum MetaspacePrependScheme
 }
 
 /// <summary>
-/// The T5 v1.1 SentencePiece Unigram tokenizer of FLUX.1's <c>tokenizer_2/</c> folder (flux-spec §3.1), loaded from
+/// The T5 v1.1 SentencePiece Unigram tokenizer of FLUX.1's <c>tokenizer_2/</c> folder (docs/flux-model.md §3.1), loaded from
 /// <c>tokenizer.json</c> (or, without one, from <c>spiece.model</c>). It reproduces transformers'
 /// <c>T5TokenizerFast</c>, which is what diffusers' FLUX pipelines run; for ordinary prompts BFL's slow
 /// <c>T5Tokenizer</c> (raw SentencePiece) gives the same ids. See <c>src/FluxNative/Tokenizers/README.md</c> for where

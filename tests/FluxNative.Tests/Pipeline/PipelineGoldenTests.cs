@@ -6,7 +6,7 @@ namespace FluxNative.Tests.Pipeline;
 /// <summary>
 /// The whole pipeline after the text encoders (schedule, packing, Euler loop, unpacking, decoder, 8-bit
 /// conversion, PNG) against native/tests/data/pipeline: an independent float64 NumPy reference written from
-/// flux-spec §4, §6, §7 (provenance in that folder's README). Given latents and prompt embeddings, so no
+/// docs/flux-model.md §4, §6, §7 (provenance in that folder's README). Given latents and prompt embeddings, so no
 /// random number generator is involved.
 /// </summary>
 public sealed class PipelineGoldenTests(ITestOutputHelper log) : IDisposable

@@ -2,7 +2,7 @@ namespace FluxNative.Tests.Sampling;
 
 public class FluxScheduleTests
 {
-    // flux-spec §6.1: dev, 1024x1024 (4096 tokens, mu = 1.15), 28 steps, to six decimals.
+    // docs/flux-model.md §6.1: dev, 1024x1024 (4096 tokens, mu = 1.15), 28 steps, to six decimals.
     private static readonly double[] Dev28At1024 =
     [
         1.000000, 0.988409, 0.976222, 0.963394, 0.949873, 0.935599, 0.920509, 0.904531, 0.887583, 0.869576, 0.850406,

@@ -1,4 +1,4 @@
-// The 2-D image kernels of the autoencoder (flux-spec.md §7.1) on the CPU: convolution (NCHW, weights
+// The 2-D image kernels of the autoencoder (docs/flux-model.md §7.1) on the CPU: convolution (NCHW, weights
 // [out, in, kh, kw] as PyTorch stores them), GroupNorm with optional fused SiLU, nearest-neighbour ×2
 // upsampling. Each has a *_reference twin written as plainly as possible (double accumulation) that the
 // tests compare with; the fast versions take an AVX-512 path when the CPU has one (chosen at run time),
@@ -76,7 +76,7 @@ void conv2d(const float* x, int64_t batch, const Conv2dShape& shape, const Packe
 void conv2d_reference(const float* x, int64_t batch, const Conv2dShape& shape, const float* w, const float* bias,
                       Activation act, bool accumulate, float* y);
 
-// ---- GroupNorm (flux-spec §7.1): `groups` groups of channels/groups consecutive channels; statistics
+// ---- GroupNorm (docs/flux-model.md §7.1): `groups` groups of channels/groups consecutive channels; statistics
 // over (group channels × hw) with the biased variance, accumulated per chunk in f32 and combined in
 // double (Chan's parallel formula), so a large mean never leaks into the variance. Then
 // y = (x - mean)·rstd·gamma[c] + beta[c], followed by SiLU when `silu`. x, y: [batch, channels, hw];

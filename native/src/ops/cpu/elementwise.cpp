@@ -312,7 +312,7 @@ void rope_tables(const float* ids, int64_t seq, int n_axes, const int* axes_dim,
     for (int a = 0; a < n_axes; ++a) {
       const double pos = double(ids[l * n_axes + a]);
       for (int j = 0; j < axes_dim[a] / 2; ++j, ++m) {
-        // The exponent is over this axis's width, not the head's (flux-spec §5.2).
+        // The exponent is over this axis's width, not the head's (docs/flux-model.md §5.2).
         const double omega = std::pow(theta, -2.0 * double(j) / double(axes_dim[a]));
         const double phi = pos * omega;
         cos_out[l * half + m] = float(std::cos(phi));

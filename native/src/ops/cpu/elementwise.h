@@ -1,4 +1,4 @@
-// The small bandwidth-bound kernels of the FLUX transformer (flux-spec.md §5): RoPE, LayerNorm with
+// The small bandwidth-bound kernels of the FLUX transformer (docs/flux-model.md §5): RoPE, LayerNorm with
 // adaLN modulation, RMSNorm (QK-norm), GELU-tanh, SiLU, gated residual add. Each has a *_reference
 // twin written as plainly as possible (double arithmetic) for the tests. The fast versions take an
 // AVX-512 path when the CPU has one, else an AVX2 + FMA one (chosen at run time), and a portable loop
@@ -11,7 +11,7 @@
 
 namespace fx::cpu {
 
-// ---- RoPE (interleaved pairs, flux-spec §5.2) ----
+// ---- RoPE (interleaved pairs, docs/flux-model.md §5.2) ----
 // cos/sin tables for `seq` positions: ids [seq, n_axes] (float positions), axes_dim[n_axes] (sum =
 // head_dim), theta. Angles computed in double: phi = id[a] * theta^(-2j/axes_dim[a]).
 // Output tables are [seq, head_dim/2] f32 each, pair m = (x[2m], x[2m+1]).
@@ -48,7 +48,7 @@ void gated_add(float* x, int64_t rows, int64_t dim, int64_t ldx, const float* ga
 void gated_add_reference(float* x, int64_t rows, int64_t dim, int64_t ldx, const float* gate, const float* y,
                          int64_t ldy);
 
-// ---- text encoders (flux-spec §3.2, §3.3) ----
+// ---- text encoders (docs/flux-model.md §3.2, §3.3) ----
 // LayerNorm with affine weight and bias (CLIP): y = (x − mean) / sqrt(var + eps) · weight + bias, biased
 // variance, mean through f64 as above. x, y: [rows, dim] with row strides; weight/bias: [dim].
 void layernorm_affine(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,

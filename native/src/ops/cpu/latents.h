@@ -1,4 +1,4 @@
-// The latent layout of FLUX (flux-spec §4.3) and the Euler step of its flow ODE (§6.2).
+// The latent layout of FLUX (docs/flux-model.md §4.3) and the Euler step of its flow ODE (§6.2).
 //
 // The autoencoder works on latents [B, C, h, w]; the transformer on 2x2 patches of them, packed into
 // tokens [B, (h/2)(w/2), 4C]. Token n = (y/2)(w/2) + x/2, channel k = 4c + 2(y%2) + (x%2).

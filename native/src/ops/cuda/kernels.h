@@ -35,7 +35,7 @@ void rms_norm(DType act, const void* x, int64_t rows, int64_t cols, int64_t ldx,
 void rms_norm_heads(DType act, void* x, int64_t rows, int64_t ld, int64_t heads, int64_t head_dim,
                     const float* weight, float eps, Stream stream);
 // In place: rotate pairs (x[2m], x[2m+1]) of each head by the angle whose cos/sin are
-// tables[row · head_dim/2 + m] (interleaved pairs, flux-spec §5.2).
+// tables[row · head_dim/2 + m] (interleaved pairs, docs/flux-model.md §5.2).
 void rope_apply(DType act, void* x, int64_t rows, int64_t ld, int64_t heads, int64_t head_dim, const float* cos_t,
                 const float* sin_t, Stream stream);
 // x[r, c] += gate[c] · y[r, c].
