@@ -79,7 +79,7 @@ internal static class ServeCommand
 
             try
             {
-                await FluxServer.RunAsync(options, output, cancellationToken).ConfigureAwait(false);
+                await FluxServer.RunAsync(options, output, null, cancellationToken).ConfigureAwait(false);
             }
             catch (FluxServerConfigurationException e)
             {
