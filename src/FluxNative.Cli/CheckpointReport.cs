@@ -12,7 +12,7 @@ internal static class CheckpointReport
         using Checkpoint checkpoint = Checkpoint.Open(path);
         if (json)
         {
-            output.WriteLine(listTensors ? WithTensors(checkpoint.DescribeJson(), checkpoint.Tensors) : checkpoint.DescribeJson());
+            output.WriteLine(listTensors ? DescribeWithTensors(checkpoint) : checkpoint.DescribeJson());
             return;
         }
 
@@ -148,9 +148,11 @@ internal static class CheckpointReport
     };
 
     /// <summary>The native description with a "tensors" array added, for <c>--json --tensors</c>.</summary>
-    private static string WithTensors(string describeJson, IReadOnlyList<TensorInfo> tensors)
+    public static string DescribeWithTensors(Checkpoint checkpoint)
     {
-        JsonObject document = JsonNode.Parse(describeJson)!.AsObject();
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        IReadOnlyList<TensorInfo> tensors = checkpoint.Tensors;
+        JsonObject document = JsonNode.Parse(checkpoint.DescribeJson())!.AsObject();
         var list = new JsonArray();
         foreach (TensorInfo tensor in tensors)
         {

@@ -8,7 +8,7 @@ namespace FluxNative.Cli;
 /// </summary>
 internal static class ForwardCommand
 {
-    public static Command Create(TextWriter output)
+    public static Command Create(CliConsole console)
     {
         var model = new Option<string>("--model")
         {
@@ -39,30 +39,8 @@ internal static class ForwardCommand
         };
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
 
-        var threads = new Option<int>("--threads")
-        {
-            Description = "Threads for the forward pass; 0 uses the process-wide pool (one per core, or FX_NUM_THREADS).",
-            DefaultValueFactory = _ => 0,
-        };
-        threads.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<int>() < 0)
-            {
-                result.AddError("--threads must be 0 or more.");
-            }
-        });
-
-        var repeat = new Option<int?>("--repeat")
-        {
-            Description = "After the forward that writes --out, time N more and print the median, min and max milliseconds per forward.",
-        };
-        repeat.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<int?>() is < 1)
-            {
-                result.AddError("--repeat must be at least 1.");
-            }
-        });
+        var threads = CliOptions.Threads("Threads for the forward pass; 0 uses the process-wide pool (one per core, or FX_NUM_THREADS).");
+        var repeat = CliOptions.Number("--repeat", "After the forward that writes --out, time N more and print the median, min and max milliseconds per forward.", 1, 1_000_000);
 
         var command = new Command("forward", "Run the FLUX transformer once on inputs from a safetensors file and write its output; optionally time it.")
         {
@@ -78,7 +56,7 @@ internal static class ForwardCommand
                 parsed.GetValue(threads),
                 parsed.GetValue(repeat),
                 TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!));
-            TransformerForward.Run(request, output);
+            TransformerForward.Run(request, console.Out);
             return ExitCodes.Success;
         });
         return command;

@@ -1,5 +1,6 @@
-using System.Globalization;
-using Spectre.Console;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace FluxNative.Cli;
 
@@ -32,24 +33,38 @@ internal sealed record GenerateCliRequest
     public FluxWeightFormat WeightFormat { get; init; }
     public FluxActivationPrecision Activations { get; init; }
     public int Threads { get; init; }
+    public ProgressMode Progress { get; init; }
+    public bool Json { get; init; }
 }
 
 /// <summary>What one <c>flux generate</c> did, for the tests.</summary>
 internal sealed record GenerateReport(GenerationResult Result, IReadOnlyList<string> Files);
 
 /// <summary>
-/// <c>flux generate</c>: loads the pipeline (or the demo's tiny models), reads given latents and prompt
-/// embeddings, generates, writes the files, prints seed and timings. Progress is a Spectre.Console bar on
-/// a terminal, one line per step otherwise.
+/// <c>flux generate</c>: checks where the files go, loads the pipeline (or the demo's tiny models), reads given
+/// latents and prompt embeddings, generates with progress on standard error, writes the files. Standard output
+/// carries the result only: the files written, one a line (or one JSON object with <c>--json</c>); notes, warnings,
+/// seed and timings go to standard error.
 /// </summary>
 internal static class ImageGeneration
 {
-    public static GenerateReport Run(GenerateCliRequest cli, TextWriter output, CancellationToken cancellationToken)
+    /// <summary>JSON for people's terminals as well as machines: apostrophes and non-ASCII prompts as they are, not \u escapes.</summary>
+    private static readonly JsonSerializerOptions JsonOutput = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public static async Task<GenerateReport> RunAsync(GenerateCliRequest cli, CliConsole console, CancellationToken cancellationToken)
     {
-        if (cli.Demo && (cli.Model ?? cli.Transformer ?? cli.Autoencoder ?? cli.Clip ?? cli.T5) is not null)
+        ArgumentNullException.ThrowIfNull(cli);
+        ArgumentNullException.ThrowIfNull(console);
+
+        // Everything that can be checked without the model is, before it loads.
+        OutputTarget target = OutputTarget.Resolve(cli.Output, cli.Format);
+        if (cli.SaveLatents is not null)
         {
-            throw new CliInputException("--demo uses its own tiny models; leave out --model, --transformer, --ae, --clip and --t5.");
+            OutputTarget.CheckWritable(cli.SaveLatents, "--save-latents");
         }
+
+        PromptEmbeddings? embeddings = cli.PromptEmbeds is not null ? ReadEmbeddings(cli.PromptEmbeds) : null;
+        float[]? initialLatents = cli.Latents is null ? null : ReadLatents(cli.Latents);
 
         FluxPipelineSources sources = cli.Demo
             ? DemoModels.Write(Path.Combine(Path.GetTempPath(), "fluxnative-demo-2"))
@@ -65,9 +80,7 @@ internal static class ImageGeneration
             options = options with { T5MaxLength = maxLength };
         }
 
-        ImageFormat format = ResolveFormat(cli);
         using FluxPipeline pipeline = FluxPipeline.Load(sources, options);
-        PromptEmbeddings? embeddings = cli.PromptEmbeds is not null ? ReadEmbeddings(cli.PromptEmbeds) : null;
         string? prompt = cli.Prompt ?? (cli.Demo && embeddings is null ? DemoModels.DefaultPrompt : null);
         GenerationRequest request = new()
         {
@@ -81,131 +94,112 @@ internal static class ImageGeneration
             Guidance = cli.Guidance,
             Seed = cli.Seed,
             NumImages = cli.NumImages,
-            OutputFormat = format,
+            OutputFormat = target.Format,
             OutputQuality = cli.Quality,
             Rounding = cli.Rounding,
-            InitialLatents = cli.Latents is null ? null : ReadLatents(cli.Latents),
+            InitialLatents = initialLatents,
             ReturnLatents = cli.SaveLatents is not null,
         };
 
         GenerationPlan plan = pipeline.Plan(request);   // a GenerationRequestException is reported as bad input
+        request = request with { Seed = plan.Seed };    // the seed printed is the seed used
         if (prompt is not null && embeddings is null)
         {
-            output.WriteLine($"prompt   \"{prompt}\" (CLIP 77 tokens, T5 {pipeline.PromptEncoder!.T5MaxLength} tokens)");
+            console.Note($"prompt   \"{prompt}\" (CLIP 77 tokens, T5 {pipeline.PromptEncoder!.T5MaxLength} tokens)");
         }
-
-        request = request with { Seed = plan.Seed };  // the seed printed is the seed used
 
         if (cli.Demo)
         {
-            output.WriteLine("demo     tiny random models: the real tokenizers, random weights everywhere else (the image is noise, not the prompt)");
+            console.Note("demo     tiny random models: the real tokenizers, random weights everywhere else (the image is noise, not the prompt)");
         }
 
-        output.WriteLine(FormattableString.Invariant(
-            $"model    {pipeline.Variant.ToString().ToLowerInvariant()}: {pipeline.Transformer.Config.Summary}"));
-        output.WriteLine(FormattableString.Invariant(
+        console.Note($"model    {pipeline.Transformer.Config.Summary}");
+        console.Note(FormattableString.Invariant(
             $"request  {plan.Width}x{plan.Height}, {plan.Steps} steps, guidance {plan.Guidance}, seed {plan.Seed}, {plan.NumImages} image(s), {Images.Extension(plan.Format)}"));
-
-        GenerationResult result = RunWithProgress(pipeline, request, plan.Steps, output, cancellationToken);
-        IReadOnlyList<string> files = WriteImages(result, cli.Output);
-        foreach (string file in files)
+        foreach (string warning in plan.Warnings)
         {
-            output.WriteLine($"wrote    {file}");
+            console.Warn(warning);
         }
 
+        GenerationResult result = await ProgressDisplay.RunAsync(pipeline, request, cli.Progress, console, cancellationToken).ConfigureAwait(false);
+        IReadOnlyList<string> files = target.Write(result);
         if (cli.SaveLatents is not null)
         {
             new SafetensorsWriter()
                 .Add("latents", result.FinalLatents!, plan.NumImages, pipeline.Autoencoder.Config.ZChannels, plan.LatentHeight, plan.LatentWidth)
                 .Write(cli.SaveLatents);
-            output.WriteLine($"wrote    {cli.SaveLatents} (final latents)");
+            console.Note($"latents  {cli.SaveLatents} (final, before decoding)");
         }
 
         GenerationTimings t = result.Timings;
-        output.WriteLine(request.InitialLatents is null
+        console.Note(request.InitialLatents is null
             ? $"seed     {plan.Seed}{(plan.NumImages > 1 ? $" (image k: {plan.Seed} + k)" : string.Empty)}"
             : "seed     none (latents given)");
-        output.WriteLine(FormattableString.Invariant(
+        console.Note(FormattableString.Invariant(
             $"timings  prepare {t.Prepare.TotalMilliseconds:F0} ms, denoise {t.Denoise.TotalMilliseconds:F0} ms ({t.StepsPerSecond:F2} it/s), decode {t.Decode.TotalMilliseconds:F0} ms, encode {t.Encode.TotalMilliseconds:F0} ms, total {t.Total.TotalMilliseconds:F0} ms"));
+        if (cli.Json)
+        {
+            console.Out.WriteLine(Json(result, files, cli.SaveLatents, request.InitialLatents is null).ToJsonString(JsonOutput));
+        }
+        else
+        {
+            foreach (string file in files)
+            {
+                console.Out.WriteLine(file);
+            }
+        }
+
         return new GenerateReport(result, files);
     }
 
-    private static GenerationResult RunWithProgress(FluxPipeline pipeline, GenerationRequest request, int steps, TextWriter output, CancellationToken cancellationToken)
+    /// <summary>The result for machines: the files with their seeds, the plan, the timings in milliseconds, the warnings.</summary>
+    private static JsonObject Json(GenerationResult result, IReadOnlyList<string> files, string? latents, bool seeded)
     {
-        bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
-        if (!terminal)
+        GenerationPlan plan = result.Plan;
+        GenerationTimings t = result.Timings;
+        var images = new JsonArray();
+        for (int k = 0; k < files.Count; k++)
         {
-            var lines = new SynchronousProgress(p =>
+            GeneratedImage image = result.Images[k];
+            images.Add(new JsonObject
             {
-                if (p.Stage == GenerationStage.Denoising)
-                {
-                    output.WriteLine(FormattableString.Invariant($"step     {p.Step}/{p.TotalSteps}  {p.StepsPerSecond:F2} it/s"));
-                }
+                ["path"] = files[k],
+                ["width"] = image.Width,
+                ["height"] = image.Height,
+                ["format"] = Images.Extension(image.Format),
+                ["seed"] = image.Seed,
             });
-            return pipeline.GenerateAsync(request, lines, cancellationToken).GetAwaiter().GetResult();
         }
 
-        GenerationResult? result = null;
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
-            .Start(context =>
-            {
-                ProgressTask task = context.AddTask("denoising", maxValue: steps);
-                var bar = new SynchronousProgress(p =>
-                {
-                    task.Value = p.Step;
-                    task.Description = p.Stage == GenerationStage.Denoising
-                        ? FormattableString.Invariant($"denoising {p.StepsPerSecond:F2} it/s")
-                        : p.Stage.ToString().ToLowerInvariant();
-                });
-                result = pipeline.GenerateAsync(request, bar, cancellationToken).GetAwaiter().GetResult();
-            });
-        return result!;
-    }
-
-    private static ImageFormat ResolveFormat(GenerateCliRequest cli)
-    {
-        if (cli.Format is not null)
+        return new JsonObject
         {
-            return Images.TryParseFormat(cli.Format, out ImageFormat chosen) ? chosen : throw new CliInputException($"Unknown format '{cli.Format}'.");
-        }
-
-        string extension = Path.GetExtension(cli.Output ?? string.Empty).TrimStart('.');
-        return Images.TryParseFormat(extension, out ImageFormat fromName) ? fromName : ImageFormat.Png;
-    }
-
-    /// <summary>Writes the images: -o as given for one image, NAME-1.EXT … NAME-N.EXT for several.</summary>
-    internal static IReadOnlyList<string> WriteImages(GenerationResult result, string? output)
-    {
-        string extension = Images.Extension(result.Plan.Format);
-        string path = output ?? string.Create(CultureInfo.InvariantCulture, $"flux-{result.Plan.Seed}.{extension}");
-        var files = new List<string>();
-        for (int k = 0; k < result.Images.Count; k++)
-        {
-            string file = result.Images.Count == 1
-                ? path
-                : Path.Combine(Path.GetDirectoryName(path) ?? string.Empty,
-                    string.Create(CultureInfo.InvariantCulture, $"{Path.GetFileNameWithoutExtension(path)}-{k + 1}{Path.GetExtension(path)}"));
-            string? directory = Path.GetDirectoryName(Path.GetFullPath(file));
-            if (directory is not null)
+            ["images"] = images,
+            ["seed"] = seeded ? plan.Seed : null,
+            ["width"] = plan.Width,
+            ["height"] = plan.Height,
+            ["steps"] = plan.Steps,
+            ["guidance"] = plan.Guidance,
+            ["latents"] = latents,
+            ["warnings"] = new JsonArray([.. plan.Warnings.Select(w => (JsonNode?)JsonValue.Create(w))]),
+            ["timings_ms"] = new JsonObject
             {
-                Directory.CreateDirectory(directory);
-            }
-
-            File.WriteAllBytes(file, result.Images[k].Bytes);
-            files.Add(file);
-        }
-
-        return files;
+                ["prepare"] = Math.Round(t.Prepare.TotalMilliseconds, 3),
+                ["denoise"] = Math.Round(t.Denoise.TotalMilliseconds, 3),
+                ["decode"] = Math.Round(t.Decode.TotalMilliseconds, 3),
+                ["encode"] = Math.Round(t.Encode.TotalMilliseconds, 3),
+                ["total"] = Math.Round(t.Total.TotalMilliseconds, 3),
+            },
+            ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
+        };
     }
 
     private static float[] ReadLatents(string path)
     {
         using Checkpoint file = Checkpoint.Open(path);
-        TensorInfo info = file.Find("latents") ?? throw new CliInputException($"{path}: no tensor 'latents' [N, 16, h, w].");
+        TensorInfo info = file.Find("latents") ?? throw new CliInputException($"--latents {path}: no tensor 'latents' [N, 16, h, w].");
         if (info.Shape.Count != 4)
         {
-            throw new CliInputException($"{path}: latents has shape [{string.Join(", ", info.Shape)}]; expected [N, 16, h, w].");
+            throw new CliInputException($"--latents {path}: latents has shape [{string.Join(", ", info.Shape)}]; expected [N, 16, h, w].");
         }
 
         return file.ReadFloat32("latents");
@@ -214,20 +208,14 @@ internal static class ImageGeneration
     private static PromptEmbeddings ReadEmbeddings(string path)
     {
         using Checkpoint file = Checkpoint.Open(path);
-        TensorInfo txt = file.Find("txt") ?? throw new CliInputException($"{path}: no tensor 'txt' [B, L, 4096].");
-        TensorInfo y = file.Find("y") ?? throw new CliInputException($"{path}: no tensor 'y' [B, 768].");
+        TensorInfo txt = file.Find("txt") ?? throw new CliInputException($"--prompt-embeds {path}: no tensor 'txt' [B, L, 4096].");
+        TensorInfo y = file.Find("y") ?? throw new CliInputException($"--prompt-embeds {path}: no tensor 'y' [B, 768].");
         if (txt.Shape.Count != 3 || y.Shape.Count != 2 || txt.Shape[0] != y.Shape[0])
         {
             throw new CliInputException(
-                $"{path}: txt is [{string.Join(", ", txt.Shape)}] and y is [{string.Join(", ", y.Shape)}]; expected txt [B, L, 4096] and y [B, 768] with the same B.");
+                $"--prompt-embeds {path}: txt is [{string.Join(", ", txt.Shape)}] and y is [{string.Join(", ", y.Shape)}]; expected txt [B, L, 4096] and y [B, 768] with the same B.");
         }
 
         return new PromptEmbeddings(file.ReadFloat32("txt"), file.ReadFloat32("y"), checked((int)txt.Shape[0]), checked((int)txt.Shape[1]));
-    }
-
-    /// <summary>An IProgress that calls back on the reporting thread (Progress&lt;T&gt; would post to the thread pool, out of order).</summary>
-    private sealed class SynchronousProgress(Action<GenerationProgress> report) : IProgress<GenerationProgress>
-    {
-        public void Report(GenerationProgress value) => report(value);
     }
 }

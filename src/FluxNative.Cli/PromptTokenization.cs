@@ -7,24 +7,26 @@ namespace FluxNative.Cli;
 /// <param name="Text">The prompt.</param>
 /// <param name="Tokenizer">clip or t5.</param>
 /// <param name="MaxLength">Output length; null for the tokenizer's default (77 or 512).</param>
-/// <param name="TokenizerPath">A folder with the tokenizer files, or null.</param>
+/// <param name="TokenizerPath">A folder with the tokenizer files, or null (then <paramref name="ModelPath"/>'s, or the bundled ones).</param>
 /// <param name="ModelPath">A diffusers FLUX folder whose tokenizer/ or tokenizer_2/ to use, or null.</param>
 /// <param name="Json">Print JSON instead of text.</param>
 internal sealed record TokenizeRequest(string Text, string Tokenizer, int? MaxLength, string? TokenizerPath, string? ModelPath, bool Json);
 
 /// <summary>
-/// <c>flux tokenize</c>: loads the CLIP or T5 tokenizer from a folder and prints the padded ids of a prompt, one
-/// line of space-separated ids (or one JSON object). File problems are input errors: one line, exit code 2.
+/// <c>flux tokenize</c>: loads the CLIP or T5 tokenizer from a folder (by default the ones shipped with flux, FLUX's own)
+/// and prints the padded ids of a prompt, one line of space-separated ids (or one JSON object); a prompt cut short is a
+/// warning on standard error. File problems are input errors: one line, exit code 2.
 /// </summary>
 internal static class PromptTokenization
 {
     public static readonly string[] TokenizerNames = ["clip", "t5"];
 
     /// <summary>Tokenizes as requested, writes the ids, and returns them (for the tests).</summary>
-    public static int[] Run(TokenizeRequest request, TextWriter output)
+    public static int[] Run(TokenizeRequest request, CliConsole console)
     {
         ArgumentNullException.ThrowIfNull(request);
-        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(console);
+        TextWriter output = console.Out;
         bool clip = request.Tokenizer switch
         {
             "clip" => true,
@@ -39,14 +41,30 @@ internal static class PromptTokenization
 
         string folder = TokenizerFolder(request, clip);
         int[] ids;
+        string? cut;
         try
         {
-            ids = clip ? ClipTokenizer.FromDirectory(folder).Encode(request.Text, maxLength)
-                : T5Tokenizer.FromDirectory(folder).Encode(request.Text, maxLength);
+            if (clip)
+            {
+                ClipTokenizer tokenizer = ClipTokenizer.FromDirectory(folder);
+                ids = tokenizer.Encode(request.Text, maxLength);
+                cut = PromptEncoder.TruncationWarning("CLIP", tokenizer.Tokenize(request.Text).Length, maxLength, tokenizer.SpecialTokenCount);
+            }
+            else
+            {
+                T5Tokenizer tokenizer = T5Tokenizer.FromDirectory(folder);
+                ids = tokenizer.Encode(request.Text, maxLength);
+                cut = PromptEncoder.TruncationWarning("T5", tokenizer.Tokenize(request.Text).Length, maxLength, tokenizer.SpecialTokenCount);
+            }
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
         {
             throw new CliInputException(e.Message);
+        }
+
+        if (cut is not null)
+        {
+            console.Warn(cut);
         }
 
         if (request.Json)
@@ -80,7 +98,8 @@ internal static class PromptTokenization
 
         if (request.ModelPath is null)
         {
-            throw new CliInputException("Give --tokenizer-path DIR (the tokenizer files) or --model DIR (a diffusers FLUX folder).");
+            // The files shipped with flux: FLUX.1's own tokenizer/ and tokenizer_2/.
+            return Path.Combine(DemoModels.TokenizerDirectory, clip ? "clip" : "t5");
         }
 
         if (!Directory.Exists(request.ModelPath))

@@ -1,5 +1,6 @@
 using System.CommandLine;
-using System.Globalization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Logging;
 using FluxNative.Server;
 
 namespace FluxNative.Cli;
@@ -10,38 +11,79 @@ namespace FluxNative.Cli;
 /// </summary>
 internal static class ServeCommand
 {
-    public static Command Create(TextWriter output)
+    public static Command Create(CliConsole console)
     {
         var urls = new Option<string>("--urls") { Description = "Addresses to listen on, separated by ';' (port 0: any free port).", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+        urls.Validators.Add(result =>
+        {
+            string[] list = SplitUrls(result.GetValueOrDefault<string>());
+            string? problem = list.Length == 0 ? "give at least one address." : list.Select(FluxServer.CheckUrl).FirstOrDefault(p => p is not null);
+            if (problem is not null)
+            {
+                result.AddError($"--urls: {problem}");
+            }
+        });
         var demo = new Option<bool>("--demo") { Description = "Serve the demo's tiny random models; prompts become random embeddings (the images are noise)." };
         var demoDir = new Option<string?>("--demo-dir") { Description = "Where --demo writes its tiny models (default: fluxnative-demo under the temp folder)." };
-        var model = new Option<string?>("--model") { Description = "A diffusers-layout model folder." };
-        var transformer = new Option<string?>("--transformer") { Description = "The transformer (BFL file or diffusers folder); overrides --model's." };
-        var ae = new Option<string?>("--ae") { Description = "The autoencoder (BFL ae.safetensors or diffusers vae/); overrides --model's." };
-        var clip = new Option<string?>("--clip") { Description = "The CLIP text encoder folder (tokenizer inside or in tokenizer/ beside it); overrides --model's." };
-        var t5 = new Option<string?>("--t5") { Description = "The T5 encoder folder (tokenizer inside or in tokenizer_2/ beside it); overrides --model's." };
+        var model = CliOptions.ExistingPath("--model", "A diffusers-layout model folder.");
+        var transformer = CliOptions.ExistingPath("--transformer", "The transformer (BFL file or diffusers folder); overrides --model's.");
+        var ae = CliOptions.ExistingPath("--ae", "The autoencoder (BFL ae.safetensors or diffusers vae/); overrides --model's.");
+        var clip = CliOptions.ExistingPath("--clip", "The CLIP text encoder folder (tokenizer inside or in tokenizer/ beside it); overrides --model's.");
+        var t5 = CliOptions.ExistingPath("--t5", "The T5 encoder folder (tokenizer inside or in tokenizer_2/ beside it); overrides --model's.");
         var database = new Option<string>("--database") { Description = "The SQLite database of predictions.", DefaultValueFactory = _ => "flux-server.db" };
         var outputDir = new Option<string>("--output-dir") { Description = "Where generated images are written.", DefaultValueFactory = _ => "flux-outputs" };
-        var retention = new Option<double>("--retention-hours") { Description = "Hours output files are kept.", DefaultValueFactory = _ => 24 };
+        var retention = CliOptions.Number("--retention-hours", "Hours output files are kept.", 0.001, 24.0 * 365 * 100, 24.0);
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "Serve without API keys (otherwise FLUX_API_KEYS or FluxServer:ApiKeys must name at least one)." };
-        var queueSize = new Option<int>("--queue-size") { Description = "Predictions that may wait for the pipeline; more are answered 429.", DefaultValueFactory = _ => 32 };
-        var batch = new Option<int>("--max-batch-images") { Description = "Images one pipeline run may batch from compatible waiting predictions (1: no batching).", DefaultValueFactory = _ => FluxPipeline.MaxImages };
-        var timeout = new Option<double>("--request-timeout") { Description = "Seconds a prediction may take from acceptance to result before it fails.", DefaultValueFactory = _ => 600 };
-        var maxBody = new Option<int>("--max-body-kb") { Description = "Largest request body, in KiB.", DefaultValueFactory = _ => 64 };
-        var maxPrompt = new Option<int>("--max-prompt-chars") { Description = "Longest prompt, in characters.", DefaultValueFactory = _ => 4000 };
+        var queueSize = CliOptions.Number("--queue-size", "Predictions that may wait for the pipeline; more are answered 429.", 1, 1_000_000, 32);
+        var batch = CliOptions.Number("--max-batch-images", $"Images one pipeline run may batch from compatible waiting predictions, 1-{FluxPipeline.MaxImages} (1: no batching).", 1, FluxPipeline.MaxImages, FluxPipeline.MaxImages);
+        var timeout = CliOptions.Number("--request-timeout", "Seconds a prediction may take from acceptance to result before it fails.", 0.001, 86400.0 * 365, 600.0);
+        var maxBody = CliOptions.Number("--max-body-kb", "Largest request body, in KiB.", 1, 1024 * 1024, 64);
+        var maxPrompt = CliOptions.Number("--max-prompt-chars", "Longest prompt, in characters.", 1, FluxPipeline.MaxPromptLength, 4000);
+        int smallest = FluxPipelineOptions.DefaultMinSide, largest = FluxPipelineOptions.DefaultMaxSide;
+        var minSide = CliOptions.Number<int>("--min-side",
+            $"Size policy: the smallest image side a request may ask for, {smallest}-{largest} pixels (default {FluxServerOptions.DefaultMinImageSide}, FLUX's trained range; {DemoModels.MinSide} with --demo). "
+            + $"Sides outside {FluxPipeline.TrainedMinSide}-{FluxPipeline.TrainedMaxSide} run with a warning in the prediction's logs.", smallest, largest);
+        var maxSide = CliOptions.Number("--max-side", $"Size policy: the largest image side a request may ask for, {smallest}-{largest} pixels.", smallest, largest, FluxServerOptions.DefaultMaxImageSide);
         var privateWebhooks = new Option<bool>("--allow-private-webhooks") { Description = "Allow webhooks to loopback, link-local and private addresses (refused by default)." };
         var publicUrl = new Option<string?>("--public-url") { Description = "The base of the URLs handed out (default: from each request's Host)." };
         var weights = new Option<string>("--weights-dtype") { Description = "How the transformer holds its weights: stored, f32, bf16 or fp8.", DefaultValueFactory = _ => "stored" };
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
         var activations = new Option<string>("--activations") { Description = "Transformer activation precision: f32 or bf16.", DefaultValueFactory = _ => "f32" };
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
-        var threads = new Option<int>("--threads") { Description = "Native threads; 0 for one per core.", DefaultValueFactory = _ => 0 };
+        var threads = CliOptions.Threads();
 
         var command = new Command("serve", "Serve FLUX over HTTP: OpenAI's POST /v1/images/generations and Replicate's predictions API.")
         {
-            urls, demo, demoDir, model, transformer, ae, clip, t5, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, privateWebhooks, publicUrl,
-            weights, activations, threads,
+            urls, demo, demoDir, model, transformer, ae, clip, t5, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
+            privateWebhooks, publicUrl, weights, activations, threads,
         };
+        command.Validators.Add(result =>
+        {
+            bool isDemo = result.GetValue(demo);
+            if (result.TryGetValue(minSide, null, out int? given) && result.TryGetValue(maxSide, FluxServerOptions.DefaultMaxImageSide, out int high))
+            {
+                int low = given ?? (isDemo ? DemoModels.MinSide : FluxServerOptions.DefaultMinImageSide);
+                if (low > high)
+                {
+                    result.AddError(result.Given(minSide) ? minSide : maxSide, $"--min-side ({low}) must not be above --max-side ({high}).");
+                }
+            }
+
+            if (isDemo && (result.Given(model) || result.Given(transformer) || result.Given(ae)))
+            {
+                result.AddError(demo, "--demo serves its own tiny models; leave out --model, --transformer and --ae.");
+            }
+            else if (!isDemo && !result.Given(model) && !(result.Given(transformer) && result.Given(ae)))
+            {
+                result.AddError(result.Given(transformer) ? ae : result.Given(ae) ? transformer : model,
+                    "No model: pass --model DIR, or --transformer PATH and --ae PATH, or --demo.");
+            }
+
+            if (result.GetValue(publicUrl) is { Length: > 0 } url && !Uri.TryCreate(url, UriKind.Absolute, out _))
+            {
+                result.AddError(publicUrl, $"--public-url must be an absolute URL (got '{url}').");
+            }
+        });
         command.SetAction(async (parsed, cancellationToken) =>
         {
             bool isDemo = parsed.GetValue(demo);
@@ -54,7 +96,7 @@ internal static class ServeCommand
             };
             var options = new FluxServerOptions
             {
-                Urls = parsed.GetValue(urls)!.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                Urls = SplitUrls(parsed.GetValue(urls)),
                 Demo = isDemo,
                 DemoDirectory = parsed.GetValue(demoDir),
                 Model = (modelDir ?? transformerPath ?? aePath) is null
@@ -66,24 +108,30 @@ internal static class ServeCommand
                 Pipeline = pipeline,
                 DatabasePath = parsed.GetValue(database)!,
                 OutputDirectory = parsed.GetValue(outputDir)!,
-                OutputRetention = Hours(parsed.GetValue(retention), "--retention-hours"),
+                OutputRetention = TimeSpan.FromHours(parsed.GetValue(retention)),
                 InsecureNoAuth = parsed.GetValue(insecure),
                 QueueSize = parsed.GetValue(queueSize),
                 MaxBatchImages = parsed.GetValue(batch),
-                RequestTimeout = Seconds(parsed.GetValue(timeout), "--request-timeout"),
+                RequestTimeout = TimeSpan.FromSeconds(parsed.GetValue(timeout)),
                 MaxRequestBodyBytes = 1024L * parsed.GetValue(maxBody),
                 MaxPromptLength = parsed.GetValue(maxPrompt),
+                MinImageSide = parsed.GetValue(minSide),
+                MaxImageSide = parsed.GetValue(maxSide),
                 AllowPrivateWebhookTargets = parsed.GetValue(privateWebhooks),
                 PublicBaseUrl = parsed.GetValue(publicUrl),
             };
 
             try
             {
-                await FluxServer.RunAsync(options, output, cancellationToken).ConfigureAwait(false);
+                await FluxServer.RunAsync(options, console.Out, LogsToStandardError, cancellationToken).ConfigureAwait(false);
             }
             catch (FluxServerConfigurationException e)
             {
                 throw new CliInputException(e.Message);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // Ctrl-C or SIGTERM: a server's normal end.
             }
 
             return ExitCodes.Success;
@@ -91,11 +139,18 @@ internal static class ServeCommand
         return command;
     }
 
-    private static TimeSpan Seconds(double value, string option) => value > 0 && double.IsFinite(value)
-        ? TimeSpan.FromSeconds(value)
-        : throw new CliInputException(string.Create(CultureInfo.InvariantCulture, $"{option} must be a positive number of seconds (got {value})."));
+    private static string[] SplitUrls(string? urls) =>
+        urls?.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
 
-    private static TimeSpan Hours(double value, string option) => value > 0 && double.IsFinite(value)
-        ? TimeSpan.FromHours(value)
-        : throw new CliInputException(string.Create(CultureInfo.InvariantCulture, $"{option} must be a positive number of hours (got {value})."));
+    /// <summary>
+    /// The server's logs go to standard error (standard output carries the addresses it listens on, and nothing else).
+    /// The host's own report of a failed start is left out: flux says what failed, in one line.
+    /// </summary>
+    private static void LogsToStandardError(WebApplicationBuilder builder)
+    {
+        builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
+        // "listening on" and the model's "ready" say what the host's start-up notes would.
+        builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+    }
 }

@@ -3,12 +3,13 @@ using System.CommandLine;
 namespace FluxNative.Cli;
 
 /// <summary>
-/// <c>flux tokenize --tokenizer clip|t5 [--max-length N] [--tokenizer-path DIR | --model DIR] [--json] TEXT</c>.
+/// <c>flux tokenize --tokenizer clip|t5 [--max-length N] [--tokenizer-path DIR | --model DIR] [--json] TEXT</c>;
+/// without a path, the tokenizers shipped with flux (FLUX's own CLIP and T5 files).
 /// Declares the options only; <see cref="PromptTokenization"/> does the work.
 /// </summary>
 internal static class TokenizeCommand
 {
-    public static Command Create(TextWriter output)
+    public static Command Create(CliConsole console)
     {
         var text = new Argument<string>("text") { Description = "The prompt to tokenize (quote it)." };
         var tokenizer = new Option<string>("--tokenizer")
@@ -18,21 +19,12 @@ internal static class TokenizeCommand
         };
         tokenizer.AcceptOnlyFromAmong(PromptTokenization.TokenizerNames);
 
-        var maxLength = new Option<int?>("--max-length")
-        {
-            Description = "Pad or truncate to this many ids (default: 77 for clip, 512 for t5; BFL uses 256 for schnell).",
-        };
-        maxLength.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<int?>() is < 1)
-            {
-                result.AddError("--max-length must be at least 1.");
-            }
-        });
+        var maxLength = CliOptions.Number<int>("--max-length",
+            $"Pad or truncate to this many ids, 1-{CliOptions.MaxT5Length} (default: 77 for clip, 512 for t5; BFL uses 256 for schnell).", 1, CliOptions.MaxT5Length);
 
         var tokenizerPath = new Option<string?>("--tokenizer-path")
         {
-            Description = "A folder with the tokenizer files: vocab.json + merges.txt (clip), tokenizer.json or spiece.model (t5).",
+            Description = "A folder with the tokenizer files: vocab.json + merges.txt (clip), tokenizer.json or spiece.model (t5). Default: the ones shipped with flux.",
         };
         var model = new Option<string?>("--model")
         {
@@ -53,7 +45,7 @@ internal static class TokenizeCommand
                 parsed.GetValue(tokenizerPath),
                 parsed.GetValue(model),
                 parsed.GetValue(json));
-            PromptTokenization.Run(request, output);
+            PromptTokenization.Run(request, console);
             return ExitCodes.Success;
         });
         return command;

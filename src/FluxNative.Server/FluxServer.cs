@@ -94,22 +94,64 @@ public static class FluxServer
         return app;
     }
 
-    /// <summary>Runs the server until <paramref name="cancellationToken"/> fires or the process is told to stop (Ctrl+C, SIGTERM).</summary>
+    /// <summary>
+    /// Runs the server until <paramref name="cancellationToken"/> fires or the process is told to stop (Ctrl+C, SIGTERM).
+    /// Unlike a host built with <see cref="Build"/>, which stays up answering 503 when its model fails to load, this
+    /// stops and throws the load's exception: a <c>flux serve</c> whose model cannot load exits instead of serving errors.
+    /// </summary>
     /// <param name="options">The settings.</param>
     /// <param name="output">Told the addresses the server listens on, one <c>listening on URL</c> line each.</param>
+    /// <param name="configure">Changes to the builder before it builds (where the logs go).</param>
     /// <param name="cancellationToken">Stops the server.</param>
-    public static async Task RunAsync(FluxServerOptions options, TextWriter output, CancellationToken cancellationToken = default)
+    /// <exception cref="FluxServerConfigurationException">A bad setting, or an address already in use.</exception>
+    public static async Task RunAsync(FluxServerOptions options, TextWriter output, Action<WebApplicationBuilder>? configure = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(output);
-        await using WebApplication app = Build(options);
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        await using WebApplication app = Build(options, configure);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e) when (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            throw new FluxServerConfigurationException($"{e.Message} Pick another address with --urls (port 0: any free port).");
+        }
+
         foreach (string address in Addresses(app))
         {
             await output.WriteLineAsync($"listening on {address}").ConfigureAwait(false);
         }
 
         await output.FlushAsync(cancellationToken).ConfigureAwait(false);
-        await app.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
+        Task shutdown = app.WaitForShutdownAsync(cancellationToken);
+        Task<FluxPipeline> ready = app.Services.GetRequiredService<ModelHost>().WaitReadyAsync(CancellationToken.None);
+        if (await Task.WhenAny(shutdown, ready).ConfigureAwait(false) == ready && ready.IsFaulted)
+        {
+            await app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            await ready.ConfigureAwait(false);   // throws the load's exception
+        }
+
+        await shutdown.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Why <paramref name="url"/> cannot be listened on, or null when it can: Kestrel's own address syntax
+    /// (<c>http://HOST:PORT</c>, <c>https://…</c>, <c>http://*:PORT</c>, <c>http://unix:/PATH</c>).
+    /// </summary>
+    public static string? CheckUrl(string url)
+    {
+        ArgumentNullException.ThrowIfNull(url);
+        try
+        {
+            BindingAddress address = BindingAddress.Parse(url);
+            return address.Scheme is "http" or "https"
+                ? null
+                : $"'{url}' is not an http:// or https:// address.";
+        }
+        catch (FormatException)
+        {
+            return $"'{url}' is not an address to listen on; expected http://HOST:PORT, e.g. http://127.0.0.1:8080.";
+        }
     }
 
     /// <summary>The addresses a started server listens on (with the real port when the URL asked for port 0).</summary>
@@ -131,6 +173,7 @@ public static class FluxServer
             throw new FluxServerConfigurationException("--demo serves its own tiny models; leave out --model, --transformer and --ae.");
         }
 
+        string? badUrl = options.Urls.Select(CheckUrl).FirstOrDefault(e => e is not null);
         (bool bad, string what)[] checks =
         [
             (options.QueueSize < 1, $"The queue size must be at least 1 (got {options.QueueSize})."),
@@ -142,6 +185,11 @@ public static class FluxServer
             (options.WebhookMaxAttempts < 1, "Webhook attempts must be at least 1."),
             (options.MaxWait < TimeSpan.FromSeconds(1), "The longest wait must be at least 1 s."),
             (options.Urls.Count == 0, "Give at least one URL to listen on."),
+            (badUrl is not null, badUrl ?? string.Empty),
+            (options.EffectiveMinImageSide < FluxPipelineOptions.DefaultMinSide || options.EffectiveMinImageSide > options.MaxImageSide,
+                $"The smallest image side must be between {FluxPipelineOptions.DefaultMinSide} and the largest ({options.MaxImageSide}) (got {options.EffectiveMinImageSide})."),
+            (options.MaxImageSide > FluxPipelineOptions.DefaultMaxSide,
+                $"The largest image side must be at most {FluxPipelineOptions.DefaultMaxSide} (got {options.MaxImageSide})."),
             (string.IsNullOrWhiteSpace(options.DatabasePath), "Give a database path."),
             (string.IsNullOrWhiteSpace(options.OutputDirectory), "Give an output folder."),
         ];

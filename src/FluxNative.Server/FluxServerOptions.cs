@@ -15,8 +15,31 @@ public sealed record FluxServerOptions
     /// <summary>The model to serve when not in demo mode.</summary>
     public FluxPipelineSources? Model { get; init; }
 
-    /// <summary>Pipeline load settings and size bounds (default: the demo's in demo mode, the pipeline's otherwise).</summary>
+    /// <summary>
+    /// Pipeline load settings (default: the demo's in demo mode, the pipeline's otherwise). Its size bounds are replaced
+    /// by this server's size policy, <see cref="MinImageSide"/> and <see cref="MaxImageSide"/>.
+    /// </summary>
     public FluxPipelineOptions? Pipeline { get; init; }
+
+    /// <summary>The default <see cref="MinImageSide"/>: 256 pixels, the smallest side of FLUX's training images.</summary>
+    public const int DefaultMinImageSide = FluxPipeline.TrainedMinSide;
+
+    /// <summary>The default <see cref="MaxImageSide"/>: 2048 pixels, the largest side of FLUX's training images.</summary>
+    public const int DefaultMaxImageSide = FluxPipeline.TrainedMaxSide;
+
+    /// <summary>
+    /// The size policy, low end: the smallest image side a request may ask for, after rounding to a multiple of 16
+    /// (default null: 256, FLUX's trained range; 64 with <see cref="Demo"/>, whose tiny models are cheap at any size).
+    /// At least 64, the pipeline's own minimum. A side in the policy but outside 256–2048 runs with a warning in the
+    /// prediction's logs.
+    /// </summary>
+    public int? MinImageSide { get; init; }
+
+    /// <summary>The size policy, high end: the largest image side a request may ask for (default 2048), at most 16384.</summary>
+    public int MaxImageSide { get; init; } = DefaultMaxImageSide;
+
+    /// <summary>The smallest side this server accepts: <see cref="MinImageSide"/>, or its default for the mode.</summary>
+    public int EffectiveMinImageSide => MinImageSide ?? (Demo ? DemoModels.MinSide : DefaultMinImageSide);
 
     /// <summary>The SQLite database of predictions (created when missing).</summary>
     public string DatabasePath { get; init; } = "flux-server.db";

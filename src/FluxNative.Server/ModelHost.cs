@@ -88,6 +88,8 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
         base.Dispose();
     }
 
+    // The load cannot be interrupted (it is native), so it does not take the token: a host that stops at once
+    // (a port in use) would otherwise see a cancelled task it reports as a failed service.
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(() =>
     {
         try
@@ -105,6 +107,8 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
                 pipelineOptions = options.Pipeline ?? new FluxPipelineOptions();
             }
 
+            // The server's size policy is the pipeline's bounds: a request outside it is a 400 naming the field.
+            pipelineOptions = pipelineOptions with { MinSide = options.EffectiveMinImageSide, MaxSide = options.MaxImageSide };
             logger.LogInformation("Loading the model ({Transformer}, {Autoencoder})", sources.ResolveTransformer(), sources.ResolveAutoencoder());
             FluxPipeline p = FluxPipeline.Load(sources, pipelineOptions);
             pipeline = p;
@@ -114,10 +118,19 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
         catch (Exception e)
         {
             loadError = e.Message;
-            logger.LogError(e, "The model failed to load: {Message}", e.Message);
+            if (e is ArgumentException or Interop.FluxNativeException or IOException or UnauthorizedAccessException or InvalidDataException or FluxServerConfigurationException)
+            {
+                // A path or a file at fault: the message says which; a stack trace would bury it.
+                logger.LogError("The model failed to load: {Message}", e.Message);
+            }
+            else
+            {
+                logger.LogError(e, "The model failed to load: {Message}", e.Message);
+            }
+
             loaded.TrySetException(e);
         }
-    }, stoppingToken);
+    }, CancellationToken.None);
 
     private ApiException NotReady() => loadError is null
         ? new ApiException(StatusCodes.Status503ServiceUnavailable, "The model is still loading; try again shortly.") { RetryAfterSeconds = 5 }

@@ -123,6 +123,22 @@ internal sealed class RetentionSweeper(OutputFiles files, ILogger<RetentionSweep
                 logger.LogWarning(e, "The output sweep failed");
             }
         }
-        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
+        while (await NextTickAsync(timer, stoppingToken).ConfigureAwait(false));
+    }
+
+    /// <summary>
+    /// The next tick, or false once the host stops: also when it stops without having started (a port in use), where the
+    /// host would otherwise log the cancellation as a failed service.
+    /// </summary>
+    private static async Task<bool> NextTickAsync(PeriodicTimer timer, CancellationToken stoppingToken)
+    {
+        try
+        {
+            return await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            return false;
+        }
     }
 }

@@ -144,6 +144,11 @@ internal sealed class PredictionService : BackgroundService
             prediction.Log(note);
         }
 
+        foreach (string warning in plan.Warnings)
+        {
+            prediction.Log($"Warning: {warning}");
+        }
+
         prediction.Timeout = new CancellationTokenSource(options.RequestTimeout);
         prediction.Timeout.Token.Register(() => Stop(prediction, AbortReason.TimedOut));
         lock (queueGate)
@@ -249,6 +254,19 @@ internal sealed class PredictionService : BackgroundService
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            await WorkAsync(stoppingToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Stopped: also when the host stops without having started (a port in use), where the host would
+            // otherwise log the cancellation as a failed service.
+        }
+    }
+
+    private async Task WorkAsync(CancellationToken stoppingToken)
     {
         try
         {

@@ -12,8 +12,8 @@ public static class DemoModels
     /// <summary>Text tokens of the demo's random prompt embeddings.</summary>
     public const int TextTokens = 16;
 
-    /// <summary>The demo accepts sides from this size up (the tiny models are cheap at any size).</summary>
-    public const int MinSide = 64;
+    /// <summary>The smallest side the demo serves (<c>flux serve --demo</c>'s default size policy: the tiny models are cheap at any size).</summary>
+    public const int MinSide = FluxPipelineOptions.DefaultMinSide;
 
     /// <summary>The prompt the demo encodes when none is given.</summary>
     public const string DefaultPrompt = "a red fox in the snow, photograph";
@@ -60,8 +60,8 @@ public static class DemoModels
         }
     }
 
-    /// <summary>The pipeline options of the demo: the default bounds, except that small images are allowed; T5 reads 64 tokens.</summary>
-    public static FluxPipelineOptions Options { get; } = new() { MinSide = MinSide, T5MaxLength = 64 };
+    /// <summary>The pipeline options of the demo: the default size bounds; T5 reads 64 tokens.</summary>
+    public static FluxPipelineOptions Options { get; } = new() { T5MaxLength = 64 };
 
     /// <summary>
     /// Random prompt embeddings for a model with <paramref name="config"/>, a function of <paramref name="seed"/> only

@@ -61,11 +61,24 @@ public sealed record FluxPipelineSources
 /// <summary>How a <see cref="FluxPipeline"/> loads and what it accepts.</summary>
 public sealed record FluxPipelineOptions
 {
-    /// <summary>The smallest side accepted, in pixels (default 256).</summary>
-    public int MinSide { get; init; } = 256;
+    /// <summary>The default <see cref="MinSide"/>: 64 pixels (4 latent patches a side), the smallest diffusers and BFL's code run.</summary>
+    public const int DefaultMinSide = 64;
 
-    /// <summary>The largest side accepted, in pixels (default 2048).</summary>
-    public int MaxSide { get; init; } = 2048;
+    /// <summary>
+    /// The default <see cref="MaxSide"/>: 16384 pixels, a bound that keeps every buffer of a generation addressable,
+    /// not one of quality (FLUX was trained on 256–2048; see <see cref="FluxPipeline.TrainedMinSide"/>).
+    /// </summary>
+    public const int DefaultMaxSide = 16384;
+
+    /// <summary>
+    /// The smallest side accepted, in pixels, after rounding to a multiple of 16 (default 64). Sides outside FLUX's
+    /// trained range are accepted with a warning in <see cref="GenerationPlan.Warnings"/>; a server narrows the
+    /// range with its own policy.
+    /// </summary>
+    public int MinSide { get; init; } = DefaultMinSide;
+
+    /// <summary>The largest side accepted, in pixels, after rounding to a multiple of 16 (default 16384).</summary>
+    public int MaxSide { get; init; } = DefaultMaxSide;
 
     /// <summary>How the transformer holds its linear weights (default: as stored).</summary>
     public FluxWeightFormat TransformerWeights { get; init; } = FluxWeightFormat.AsStored;
@@ -118,6 +131,12 @@ public sealed class FluxPipeline : IDisposable
 
     /// <summary>Longest prompt accepted, in characters (the encoders read 77 and 512 tokens of it).</summary>
     public const int MaxPromptLength = 10_000;
+
+    /// <summary>The smallest side of FLUX's training images; smaller ones run, with a warning (they come out poorer).</summary>
+    public const int TrainedMinSide = 256;
+
+    /// <summary>The largest side of FLUX's training images; larger ones run, with a warning (they tend to repeat themselves).</summary>
+    public const int TrainedMaxSide = 2048;
 
     private readonly bool ownsModels;
     private readonly SemaphoreSlim oneAtATime = new(1, 1);
@@ -277,6 +296,13 @@ public sealed class FluxPipeline : IDisposable
         }
 
         int downscale = Autoencoder.Config.Downscale;
+        var warnings = new List<string>();
+        SizeWarnings(request, width, height, warnings);
+        if (request.PromptEmbeddings is null && request.Prompt is not null && PromptEncoder is not null)
+        {
+            warnings.AddRange(PromptEncoder.TruncationWarnings(request.Prompt));
+        }
+
         var plan = new GenerationPlan
         {
             Width = width,
@@ -289,6 +315,7 @@ public sealed class FluxPipeline : IDisposable
             NumImages = request.NumImages,
             Format = request.OutputFormat,
             Quality = request.OutputQuality,
+            Warnings = warnings,
         };
         CheckEmbeddings(request, plan);
         CheckLatents(request, plan);
@@ -457,6 +484,23 @@ public sealed class FluxPipeline : IDisposable
         }
 
         return (width, height);
+    }
+
+    /// <summary>What a caller should know about the size: a side rounded to the multiple, a side outside the trained range.</summary>
+    private void SizeWarnings(GenerationRequest request, int width, int height, List<string> warnings)
+    {
+        foreach ((string field, int? asked, int used) in new[] { ("width", request.Width, width), ("height", request.Height, height) })
+        {
+            if (asked is int value && value != used)
+            {
+                warnings.Add($"The {field} {value} is not a multiple of {SizeMultiple}; using {used}.");
+            }
+        }
+
+        if (width < TrainedMinSide || height < TrainedMinSide || width > TrainedMaxSide || height > TrainedMaxSide)
+        {
+            warnings.Add($"{width}x{height} is outside FLUX's trained range ({TrainedMinSide}-{TrainedMaxSide} pixels a side); expect poorer images.");
+        }
     }
 
     private static int RoundToMultiple(double value, int multiple) =>

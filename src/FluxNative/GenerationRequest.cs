@@ -114,4 +114,10 @@ public sealed record GenerationPlan
 
     /// <summary>Output quality.</summary>
     public required int Quality { get; init; }
+
+    /// <summary>
+    /// What the caller should know but that does not stop the run, one sentence each: a side rounded to a multiple of
+    /// 16, a size outside FLUX's trained range, a prompt cut at CLIP's 77 tokens or at the T5 length.
+    /// </summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
 }

@@ -159,6 +159,35 @@ public sealed class PromptEncoder : IDisposable
         }
     }
 
+    /// <summary>
+    /// Says, one sentence per encoder, when <paramref name="prompt"/> is longer than the encoder reads: CLIP keeps 75 of
+    /// its tokens (77 with BOS and EOS), T5 <see cref="T5MaxLength"/> − 1; the rest is cut off, as in diffusers, which
+    /// warns the same way. Empty when the whole prompt is read.
+    /// </summary>
+    public IReadOnlyList<string> TruncationWarnings(string prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        string?[] warnings =
+        [
+            TruncationWarning("CLIP", clipTokenizer.Tokenize(prompt).Length, ClipTokenizer.DefaultMaxLength, clipTokenizer.SpecialTokenCount),
+            TruncationWarning("T5", t5Tokenizer.Tokenize(prompt).Length, T5MaxLength, t5Tokenizer.SpecialTokenCount),
+        ];
+        return [.. warnings.OfType<string>()];
+    }
+
+    /// <summary>The sentence of <see cref="TruncationWarnings"/> for one encoder, or null when nothing is cut.</summary>
+    /// <param name="encoder">The encoder's name, as the sentence gives it (CLIP, T5).</param>
+    /// <param name="promptTokens">The prompt's own tokens (the tokenizer's <c>Tokenize</c>).</param>
+    /// <param name="maxLength">The ids the encoder reads.</param>
+    /// <param name="specialTokens">The ids the tokenizer adds around the prompt's (BOS, EOS).</param>
+    public static string? TruncationWarning(string encoder, int promptTokens, int maxLength, int specialTokens)
+    {
+        int kept = Math.Max(0, maxLength - specialTokens);
+        return promptTokens <= kept
+            ? null
+            : $"The prompt is {promptTokens} {encoder} tokens but {encoder} reads {maxLength}, {kept} of them the prompt's: the last {promptTokens - kept} are cut off.";
+    }
+
     /// <summary>The embeddings of <paramref name="prompt"/>: <c>txt</c> [1, T5MaxLength, T5 width] and <c>y</c> [1, CLIP width].</summary>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired (nothing is cached then).</exception>
     public PromptEmbeddings Encode(string prompt, CancellationToken cancellationToken = default)

@@ -39,10 +39,6 @@ public sealed class CommandTests : IDisposable
     }
 
     [Theory]
-    [InlineData("tiny-model", "--kind", "unet", "-o", "x")]
-    [InlineData("tiny-model", "--dtype", "f64", "-o", "x")]
-    [InlineData("tiny-model", "--shards", "0", "-o", "x")]
-    [InlineData("tiny-model", "--kind", "flux")]
     [InlineData("inspect", "a", "--no-such-option")]
     [InlineData("no-such-command")]
     [InlineData]
@@ -54,6 +50,52 @@ public sealed class CommandTests : IDisposable
         Assert.StartsWith("flux: ", result.Error);
         Assert.Matches(@"Run 'flux( [a-z-]+)? --help' for usage\.", result.ErrorLines[^1]);
         Assert.All(result.ErrorLines[..^1], line => Assert.StartsWith("flux: ", line));
+    }
+
+    [Theory]
+    [InlineData("flux: --kind: Argument 'unet' not recognized. Must be one of: 'flux' 'ae' 't5' 'clip'", "tiny-model", "--kind", "unet", "-o", "x")]
+    [InlineData("flux: --dtype: Argument 'f64' not recognized.", "tiny-model", "--dtype", "f64", "-o", "x")]
+    [InlineData("flux: --shards must be between 1 and 10000 (got 0).", "tiny-model", "--shards", "0", "-o", "x")]
+    [InlineData("flux: --seed must be an integer, not 'abc'.", "tiny-model", "--seed", "abc", "-o", "x")]
+    [InlineData("flux: Option '--output' is required.", "tiny-model", "--kind", "flux")]
+    [InlineData("flux: --threads must be between 0 and 4096 (got -1).", "forward", "--model", "m", "--inputs", "i", "--out", "o", "--threads", "-1")]
+    [InlineData("flux: --repeat must be between 1 and 1000000 (got 0).", "forward", "--model", "m", "--inputs", "i", "--out", "o", "--repeat", "0")]
+    public void A_bad_value_is_one_line_naming_the_option_and_exit_code_2(string message, params string[] args)
+    {
+        CliResult result = CliRunner.Run(args);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.StartsWith(message, Assert.Single(result.ErrorLines));
+        Assert.DoesNotContain("System.", result.Error);
+    }
+
+    [Fact]
+    public void Version_is_the_native_library_s_version_and_this_flux_s()
+    {
+        FluxNativeDiagnostics library = FluxNativeLibrary.Diagnose();
+
+        CliResult result = CliRunner.Run("--version");
+
+        Assert.Equal(0, result.ExitCode);
+        string line = Assert.Single(result.OutputLines);
+        Assert.StartsWith($"{library.Version} (flux {library.Version}", line);   // the assemblies take the library's version
+        Assert.Contains($"libfluxnative {library.Version}, ABI {library.AbiVersion})", line);
+        Assert.Equal(string.Empty, result.Error);
+    }
+
+    [Fact]
+    public void Info_json_is_one_object_on_standard_output()
+    {
+        CliResult result = CliRunner.Run("info", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        using var document = System.Text.Json.JsonDocument.Parse(result.Output);
+        System.Text.Json.JsonElement info = document.RootElement;
+        Assert.True(info.GetProperty("loaded").GetBoolean());
+        Assert.Equal(FluxNativeLibrary.Diagnose().Version, info.GetProperty("version").GetString());
+        Assert.Equal((int)FluxNativeLibrary.AbiVersion, info.GetProperty("abi_version").GetInt32());
+        Assert.Contains("libfluxnative.so", info.GetProperty("library").GetString());
+        Assert.True(info.GetProperty("probes").GetArrayLength() >= 1);
     }
 
     [Fact]

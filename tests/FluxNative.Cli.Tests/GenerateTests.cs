@@ -16,13 +16,14 @@ public sealed class GenerateTests : IDisposable
         CliResult result = CliRunner.Run("generate", "--demo", "a red fox in the snow", "--image-size", "128", "--steps", "3", "--seed", "11", "-o", output);
 
         Assert.True(result.ExitCode == 0, result.Error);
-        Assert.Contains("random weights", result.Output);
-        Assert.Contains("prompt   \"a red fox in the snow\" (CLIP 77 tokens, T5 64 tokens)", result.Output);
-        Assert.Contains("request  128x128, 3 steps, guidance 3.5, seed 11, 1 image(s), png", result.Output);
-        Assert.Contains("step     3/3", result.Output);
-        Assert.Contains("seed     11", result.Output);
-        Assert.Contains("timings  prepare", result.Output);
-        Assert.Contains($"wrote    {output}", result.Output);
+        // Standard output is the result, the file written; the rest is for people, on standard error.
+        Assert.Equal([output], result.OutputLines);
+        Assert.Contains("random weights", result.Error);
+        Assert.Contains("prompt   \"a red fox in the snow\" (CLIP 77 tokens, T5 64 tokens)", result.Error);
+        Assert.Contains("request  128x128, 3 steps, guidance 3.5, seed 11, 1 image(s), png", result.Error);
+        Assert.Contains("denoising  3/3 [", result.Error);
+        Assert.Contains("seed     11", result.Error);
+        Assert.Contains("timings  prepare", result.Error);
         RgbImage image = Images.Decode(File.ReadAllBytes(output), out ImageFormat format);
         Assert.Equal((ImageFormat.Png, 128, 128), (format, image.Width, image.Height));
 
@@ -39,7 +40,8 @@ public sealed class GenerateTests : IDisposable
         CliResult result = CliRunner.Run("generate", "--demo", "--aspect-ratio", "16:9", "--image-size", "128", "--steps", "2", "-n", "2", "--seed", "5", "-o", output);
 
         Assert.True(result.ExitCode == 0, result.Error);
-        Assert.Contains("seed     5 (image k: 5 + k)", result.Output);
+        Assert.Contains("seed     5 (image k: 5 + k)", result.Error);
+        Assert.Equal([temp.File("out-1.webp"), temp.File("out-2.webp")], result.OutputLines);
         foreach (string name in new[] { "out-1.webp", "out-2.webp" })
         {
             RgbImage image = Images.Decode(File.ReadAllBytes(temp.File(name)), out ImageFormat format);
@@ -75,7 +77,7 @@ public sealed class GenerateTests : IDisposable
         new SafetensorsWriter().Add("latents", big, 1, 16, 32, 32).Write(temp.File("latents.safetensors"));
         CliResult result = CliRunner.Run([.. args, "-o", temp.File("given.png"), "--save-latents", temp.File("final.safetensors")]);
         Assert.True(result.ExitCode == 0, result.Error);
-        Assert.Contains("seed     none (latents given)", result.Output);
+        Assert.Contains("seed     none (latents given)", result.Error);
         using Checkpoint saved = Checkpoint.Open(temp.File("final.safetensors"));
         Assert.Equal(new long[] { 1, 16, 32, 32 }, saved.Find("latents")!.Shape);
         Assert.NotEqual(big, saved.ReadFloat32("latents"));
@@ -84,14 +86,14 @@ public sealed class GenerateTests : IDisposable
 
     [Theory]
     [InlineData("a_prompt_but_no_embeddings", "no text encoders")]
-    [InlineData("--steps 60", "steps must be between 1 and 50")]
-    [InlineData("--width 512", "Give both width and height")]
-    [InlineData("--guidance 11", "guidance must be between 0 and 10")]
-    [InlineData("--clip /nowhere", "needs both text encoders")]
+    [InlineData("--steps 60", "--steps must be between 1 and 50 (got 60).")]
+    [InlineData("--width 512", "Give both --width and --height")]
+    [InlineData("--guidance 11", "--guidance must be between 0 and 10 (got 11).")]
+    [InlineData("--clip CLIP", "needs both text encoders")]
     public void Bad_requests_fail_with_one_line_and_exit_code_2(string extra, string message)
     {
         FluxPipelineSources sources = DemoModels.Write(temp.File("models"));
-        string[] args = ["generate", "--transformer", sources.Transformer!, "--ae", sources.Autoencoder!, .. extra.Split(' ')];
+        string[] args = ["generate", "--transformer", sources.Transformer!, "--ae", sources.Autoencoder!, .. extra.Replace("CLIP", sources.Clip!).Split(' ')];
         if (!extra.StartsWith("a_prompt", StringComparison.Ordinal))
         {
             args = [.. args, "--prompt-embeds", WriteEmbeddings()];
@@ -109,7 +111,8 @@ public sealed class GenerateTests : IDisposable
         string embeds = temp.File("fox.safetensors");
         CliResult encoded = CliRunner.Run("encode", "--demo", "a red fox", "--max-length", "64", "-o", embeds);
         Assert.True(encoded.ExitCode == 0, encoded.Error);
-        Assert.Contains("txt [1, 64, 32], y [1, 32]", encoded.Output);
+        Assert.Equal([embeds], encoded.OutputLines);
+        Assert.Contains("txt [1, 64, 32], y [1, 32]", encoded.Error);
 
         FluxPipelineSources sources = DemoModels.Write(temp.File("models"));
         string[] common = ["--width", "256", "--height", "256", "--steps", "2", "--seed", "4"];
@@ -144,9 +147,9 @@ public sealed class GenerateTests : IDisposable
         string output = temp.File("folder.jpg");
         CliResult result = CliRunner.Run("generate", "--model", model, "a castle on a hill", "--width", "256", "--height", "256", "--seed", "1", "-o", output);
         Assert.True(result.ExitCode == 0, result.Error);
-        Assert.Contains("model    schnell:", result.Output);
-        Assert.Contains("256x256, 4 steps", result.Output);          // schnell's default steps
-        Assert.Contains("T5 256 tokens", result.Output);               // schnell's T5 length (BFL)
+        Assert.Contains("model    schnell:", result.Error);
+        Assert.Contains("256x256, 4 steps", result.Error);           // schnell's default steps
+        Assert.Contains("T5 256 tokens", result.Error);                // schnell's T5 length (BFL)
         RgbImage image = Images.Decode(File.ReadAllBytes(output), out ImageFormat format);
         Assert.Equal((ImageFormat.Jpeg, 256, 256), (format, image.Width, image.Height));
     }
@@ -156,7 +159,7 @@ public sealed class GenerateTests : IDisposable
     {
         CliResult result = CliRunner.Run("generate", "a prompt");
         Assert.Equal(ExitCodes.BadInput, result.ExitCode);
-        Assert.Contains("No model given", result.Error);
+        Assert.StartsWith("flux: No model given: pass --model DIR", result.ErrorLines[0]);
     }
 
     private string WriteEmbeddings()

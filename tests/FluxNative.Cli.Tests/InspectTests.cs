@@ -135,6 +135,89 @@ public sealed class InspectTests : IDisposable
         Assert.Contains("flux inspect --help", result.Error);
     }
 
+    [Fact]
+    public void Inspect_describes_a_whole_diffusers_folder_part_by_part()
+    {
+        string root = temp.File("FLUX.1-tiny");
+        Directory.CreateDirectory(root);
+        File.WriteAllText(Path.Combine(root, "model_index.json"), """{"_class_name": "FluxPipeline"}""");
+        foreach ((string kind, string folder) in new[] { ("flux", "transformer"), ("ae", "vae"), ("clip", "text_encoder"), ("t5", "text_encoder_2") })
+        {
+            Assert.Equal(0, CliRunner.Run("tiny-model", "--kind", kind, "--layout", "diffusers", "-o", Path.Combine(root, folder)).ExitCode);
+        }
+
+        Directory.CreateDirectory(Path.Combine(root, "tokenizer"));
+
+        CliResult text = CliRunner.Run("inspect", root);
+        CliResult json = CliRunner.Run("inspect", root, "--json");
+
+        Assert.True(text.ExitCode == 0, text.Error);
+        Assert.Contains("model       FLUX.1 [dev], diffusers folder", text.Output);
+        Assert.Matches(@"parameters  [0-9.]+ M in 4 part\(s\)", text.Output);
+        Assert.Matches(@"transformer/\s+FLUX transformer \(dev\), ", text.Output);
+        Assert.Matches(@"vae/\s+autoencoder \(VAE\), ", text.Output);
+        Assert.Matches(@"text_encoder/\s+CLIP text encoder, ", text.Output);
+        Assert.Matches(@"text_encoder_2/\s+T5 text encoder, ", text.Output);
+        Assert.Contains("tokenizers  tokenizer/ (CLIP)", text.Output);
+        Assert.Contains("missing     none", text.Output);
+        Assert.Contains(Path.Combine(root, "text_encoder_2") + "\n", text.Output);   // each part's full description follows
+
+        Assert.True(json.ExitCode == 0, json.Error);
+        using JsonDocument document = JsonDocument.Parse(json.Output);
+        JsonElement parts = document.RootElement.GetProperty("parts");
+        Assert.Equal("diffusers", document.RootElement.GetProperty("layout").GetString());
+        Assert.Equal(["transformer", "vae", "text_encoder", "text_encoder_2"], parts.EnumerateObject().Select(p => p.Name));
+        Assert.Equal("t5_encoder", parts.GetProperty("text_encoder_2").GetProperty("kind").GetString());
+        Assert.Equal(parts.EnumerateObject().Sum(p => p.Value.GetProperty("parameter_count").GetInt64()),
+            document.RootElement.GetProperty("parameter_count").GetInt64());
+    }
+
+    [Fact]
+    public void Inspect_names_the_parts_a_diffusers_folder_lacks()
+    {
+        string root = temp.File("partial");
+        Assert.Equal(0, CliRunner.Run("tiny-model", "--kind", "flux", "--layout", "diffusers", "--variant", "schnell", "-o", Path.Combine(root, "transformer")).ExitCode);
+
+        CliResult result = CliRunner.Run("inspect", root);
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains("FLUX.1 [schnell], diffusers folder", result.Output);
+        Assert.Contains("missing     vae/, text_encoder/, text_encoder_2/", result.Output);
+    }
+
+    [Fact]
+    public void Inspect_describes_a_folder_of_bfl_files()
+    {
+        string root = temp.File("bfl");
+        Directory.CreateDirectory(root);
+        Assert.Equal(0, CliRunner.Run("tiny-model", "--kind", "flux", "--variant", "schnell", "-o", Path.Combine(root, "flux1-schnell.safetensors")).ExitCode);
+        Assert.Equal(0, CliRunner.Run("tiny-model", "--kind", "ae", "-o", Path.Combine(root, "ae.safetensors")).ExitCode);
+
+        CliResult text = CliRunner.Run("inspect", root);
+        CliResult tensors = CliRunner.Run("inspect", root, "--json", "--tensors");
+
+        Assert.True(text.ExitCode == 0, text.Error);
+        Assert.Contains("FLUX.1 [schnell], folder of BFL files", text.Output);
+        Assert.Matches(@"ae\.safetensors\s+autoencoder \(VAE\)", text.Output);
+        Assert.Matches(@"flux1-schnell\.safetensors\s+FLUX transformer \(schnell\)", text.Output);
+        Assert.DoesNotContain("missing", text.Output);
+        using JsonDocument document = JsonDocument.Parse(tensors.Output);
+        Assert.Equal("bfl", document.RootElement.GetProperty("layout").GetString());
+        JsonElement ae = document.RootElement.GetProperty("parts").GetProperty("ae.safetensors");
+        Assert.Equal(ae.GetProperty("tensor_count").GetInt32(), ae.GetProperty("tensors").GetArrayLength());
+    }
+
+    [Fact]
+    public void A_component_folder_is_still_one_checkpoint()
+    {
+        string path = TinyModel("flux", "diffusers");
+
+        CliResult result = CliRunner.Run("inspect", path, "--json");
+
+        using JsonDocument document = JsonDocument.Parse(result.Output);
+        Assert.Equal("flux_transformer", document.RootElement.GetProperty("kind").GetString());
+    }
+
     private string TinyModel(string kind, string layout, params string[] extra)
     {
         string path = temp.File(layout == "bfl" ? $"{kind}-{Guid.NewGuid():N}.safetensors" : $"{kind}-{Guid.NewGuid():N}");

@@ -95,10 +95,38 @@ public sealed class TokenizeTests : IDisposable
     }
 
     [Theory]
+    [InlineData("clip", "a photo of a cat")]
+    [InlineData("t5", "Hello world")]
+    public void Without_a_path_the_tokenizers_shipped_with_flux_are_used(string tokenizer, string text)
+    {
+        // The documented first command: no download, no path.
+        CliResult bundled = CliRunner.Run("tokenize", "--tokenizer", tokenizer, text);
+        CliResult fromFiles = CliRunner.Run("tokenize", "--tokenizer", tokenizer, "--tokenizer-path", Path.Combine(Files, tokenizer), text);
+
+        Assert.True(bundled.ExitCode == 0, bundled.Error);
+        Assert.Equal(string.Empty, bundled.Error);
+        Assert.Equal(Ids(fromFiles.Output), Ids(bundled.Output));
+        Assert.Equal(tokenizer == "clip" ? 77 : 512, Ids(bundled.Output).Length);
+    }
+
+    [Theory]
+    [InlineData("clip", 80, "flux: warning: The prompt is 80 CLIP tokens but CLIP reads 77, 75 of them the prompt's: the last 5 are cut off.")]
+    [InlineData("t5", 20, "flux: warning: The prompt is 20 T5 tokens but T5 reads 16, 15 of them the prompt's: the last 5 are cut off.")]
+    public void A_prompt_cut_short_is_a_warning_on_standard_error(string tokenizer, int words, string warning)
+    {
+        string[] length = tokenizer == "t5" ? ["--max-length", "16"] : [];
+        CliResult result = CliRunner.Run(["tokenize", "--tokenizer", tokenizer, .. length, string.Join(' ', Enumerable.Repeat("cat", words))]);
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Equal(warning, Assert.Single(result.ErrorLines).TrimEnd());
+        Assert.Equal(tokenizer == "clip" ? 77 : 16, Ids(result.Output).Length);
+    }
+
+    [Theory]
     [InlineData("--tokenizer", "bpe", "--tokenizer-path", ".", "a")]
-    [InlineData("--tokenizer", "clip", "a")]
     [InlineData("--tokenizer", "clip", "--tokenizer-path", ".", "--model", ".", "a")]
     [InlineData("--tokenizer", "t5", "--tokenizer-path", ".", "--max-length", "0", "a")]
+    [InlineData("--tokenizer", "t5", "--max-length", "513", "a")]
     [InlineData("--tokenizer", "clip", "--tokenizer-path", ".", "--max-length", "1", "a")]
     [InlineData("--tokenizer-path", ".", "a")]
     public void Bad_usage_exits_with_2(params string[] args)

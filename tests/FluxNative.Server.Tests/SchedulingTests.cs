@@ -151,7 +151,7 @@ public sealed class SchedulingTests
     public async Task Without_demo_a_prompt_alone_is_refused_because_there_are_no_text_encoders()
     {
         FluxPipelineSources tiny = ModelHost.WriteDemoModels(ServerHost.DemoDirectory);
-        await using ServerHost server = await ServerHost.StartAsync(o => o with { Demo = false, Model = tiny, Pipeline = DemoModels.Options });
+        await using ServerHost server = await ServerHost.StartAsync(o => o with { Demo = false, Model = tiny, Pipeline = DemoModels.Options, MinImageSide = 64 });
         Reply reply = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""");
         reply.AssertError(HttpStatusCode.BadRequest, "text encoders", "input.prompt");
         Reply openai = await server.PostAsync("/v1/images/generations", """{"prompt":"a cat","size":"64x64"}""");

@@ -182,6 +182,9 @@ public sealed class ClipTokenizer
         Volatile.Write(ref cacheAdds, 0);
     }
 
+    /// <summary>The ids <see cref="Encode(string, int)"/> adds around the text's own: BOS and EOS.</summary>
+    public int SpecialTokenCount => 2;
+
     /// <summary>The ids of <paramref name="text"/> without BOS, EOS, truncation or padding.</summary>
     /// <param name="text">The text to tokenize.</param>
     public int[] Tokenize(string text)

@@ -267,6 +267,9 @@ public sealed class T5Tokenizer
         Volatile.Write(ref cacheAdds, 0);
     }
 
+    /// <summary>The ids <see cref="Encode(string, int)"/> adds around the text's own (<c>&lt;/s&gt;</c>: 1 for T5).</summary>
+    public int SpecialTokenCount => prefixIds.Length + suffixIds.Length;
+
     /// <summary>The piece ids of <paramref name="text"/> without <c>&lt;/s&gt;</c>, truncation or padding.</summary>
     /// <param name="text">The text to tokenize.</param>
     public int[] Tokenize(string text)

@@ -88,10 +88,10 @@ public class PipelineTests(TinyPipelines pipelines) : IClassFixture<TinyPipeline
     [InlineData("output_quality", 0)]
     [InlineData("output_quality", 101)]
     [InlineData("seed", -2)]
-    [InlineData("image_size", 8192)]
+    [InlineData("image_size", 32768)]
     [InlineData("aspect_ratio", 0)]
     [InlineData("width", 0)]
-    [InlineData("height", 4096)]
+    [InlineData("height", 20000)]
     public void Bad_values_are_refused_with_the_field_and_the_reason(string field, double value)
     {
         GenerationRequest request = pipelines.Request(pipelines.Dev);
