@@ -40,6 +40,28 @@ internal static class CliOptions
     public static Option<int> Threads(string description = "Native threads; 0 for one per core (the process-wide pool).") =>
         Number("--threads", description, 0, MaxThreads, 0);
 
+    /// <summary><c>--device cpu|cuda|cuda:N</c>: where the models live and run (default cpu).</summary>
+    public static Option<FluxDevice> Device()
+    {
+        var option = new Option<FluxDevice>("--device")
+        {
+            Description = "Where the models live and run: cpu, cuda or cuda:N. A GPU that cannot be used is an error, never a CPU run.",
+            DefaultValueFactory = _ => FluxDevice.Cpu,
+        };
+        option.CustomParser = result =>
+        {
+            string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "cpu";
+            if (FluxDevice.TryParse(text, out FluxDevice device))
+            {
+                return device;
+            }
+
+            result.AddError($"--device must be cpu, cuda or cuda:N, not '{text}'.");
+            return FluxDevice.Cpu;
+        };
+        return option;
+    }
+
     /// <summary><c>--max-length N</c>: T5 tokens per prompt, 1–512.</summary>
     public static Option<int?> T5MaxLength(string description) => Number<int>("--max-length", description, 1, MaxT5Length);
 

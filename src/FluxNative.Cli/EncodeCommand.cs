@@ -20,12 +20,13 @@ internal static class EncodeCommand
         var maxLength = CliOptions.Number("--max-length", $"T5 tokens, 1-{CliOptions.MaxT5Length} (512 for dev, 256 for schnell).", 1, CliOptions.MaxT5Length, T5Tokenizer.DevMaxLength);
         var outPath = new Option<string>("--out", "-o") { Description = "The safetensors file to write (txt, y as F32).", Required = true };
         var threads = CliOptions.Threads();
+        var device = CliOptions.Device();
         var weights = new Option<string>("--weights-dtype") { Description = "How T5 holds its linear weights: stored, f32, bf16 or fp8.", DefaultValueFactory = _ => "stored" };
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
 
         var command = new Command("encode", "Encode a prompt with the CLIP and T5 encoders into the embeddings flux generate --prompt-embeds reads.")
         {
-            prompt, model, clip, t5, demo, maxLength, outPath, weights, threads,
+            prompt, model, clip, t5, demo, maxLength, outPath, weights, threads, device,
         };
         command.Validators.Add(result =>
         {
@@ -46,7 +47,7 @@ internal static class EncodeCommand
 
             string path = parsed.GetValue(outPath)!;
             OutputTarget.CheckWritable(path, "--out");
-            using PromptEncoder encoder = PromptEncoder.Load(sources, parsed.GetValue(maxLength), TransformerForward.ParseWeightFormat(parsed.GetValue(weights)!), parsed.GetValue(threads));
+            using PromptEncoder encoder = PromptEncoder.Load(sources, parsed.GetValue(maxLength), TransformerForward.ParseWeightFormat(parsed.GetValue(weights)!), parsed.GetValue(threads), device: parsed.GetValue(device));
             string text = parsed.GetValue(prompt)!;
             foreach (string warning in encoder.TruncationWarnings(text))
             {

@@ -40,11 +40,12 @@ internal static class ForwardCommand
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
 
         var threads = CliOptions.Threads("Threads for the forward pass; 0 uses the process-wide pool (one per core, or FX_NUM_THREADS).");
+        var device = CliOptions.Device();
         var repeat = CliOptions.Number("--repeat", "After the forward that writes --out, time N more and print the median, min and max milliseconds per forward.", 1, 1_000_000);
 
         var command = new Command("forward", "Run the FLUX transformer once on inputs from a safetensors file and write its output; optionally time it.")
         {
-            model, inputs, outPath, weights, activations, threads, repeat,
+            model, inputs, outPath, weights, activations, threads, device, repeat,
         };
         command.SetAction(parsed =>
         {
@@ -55,7 +56,8 @@ internal static class ForwardCommand
                 TransformerForward.ParseWeightFormat(parsed.GetValue(weights)!),
                 parsed.GetValue(threads),
                 parsed.GetValue(repeat),
-                TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!));
+                TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!),
+                parsed.GetValue(device));
             TransformerForward.Run(request, console.Out);
             return ExitCodes.Success;
         });

@@ -71,6 +71,7 @@ internal static class GenerateCommand
         var activations = new Option<string>("--activations") { Description = "Transformer activation precision: f32 (exact) or bf16 (faster, ~1e-2).", DefaultValueFactory = _ => "f32" };
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
         var threads = CliOptions.Threads();
+        var device = CliOptions.Device();
         var progress = new Option<string>("--progress") { Description = "Progress on standard error: auto (a bar on a terminal, lines otherwise), bar, lines or none.", DefaultValueFactory = _ => "auto" };
         progress.AcceptOnlyFromAmong(ProgressDisplay.ModeNames);
         var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on standard output (files, seeds, size, timings, warnings)." };
@@ -78,7 +79,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate images: noise -> FLUX transformer steps -> autoencoder -> image files. Standard output lists the files written.")
         {
             prompt, model, transformer, ae, clip, t5, maxLength, demo, aspect, imageSize, width, height, steps, guidance, seed, count, format, quality,
-            outPath, latents, promptEmbeds, saveLatents, rounding, weights, activations, threads, progress, json,
+            outPath, latents, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, progress, json,
         };
         command.Validators.Add(result =>
         {
@@ -143,6 +144,7 @@ internal static class GenerateCommand
                 WeightFormat = TransformerForward.ParseWeightFormat(parsed.GetValue(weights)!),
                 Activations = TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!),
                 Threads = parsed.GetValue(threads),
+                Device = parsed.GetValue(device),
                 Progress = ProgressDisplay.ParseMode(parsed.GetValue(progress)!),
                 Json = parsed.GetValue(json),
             };

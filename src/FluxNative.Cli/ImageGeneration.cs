@@ -33,6 +33,7 @@ internal sealed record GenerateCliRequest
     public FluxWeightFormat WeightFormat { get; init; }
     public FluxActivationPrecision Activations { get; init; }
     public int Threads { get; init; }
+    public FluxDevice Device { get; init; } = FluxDevice.Cpu;
     public ProgressMode Progress { get; init; }
     public bool Json { get; init; }
 }
@@ -74,6 +75,7 @@ internal static class ImageGeneration
             TransformerWeights = cli.WeightFormat,
             Activations = cli.Activations,
             Threads = cli.Threads,
+            Device = cli.Device,
         };
         if (cli.MaxLength is int maxLength)
         {

@@ -51,11 +51,12 @@ internal static class ServeCommand
         var activations = new Option<string>("--activations") { Description = "Transformer activation precision: f32 or bf16.", DefaultValueFactory = _ => "f32" };
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
         var threads = CliOptions.Threads();
+        var device = CliOptions.Device();
 
         var command = new Command("serve", "Serve FLUX over HTTP: OpenAI's POST /v1/images/generations and Replicate's predictions API.")
         {
             urls, demo, demoDir, model, transformer, ae, clip, t5, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
-            privateWebhooks, publicUrl, weights, activations, threads,
+            privateWebhooks, publicUrl, weights, activations, threads, device,
         };
         command.Validators.Add(result =>
         {
@@ -93,6 +94,7 @@ internal static class ServeCommand
                 TransformerWeights = TransformerForward.ParseWeightFormat(parsed.GetValue(weights)!),
                 Activations = TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!),
                 Threads = parsed.GetValue(threads),
+                Device = parsed.GetValue(device),
             };
             var options = new FluxServerOptions
             {

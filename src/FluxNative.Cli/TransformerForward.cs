@@ -11,6 +11,7 @@ namespace FluxNative.Cli;
 /// <param name="Threads">Forward threads; 0 for the process-wide pool.</param>
 /// <param name="Repeat">Timed forward passes after the first; null to time nothing.</param>
 /// <param name="Activations">Precision of the activations entering the linear layers.</param>
+/// <param name="Device">Where the model lives and runs.</param>
 internal sealed record ForwardRequest(
     string ModelPath,
     string InputsPath,
@@ -18,7 +19,8 @@ internal sealed record ForwardRequest(
     FluxWeightFormat WeightFormat = FluxWeightFormat.AsStored,
     int Threads = 0,
     int? Repeat = null,
-    FluxActivationPrecision Activations = FluxActivationPrecision.F32);
+    FluxActivationPrecision Activations = FluxActivationPrecision.F32,
+    FluxDevice? Device = null);
 
 /// <summary>Milliseconds per forward pass over the timed runs.</summary>
 internal sealed record ForwardTiming(int Runs, double MedianMilliseconds, double MinMilliseconds, double MaxMilliseconds);
@@ -62,7 +64,7 @@ internal static class TransformerForward
             throw new CliInputException($"--repeat must be at least 1, not {request.Repeat}.");
         }
 
-        using FluxTransformer model = FluxTransformer.Load(request.ModelPath, request.WeightFormat, request.Threads, request.Activations);
+        using FluxTransformer model = FluxTransformer.Load(request.ModelPath, request.WeightFormat, request.Threads, request.Activations, request.Device);
         FluxTransformerConfig config = model.Config;
         FluxForwardInputs inputs = ReadInputs(request.InputsPath, config);
 

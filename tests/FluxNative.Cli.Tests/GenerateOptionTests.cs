@@ -26,6 +26,8 @@ public sealed class GenerateOptionTests : IDisposable
     [InlineData("--seed -2", "--seed must be between -1 and 9223372036854775799 (got -2).")]
     [InlineData("--seed 99999999999999999999", "--seed must be between -1 and 9223372036854775799 (got 99999999999999999999).")]
     [InlineData("--threads -1", "--threads must be between 0 and 4096 (got -1).")]
+    [InlineData("--device gpu", "--device must be cpu, cuda or cuda:N, not 'gpu'.")]
+    [InlineData("--device cuda:x", "--device must be cpu, cuda or cuda:N, not 'cuda:x'.")]
     [InlineData("--threads many", "--threads must be an integer, not 'many'.")]
     [InlineData("--quality 0", "--quality must be between 1 and 100 (got 0).")]
     [InlineData("--quality 101", "--quality must be between 1 and 100 (got 101).")]
@@ -51,6 +53,23 @@ public sealed class GenerateOptionTests : IDisposable
         Assert.StartsWith("flux: " + message, line);
         Assert.DoesNotContain("System.", line);
         Assert.Equal(string.Empty, result.Output);
+    }
+
+    // No usable GPU here (or a build without CUDA): the demo on cuda fails with the reason, never runs on the CPU.
+    [Fact]
+    public void A_cuda_device_that_cannot_run_is_refused_with_the_reason()
+    {
+        if (FluxNative.Interop.FluxNativeLibrary.Diagnose().CudaDeviceCount > 0)
+        {
+            return;  // a GPU is here: the CUDA backend's own tests cover it
+        }
+
+        CliResult result = CliRunner.Run("generate", "--demo", "a fox", "--device", "cuda", "-o", temp.File("fox.png"));
+
+        Assert.NotEqual(ExitCodes.Success, result.ExitCode);
+        Assert.Contains(result.ErrorLines, line => line.Contains("cuda:0", StringComparison.Ordinal));
+        Assert.DoesNotContain(result.ErrorLines, line => line.Contains("   at ", StringComparison.Ordinal));
+        Assert.False(File.Exists(temp.File("fox.png")));
     }
 
     [Fact]
