@@ -20,8 +20,9 @@ std::shared_ptr<Backend> backend_for(const Device& device, ThreadPool* pool) {
   if (device.index >= count)
     fail(FX_ERR_NOT_FOUND, "device " + device.name() + ": there are only " + std::to_string(count) +
                                " GPU(s), cuda:0 to cuda:" + std::to_string(count - 1));
+  // backend/cuda_backend.cu is compiled but not linked until the kernels it launches exist (CMakeLists.txt).
   fail(FX_ERR_UNSUPPORTED, "device " + device.name() +
-                               ": the CUDA backend cannot run models yet in this version (only its kernels exist)");
+                               ": the CUDA backend cannot run models yet in this version (its kernels are not written)");
 #endif
 }
 
