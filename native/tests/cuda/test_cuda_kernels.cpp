@@ -606,7 +606,9 @@ void run_attention_case(const AttentionCase& c) {
         nonzero += got[size_t(o.offset + b * o.batch_stride + row * o.row_stride + col)] != 0.0f;
     EXPECT_EQ(nonzero, 0u) << "a query row with every key masked must give zeros";
   }
-  if (c.seq_kv == 0) EXPECT_EQ(err, 0.0) << "no keys: zeros";
+  if (c.seq_kv == 0) {
+    EXPECT_EQ(err, 0.0) << "no keys: zeros";
+  }
 }
 
 TEST_F(CudaKernels, AttentionMatchesTheReferenceAcrossHeadDims) {

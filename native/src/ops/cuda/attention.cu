@@ -25,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -465,18 +466,26 @@ __global__ void __launch_bounds__(kSimtThreads) attention_simt_kernel(const Attn
 // ---------------------------------------------------------------------------------------------------
 // Host side
 
+// Raises the kernel's dynamic shared memory limit to `bytes` when that is over the default 48 KB, once
+// per kernel and device (`done`: one bit per device that has it).
 template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes, const char* name) {
-  if (bytes > kDefaultSmem)
-    check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-                    (std::string("cudaFuncSetAttribute(") + name + ", shared memory)").c_str());
+void allow_smem(Kernel kernel, size_t bytes, const char* name, std::atomic<uint64_t>& done) {
+  if (bytes <= kDefaultSmem) return;
+  int device = 0;
+  check_cuda_call(cudaGetDevice(&device), "attention: cudaGetDevice");
+  const uint64_t bit = device >= 0 && device < 64 ? uint64_t(1) << device : 0;
+  if (bit != 0 && (done.load(std::memory_order_acquire) & bit) != 0) return;
+  check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+                  (std::string("cudaFuncSetAttribute(") + name + ", shared memory)").c_str());
+  done.fetch_or(bit, std::memory_order_release);
 }
 
 template <int kD>
 void launch_mma(const AttnParams& p, int batch, int heads, Stream stream) {
   const char* name = kD == 64 ? "attention_mma<64>" : kD == 128 ? "attention_mma<128>" : "attention_mma<256>";
   constexpr size_t smem = MmaConfig<kD>::kSmem;
-  allow_smem(attention_mma_kernel<kD>, smem, name);
+  static std::atomic<uint64_t> smem_allowed{0};
+  allow_smem(attention_mma_kernel<kD>, smem, name, smem_allowed);
   const dim3 grid(unsigned((p.seq_q + kMmaRows - 1) / kMmaRows), unsigned(heads), unsigned(batch));
   attention_mma_kernel<kD><<<grid, kMmaThreads, smem, as_cuda_stream(stream)>>>(p);
   check_launch(name);
@@ -486,7 +495,8 @@ template <typename T, int kD>
 void launch_simt(const AttnParams& p, int batch, int heads, Stream stream) {
   const char* name = kD == 64 ? "attention_simt<64>" : kD == 128 ? "attention_simt<128>" : "attention_simt<256>";
   const size_t smem = simt_smem_bytes(p.head_dim);
-  allow_smem(attention_simt_kernel<T, kD>, smem, name);
+  static std::atomic<uint64_t> smem_allowed{0};
+  allow_smem(attention_simt_kernel<T, kD>, simt_smem_bytes(kD), name, smem_allowed);  // every head_dim <= kD
   const dim3 grid(unsigned((p.seq_q + kSimtRows - 1) / kSimtRows), unsigned(heads), unsigned(batch));
   attention_simt_kernel<T, kD><<<grid, kSimtThreads, smem, as_cuda_stream(stream)>>>(p);
   check_launch(name);

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace fx::cuda::dev {
 
@@ -69,7 +70,9 @@ __device__ __forceinline__ void store8_vec(float* p, const float (&v)[kChunk]) {
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo, round-to-nearest-even
-  return *reinterpret_cast<const uint32_t*>(&h);
+  uint32_t word;
+  memcpy(&word, &h, sizeof(word));
+  return word;
 }
 
 __device__ __forceinline__ void store8_vec(bf16* p, const float (&v)[kChunk]) {
