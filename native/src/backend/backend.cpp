@@ -2,6 +2,7 @@
 // all there, and otherwise an error that names which of them is missing (never a silent CPU run).
 #include "backend/backend.h"
 
+#include "backend/cuda_backend.h"
 #include "core/error.h"
 #include "ops/cuda/convert.h"  // fx::cuda::device_count / driver_version (stand-ins without CUDA)
 
@@ -20,9 +21,7 @@ std::shared_ptr<Backend> backend_for(const Device& device, ThreadPool* pool) {
   if (device.index >= count)
     fail(FX_ERR_NOT_FOUND, "device " + device.name() + ": there are only " + std::to_string(count) +
                                " GPU(s), cuda:0 to cuda:" + std::to_string(count - 1));
-  // backend/cuda_backend.cu is compiled but not linked until the kernels it launches exist (CMakeLists.txt).
-  fail(FX_ERR_UNSUPPORTED, "device " + device.name() +
-                               ": the CUDA backend cannot run models yet in this version (its kernels are not written)");
+  return cuda_backend(device);
 #endif
 }
 

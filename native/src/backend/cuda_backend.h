@@ -7,8 +7,7 @@
 // the GEMM runs bf16 × bf16 with f32 accumulation (f32 weights: f32 GEMM), and the operations only the
 // text encoders and the autoencoder use answer FX_ERR_UNSUPPORTED until they have CUDA kernels.
 //
-// Not linked yet: CMake compiles this backend (so CI keeps it building) but links it into the library only
-// once the kernels of ops/cuda/kernels.h exist; backend_for() refuses CUDA devices until then.
+// Unverified: neither this backend nor its kernels (ops/cuda) have run on a GPU yet.
 #pragma once
 
 #include <memory>
