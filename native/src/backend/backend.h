@@ -141,9 +141,10 @@ class Backend {
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                          const AttentionParams& params) = 0;
 
-  // RoPE tables (docs/flux-model.md §5.2) for ids [L, axes] f32: cos, sin [L, head_dim/2].
-  virtual void rope_tables(const Tensor& ids, const std::vector<int>& axes_dim, double theta, const Tensor& cos,
-                           const Tensor& sin) = 0;
+  // RoPE tables (docs/flux-model.md §5.2) for position ids [seq, axes] f32 in host memory (the caller's
+  // inputs; every backend computes the angles in double on the host): cos, sin [seq·head_dim/2] on the device.
+  virtual void rope_tables(const float* host_ids, int64_t seq, const std::vector<int>& axes_dim, double theta,
+                           const Tensor& cos, const Tensor& sin) = 0;
   // In place on x [rows, heads·head_dim] (any row stride): rotate each head's pairs by the tables.
   virtual void rope_apply(const Tensor& x, int64_t heads, const Tensor& cos, const Tensor& sin) = 0;
   // In place on x [rows, heads·head_dim]: each head's vector RMS-normalised and scaled by weight [head_dim].

@@ -238,17 +238,13 @@ class CpuBackend final : public Backend {
     cpu::attention(s, operand(q), operand(k), operand(v), {out.f32(), out.stride(0), out.stride(1), hd}, pool_);
   }
 
-  void rope_tables(const Tensor& ids, const std::vector<int>& axes_dim, double theta, const Tensor& cos,
-                   const Tensor& sin) override {
-    need_f32("rope_tables", ids, "ids");
-    if (!ids.contiguous() || ids.cols() != static_cast<int64_t>(axes_dim.size()))
-      bad("rope_tables", "ids " + ids.shape_text() + " is not [L, axes] contiguous");
-    const int64_t seq = ids.rows();
+  void rope_tables(const float* host_ids, int64_t seq, const std::vector<int>& axes_dim, double theta,
+                   const Tensor& cos, const Tensor& sin) override {
     int64_t half = 0;
     for (int a : axes_dim) half += a / 2;
     need_vector("rope_tables", cos, seq * half, "cos");
     need_vector("rope_tables", sin, seq * half, "sin");
-    cpu::rope_tables(ids.f32(), seq, static_cast<int>(axes_dim.size()), axes_dim.data(), theta, cos.f32(), sin.f32());
+    cpu::rope_tables(host_ids, seq, static_cast<int>(axes_dim.size()), axes_dim.data(), theta, cos.f32(), sin.f32());
   }
 
   void rope_apply(const Tensor& x, int64_t heads, const Tensor& cos, const Tensor& sin) override {

@@ -342,14 +342,12 @@ class CudaBackend final : public Backend {
     cuda::attention(a, stream_);
   }
 
-  void rope_tables(const Tensor& ids, const std::vector<int>& axes_dim, double theta, const Tensor& cos,
-                   const Tensor& sin) override {
+  void rope_tables(const float* host_ids, int64_t seq, const std::vector<int>& axes_dim, double theta,
+                   const Tensor& cos, const Tensor& sin) override {
     // Angles in double on the host (as the CPU does), then one upload: a few hundred KB per forward.
-    const int64_t seq = ids.rows(), half = cos.numel() / std::max<int64_t>(1, seq);
-    std::vector<float> host_ids(static_cast<size_t>(ids.numel()));
-    download(ids, host_ids.data());
+    const int64_t half = cos.numel() / std::max<int64_t>(1, seq);
     std::vector<float> c(static_cast<size_t>(seq * half)), s(c.size());
-    cpu::rope_tables(host_ids.data(), seq, static_cast<int>(axes_dim.size()), axes_dim.data(), theta, c.data(), s.data());
+    cpu::rope_tables(host_ids, seq, static_cast<int>(axes_dim.size()), axes_dim.data(), theta, c.data(), s.data());
     DeviceScope scope(device_.index);
     check(cudaMemcpyAsync(cos.data(), c.data(), c.size() * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope upload");
     check(cudaMemcpyAsync(sin.data(), s.data(), s.size() * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope upload");

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <string>
 
+#include "fluxnative.h"  // the FX_CPU_* flags
+
 namespace fx {
 
 // The instruction-set levels the kernels have paths for, lowest first.
@@ -24,6 +26,12 @@ enum class IsaLevel : int {
 uint32_t cpu_features();
 // The machine's own flags, whatever the cap.
 uint32_t cpu_features_machine();
+
+// What the kernels' vector paths need, under the cap in force. Asked on every call (never cached by a
+// kernel), so a test's ScopedIsaCap takes effect at once.
+inline bool cpu_has(uint32_t flags) { return (cpu_features() & flags) == flags; }
+inline bool cpu_has_avx512() { return cpu_has(FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA); }
+inline bool cpu_has_avx2_fma() { return cpu_has(FX_CPU_AVX2 | FX_CPU_FMA); }
 
 // The highest level the machine itself has.
 IsaLevel isa_level_machine();

@@ -219,7 +219,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
     be.linear(img_in.select(0, b), *m.img_in, Activation::None, img);
     std::copy(in.txt_ids + b * Lt * n_axes, in.txt_ids + (b + 1) * Lt * n_axes, ids.begin());
     std::copy(in.img_ids + b * Li * n_axes, in.img_ids + (b + 1) * Li * n_axes, ids.begin() + Lt * n_axes);
-    be.rope_tables(be.view_host(ids.data(), DType::F32, {L, n_axes}), c.axes_dim, c.theta, cos_t, sin_t);
+    be.rope_tables(ids.data(), L, c.axes_dim, c.theta, cos_t, sin_t);
 
     // q and k (column blocks of a [L, row] buffer at 0 and H): QK-norm per stream (rows [0, rows0) use
     // the first norms), then RoPE; v untouched.

@@ -45,22 +45,11 @@ void check_shape(const AttentionShape& s) {
     throw std::invalid_argument("attention: bad shape");
 }
 
-// Asked on every call (not cached): the ISA cap (core/cpu_features.h) may change between calls.
-bool machine_has_avx512() {
-  const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
-  return (cpu_features() & need) == need;
-}
-
-bool machine_has_avx2() {
-  const uint32_t need = FX_CPU_AVX2 | FX_CPU_FMA;
-  return (cpu_features() & need) == need;
-}
-
 // The path for this head_dim on this machine under the ISA cap in force: the widest one that handles it.
 Path choose_path(int64_t head_dim) {
   if (!FX_HAVE_X86_PATHS || head_dim <= 0) return Path::Portable;
-  if (head_dim % 16 == 0 && machine_has_avx512()) return Path::Avx512;
-  if (attention_avx2::handles(head_dim) && machine_has_avx2()) return Path::Avx2;
+  if (head_dim % 16 == 0 && cpu_has_avx512()) return Path::Avx512;
+  if (attention_avx2::handles(head_dim) && cpu_has_avx2_fma()) return Path::Avx2;
   return Path::Portable;
 }
 
@@ -402,11 +391,11 @@ void attention(const AttentionShape& shape, const AttentionOperand& q, const Att
 
 void attention_exp(const float* x, float* y, int64_t n) {
 #if FX_HAVE_X86_PATHS
-  if (machine_has_avx512()) {
+  if (cpu_has_avx512()) {
     exp_avx512(x, y, n);
     return;
   }
-  if (machine_has_avx2()) {
+  if (cpu_has_avx2_fma()) {
     attention_avx2::exp(x, y, n);
     return;
   }

@@ -33,23 +33,12 @@ constexpr int64_t kMR = PackedConv::kMR;
 constexpr int64_t kTilePx = 32;       // output pixels per micro-tile (two 16-lane vectors)
 constexpr int64_t kMaxKernel = 7;     // largest kernel side the tiles handle (the autoencoder uses 1 and 3)
 
-// Asked on every call (not cached): the ISA cap (core/cpu_features.h) may change between calls.
-bool machine_has_avx512() {
-  const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
-  return (cpu_features() & need) == need;
-}
-
-bool machine_has_avx2() {
-  const uint32_t need = FX_CPU_AVX2 | FX_CPU_FMA;
-  return (cpu_features() & need) == need;
-}
-
 bool supported(ConvPath path) {
   switch (path) {
     case ConvPath::Auto:
     case ConvPath::Portable: return true;
-    case ConvPath::Avx2: return FX_HAVE_AVX512_PATH && machine_has_avx2();
-    case ConvPath::Avx512: return FX_HAVE_AVX512_PATH && machine_has_avx512();
+    case ConvPath::Avx2: return FX_HAVE_AVX512_PATH && cpu_has_avx2_fma();
+    case ConvPath::Avx512: return FX_HAVE_AVX512_PATH && cpu_has_avx512();
   }
   return false;
 }

@@ -27,23 +27,12 @@ namespace fx::cpu {
 
 namespace {
 
-// Asked on every call (not cached): the ISA cap (core/cpu_features.h) may change between calls.
-bool machine_has_avx512() {
-  const uint32_t need = FX_CPU_AVX512F | FX_CPU_AVX512BW | FX_CPU_AVX512VL | FX_CPU_FMA;
-  return (cpu_features() & need) == need;
-}
-
-bool machine_has_avx2() {
-  const uint32_t need = FX_CPU_AVX2 | FX_CPU_FMA;
-  return (cpu_features() & need) == need;
-}
-
 enum class Path { Portable, Avx2, Avx512 };
 
 // The widest path the machine has under the ISA cap in force.
 Path active_path() {
-  if (FX_HAVE_X86_PATHS && machine_has_avx512()) return Path::Avx512;
-  if (FX_HAVE_X86_PATHS && machine_has_avx2()) return Path::Avx2;
+  if (FX_HAVE_X86_PATHS && cpu_has_avx512()) return Path::Avx512;
+  if (FX_HAVE_X86_PATHS && cpu_has_avx2_fma()) return Path::Avx2;
   return Path::Portable;
 }
 
