@@ -35,7 +35,7 @@ internal static class ServeCommand
         var retention = CliOptions.Number("--retention-hours", "Hours output files are kept.", 0.001, 24.0 * 365 * 100, 24.0);
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "Serve without API keys (otherwise FLUX_API_KEYS or FluxServer:ApiKeys must name at least one)." };
         var queueSize = CliOptions.Number("--queue-size", "Predictions that may wait for the pipeline; more are answered 429.", 1, 1_000_000, 32);
-        var batch = CliOptions.Number("--max-batch-images", $"Images one pipeline run may batch from compatible waiting predictions, 1-{FluxPipeline.MaxImages} (1: no batching).", 1, FluxPipeline.MaxImages, FluxPipeline.MaxImages);
+        var batch = CliOptions.Number("--max-batch-images", $"Images that may share one transformer step: predictions of the same size join the running batch at the next step, 1-{FluxPipeline.MaxImages} (1: one prediction at a time).", 1, FluxPipeline.MaxImages, FluxPipeline.MaxImages);
         var timeout = CliOptions.Number("--request-timeout", "Seconds a prediction may take from acceptance to result before it fails.", 0.001, 86400.0 * 365, 600.0);
         var maxBody = CliOptions.Number("--max-body-kb", "Largest request body, in KiB.", 1, 1024 * 1024, 64);
         var maxPrompt = CliOptions.Number("--max-prompt-chars", "Longest prompt, in characters.", 1, FluxPipeline.MaxPromptLength, 4000);

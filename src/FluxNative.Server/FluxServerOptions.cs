@@ -63,8 +63,9 @@ public sealed record FluxServerOptions
     public int QueueSize { get; init; } = 32;
 
     /// <summary>
-    /// Images one pipeline run may hold (default 8, the pipeline's most): compatible predictions waiting at the head of
-    /// the queue (same size, steps, guidance and output encoding) run together as one batch. 1 turns batching off.
+    /// Images one transformer forward may hold (default 8): predictions of the same size share each step, joining the
+    /// running batch at a step boundary and leaving when their steps are done (the pipeline's
+    /// <see cref="FluxPipelineOptions.MaxBatchImages"/>). 1 runs one prediction at a time.
     /// </summary>
     public int MaxBatchImages { get; init; } = FluxPipeline.MaxImages;
 

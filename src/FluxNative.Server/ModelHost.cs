@@ -108,7 +108,11 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
             }
 
             // The server's size policy is the pipeline's bounds: a request outside it is a 400 naming the field.
-            pipelineOptions = pipelineOptions with { MinSide = options.EffectiveMinImageSide, MaxSide = options.MaxImageSide };
+            // The batching limit is the server's too: the pipeline batches the predictions it is given.
+            pipelineOptions = pipelineOptions with
+            {
+                MinSide = options.EffectiveMinImageSide, MaxSide = options.MaxImageSide, MaxBatchImages = options.MaxBatchImages,
+            };
             logger.LogInformation("Loading the model ({Transformer}, {Autoencoder})", sources.ResolveTransformer(), sources.ResolveAutoencoder());
             FluxPipeline p = FluxPipeline.Load(sources, pipelineOptions);
             pipeline = p;

@@ -30,10 +30,11 @@ internal sealed record PredictionOrder
 }
 
 /// <summary>
-/// The scheduler in front of the pipeline: one bounded FIFO queue, one worker (so never two pipeline runs at once; compatible
-/// predictions at the head of the queue share one batched run),
-/// a deadline per prediction, cancellation, persistence at every status change, events for the streams, webhooks
-/// and metrics. The endpoints are thin calls into this.
+/// The predictions in front of the pipeline: a bound on how many may wait (429 beyond it), a deadline per prediction,
+/// cancellation, persistence at every status change, events for the streams, webhooks and metrics. Every accepted
+/// prediction goes straight to <see cref="FluxPipeline.GenerateAsync"/>, whose scheduler batches them (same size:
+/// one forward per step, joining and leaving at step boundaries) in arrival order; a prediction turns "processing"
+/// when its first step starts. The endpoints are thin calls into this.
 /// </summary>
 internal sealed class PredictionService : BackgroundService
 {
@@ -48,10 +49,9 @@ internal sealed class PredictionService : BackgroundService
     private readonly ServerMetrics metrics;
     private readonly ILogger<PredictionService> logger;
     private readonly ConcurrentDictionary<string, Prediction> live = new(StringComparer.Ordinal);
-    private readonly LinkedList<Prediction> queue = new();
+    private readonly HashSet<Prediction> waiting = [];
+    private readonly List<Prediction> running = [];
     private readonly object queueGate = new();
-    private readonly SemaphoreSlim available = new(0);
-    private volatile Prediction? running;
     private volatile bool shuttingDown;
     private double averageSeconds = 5;
 
@@ -66,23 +66,44 @@ internal sealed class PredictionService : BackgroundService
         this.webhooks = webhooks;
         this.metrics = metrics;
         this.logger = logger;
-        metrics.Observe(() => QueueLength, () => running is null ? 0 : 1);
+        metrics.Observe(() => QueueLength, () => RunningCount);
     }
 
-    /// <summary>Predictions waiting for the pipeline.</summary>
+    /// <summary>Predictions accepted whose steps have not started.</summary>
     public int QueueLength
     {
         get
         {
             lock (queueGate)
             {
-                return queue.Count;
+                return waiting.Count;
             }
         }
     }
 
-    /// <summary>The id of the prediction the pipeline runs now, or null.</summary>
-    public string? Running => running?.Id;
+    /// <summary>Predictions whose steps run now (batched together).</summary>
+    public int RunningCount
+    {
+        get
+        {
+            lock (queueGate)
+            {
+                return running.Count;
+            }
+        }
+    }
+
+    /// <summary>The id of the longest-running prediction, or null.</summary>
+    public string? Running
+    {
+        get
+        {
+            lock (queueGate)
+            {
+                return running.Count > 0 ? running[0].Id : null;
+            }
+        }
+    }
 
     /// <summary>
     /// Marks the predictions a previous process accepted but did not finish (it crashed or was killed) as failed, with
@@ -153,22 +174,22 @@ internal sealed class PredictionService : BackgroundService
         prediction.Timeout.Token.Register(() => Stop(prediction, AbortReason.TimedOut));
         lock (queueGate)
         {
-            if (queue.Count >= options.QueueSize)
+            if (waiting.Count >= options.QueueSize)
             {
                 metrics.Rejected();
                 prediction.Dispose();
-                int retryAfter = (int)Math.Clamp(Math.Ceiling(averageSeconds * (queue.Count + 1)), 1, 3600);
+                int retryAfter = (int)Math.Clamp(Math.Ceiling(averageSeconds * (waiting.Count + 1)), 1, 3600);
                 throw new ApiException(StatusCodes.Status429TooManyRequests,
-                    $"The queue is full ({queue.Count} predictions waiting); retry in about {retryAfter} s.") { RetryAfterSeconds = retryAfter };
+                    $"The queue is full ({waiting.Count} predictions waiting); retry in about {retryAfter} s.") { RetryAfterSeconds = retryAfter };
             }
 
             // Stored before it is acknowledged or run: a crash from here on leaves a record that the restart reports.
             store.Insert(prediction.View);
             live[view.Id] = prediction;
-            queue.AddLast(prediction);
+            waiting.Add(prediction);
         }
 
-        available.Release();
+        _ = RunAsync(prediction);
         metrics.Created(order.Kind);
         logger.LogInformation("Prediction {Id} queued: {Width}x{Height}, {Steps} steps, {Images} image(s)", view.Id, plan.Width, plan.Height, plan.Steps, plan.NumImages);
         return prediction;
@@ -202,26 +223,8 @@ internal sealed class PredictionService : BackgroundService
         }
     }
 
-    /// <summary>Stops a prediction for <paramref name="reason"/>: out of the queue when it waits, its token fired when it runs.</summary>
-    public void Stop(Prediction p, AbortReason reason)
-    {
-        if (!p.RequestAbort(reason))
-        {
-            return;
-        }
-
-        bool removed;
-        lock (queueGate)
-        {
-            removed = queue.Remove(p);
-        }
-
-        if (removed)
-        {
-            FinishAborted(p, p.AbortReason ?? reason);
-            p.Dispose();
-        }
-    }
+    /// <summary>Stops a prediction for <paramref name="reason"/>: its token fires, which the pipeline answers at once (out of its queue, or out of the batch at the next step).</summary>
+    public void Stop(Prediction p, AbortReason reason) => p.RequestAbort(reason);
 
     /// <summary>A prediction in the API's shape, with links under <paramref name="baseUrl"/> (default: the one it was created with).</summary>
     public JsonObject RenderJson(PredictionView view, string? baseUrl = null) => PredictionJson.Render(view, baseUrl ?? view.BaseUrl, files);
@@ -230,274 +233,122 @@ internal sealed class PredictionService : BackgroundService
     {
         shuttingDown = true;
         await base.StopAsync(cancellationToken).ConfigureAwait(false);
-        List<Prediction> waiting;
-        lock (queueGate)
-        {
-            waiting = [.. queue];
-            queue.Clear();
-        }
-
-        foreach (Prediction p in waiting)
+        List<Prediction> unfinished = [.. live.Values];
+        foreach (Prediction p in unfinished)
         {
             p.RequestAbort(AbortReason.Shutdown);
-            FinishAborted(p, AbortReason.Shutdown);
-            p.Dispose();
         }
 
+        // Each answers its token within a step; what has not by then is reported interrupted at the next start.
+        await Task.WhenAll(unfinished.Select(p => p.Completion)).WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None)
+            .ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
         await webhooks.DrainAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
     }
 
-    public override void Dispose()
-    {
-        available.Dispose();
-        base.Dispose();
-    }
-
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        try
-        {
-            await WorkAsync(stoppingToken).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-            // Stopped: also when the host stops without having started (a port in use), where the host would
-            // otherwise log the cancellation as a failed service.
-        }
-    }
-
-    private async Task WorkAsync(CancellationToken stoppingToken)
-    {
-        try
-        {
-            await host.WaitReadyAsync(stoppingToken).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            return;   // ModelHost logged it; /readyz reports it; creating predictions answers 503.
-        }
-
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            await available.WaitAsync(stoppingToken).ConfigureAwait(false);
-            List<Prediction> batch = [];
-            lock (queueGate)
-            {
-                // The head of the queue, and the compatible predictions right behind it (FIFO is kept: none jumps an incompatible one).
-                if (queue.First?.Value is { } head)
-                {
-                    queue.RemoveFirst();
-                    batch.Add(head);
-                    int images = head.Plan.NumImages;
-                    while (queue.First?.Value is { } candidate && images + candidate.Plan.NumImages <= options.MaxBatchImages && Compatible(head, candidate))
-                    {
-                        queue.RemoveFirst();
-                        batch.Add(candidate);
-                        images += candidate.Plan.NumImages;
-                    }
-
-                    running = head;
-                }
-            }
-
-            if (batch.Count == 0)
-            {
-                continue;   // it was canceled while it waited
-            }
-
-            // The semaphore counted each of them; the others are taken now.
-            for (int k = 1; k < batch.Count; k++)
-            {
-                await available.WaitAsync(stoppingToken).ConfigureAwait(false);
-            }
-
-            try
-            {
-                await RunAsync(batch, stoppingToken).ConfigureAwait(false);
-            }
-            finally
-            {
-                running = null;
-            }
-        }
-    }
-
-    /// <summary>Requests that can share one pipeline run: the same size, steps, guidance, output encoding and prompt length.</summary>
-    private static bool Compatible(Prediction a, Prediction b) =>
-        a.Plan.Width == b.Plan.Width && a.Plan.Height == b.Plan.Height && a.Plan.Steps == b.Plan.Steps && a.Plan.Guidance == b.Plan.Guidance
-        && a.Plan.Format == b.Plan.Format && a.Plan.Quality == b.Plan.Quality && a.Request.Rounding == b.Request.Rounding
-        && a.Request.InitialLatents is null && b.Request.InitialLatents is null
-        && a.Request.PromptEmbeddings is { } ea && b.Request.PromptEmbeddings is { } eb && ea.Tokens == eb.Tokens;
+    // The work happens in the pipeline's threads; predictions start from Create.
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.CompletedTask;
 
     /// <summary>
-    /// Runs one batch (usually of one). A member that is canceled or times out is final at once (its result is
-    /// dropped); the run itself stops within a step when no member is left to want it.
+    /// One prediction through the pipeline, to its final state. Never throws: every outcome (success, cancel, timeout,
+    /// shutdown, failure) is recorded on the prediction.
     /// </summary>
-    private async Task RunAsync(List<Prediction> batch, CancellationToken stoppingToken)
+    private async Task RunAsync(Prediction p)
     {
-        var members = new List<Prediction>();
-        DateTimeOffset startedAt = DateTimeOffset.UtcNow;
-        foreach (Prediction p in batch)
+        var progress = new StepProgress(p, metrics, () => Started(p), view => webhooks.Send(view, "logs", Render(view)));
+        try
         {
-            PredictionView? started = p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = startedAt });
-            if (started is null)
+            GenerationResult result = await host.Pipeline.GenerateAsync(p.Request, progress, p.Abort.Token).ConfigureAwait(false);
+            Succeed(p, result);
+        }
+        catch (OperationCanceledException) when (p.Abort.IsCancellationRequested)
+        {
+            FinishAborted(p, p.AbortReason ?? AbortReason.Canceled);
+        }
+        catch (ObjectDisposedException) when (shuttingDown)
+        {
+            FinishAborted(p, AbortReason.Shutdown);
+        }
+        catch (Exception e)
+        {
+            logger.LogError(e, "Generation of {Id} failed", p.Id);
+            p.Log($"Error: {e.Message}");
+            Finish(p, v => v with { Status = PredictionStatus.Failed, Error = $"The generation failed: {e.Message}" });
+        }
+        finally
+        {
+            lock (queueGate)
             {
-                continue;
+                waiting.Remove(p);
+                running.Remove(p);
             }
 
-            store.Update(started);
-            webhooks.Send(started, "start", Render(started));
-            GenerationPlan plan = p.Plan;
-            p.Log($"Using seed: {plan.Seed}");
-            p.Log(string.Create(CultureInfo.InvariantCulture,
-                $"Generating {plan.NumImages} image(s) of {plan.Width}x{plan.Height}, {plan.Steps} steps, guidance {plan.Guidance}"));
-            if (batch.Count > 1)
+            p.Dispose();
+        }
+    }
+
+    /// <summary>Its first step started (on the pipeline's thread): now "processing", with the start webhook.</summary>
+    private void Started(Prediction p)
+    {
+        lock (queueGate)
+        {
+            if (!waiting.Remove(p))
             {
-                p.Log($"Batched with {batch.Count - 1} other prediction(s) into one run of {batch.Sum(b => b.Plan.NumImages)} image(s)");
+                return;
             }
 
-            members.Add(p);
+            running.Add(p);
         }
 
-        if (members.Count == 0)
+        PredictionView? started = p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = DateTimeOffset.UtcNow });
+        if (started is null)
         {
             return;
         }
 
-        using var run = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-        int wanted = members.Count;
-        var registrations = new List<CancellationTokenRegistration>();
-        foreach (Prediction p in members)
-        {
-            registrations.Add(p.Abort.Token.Register(() =>
-            {
-                FinishAborted(p, p.AbortReason ?? AbortReason.Canceled);
-                if (Interlocked.Decrement(ref wanted) == 0)
-                {
-                    run.Cancel();
-                }
-            }));
-        }
-
-        var progress = new StepProgress(members, metrics, view => webhooks.Send(view, "logs", Render(view)));
-        try
-        {
-            GenerationResult result = await host.Pipeline.GenerateAsync(Combine(members), progress, run.Token).ConfigureAwait(false);
-            GenerationTimings t = result.Timings;
-            metrics.ImagesGenerated(result.Images.Count);
-            metrics.Generation(t.Total.TotalSeconds);
-            averageSeconds = (0.8 * averageSeconds) + (0.2 * t.Total.TotalSeconds / members.Count);
-            int offset = 0;
-            foreach (Prediction p in members)
-            {
-                GenerationPlan plan = p.Plan;
-                int first = offset;
-                offset += plan.NumImages;
-                if (p.View.IsTerminal)
-                {
-                    continue;   // canceled or timed out while the others ran
-                }
-
-                var names = new List<string>();
-                for (int k = 0; k < plan.NumImages; k++)
-                {
-                    names.Add(files.Write(p.Id, k, result.Images[first + k].Format, result.Images[first + k].Bytes));
-                }
-
-                p.Log(string.Create(CultureInfo.InvariantCulture, $"Done in {t.Total.TotalSeconds:F2} s ({t.StepsPerSecond:F2} it/s)"));
-                DateTimeOffset now = DateTimeOffset.UtcNow;
-                Finish(p, v => v with
-                {
-                    Status = PredictionStatus.Succeeded,
-                    Output = names,
-                    Metrics = new Dictionary<string, double>
-                    {
-                        ["predict_time"] = Math.Round(t.Total.TotalSeconds, 6),
-                        ["total_time"] = Math.Round((now - v.CreatedAt).TotalSeconds, 6),
-                        ["denoise_time"] = Math.Round(t.Denoise.TotalSeconds, 6),
-                        ["decode_time"] = Math.Round(t.Decode.TotalSeconds, 6),
-                        ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
-                        ["image_count"] = plan.NumImages,
-                        ["batch_size"] = members.Count,
-                        ["seed"] = plan.Seed,
-                    },
-                });
-            }
-        }
-        catch (OperationCanceledException) when (run.IsCancellationRequested)
-        {
-            foreach (Prediction p in members)
-            {
-                FinishAborted(p, p.AbortReason ?? AbortReason.Shutdown);
-            }
-        }
-        catch (Exception e)
-        {
-            logger.LogError(e, "Generation of {Ids} failed", string.Join(", ", members.Select(m => m.Id)));
-            foreach (Prediction p in members)
-            {
-                p.Log($"Error: {e.Message}");
-                Finish(p, v => v with { Status = PredictionStatus.Failed, Error = $"The generation failed: {e.Message}" });
-            }
-        }
-        finally
-        {
-            foreach (CancellationTokenRegistration registration in registrations)
-            {
-                registration.Dispose();
-            }
-
-            foreach (Prediction p in members)
-            {
-                p.Dispose();
-            }
-        }
+        store.Update(started);
+        webhooks.Send(started, "start", Render(started));
+        GenerationPlan plan = p.Plan;
+        p.Log($"Using seed: {plan.Seed}");
+        p.Log(string.Create(CultureInfo.InvariantCulture,
+            $"Generating {plan.NumImages} image(s) of {plan.Width}x{plan.Height}, {plan.Steps} steps, guidance {plan.Guidance}"));
     }
 
-    /// <summary>
-    /// One request for a batch: each member's prompt embeddings repeated for its images, and each member's seeded noise
-    /// (seed + k for its image k, as the pipeline would draw it) as the initial latents, so every image is the one the
-    /// member would get alone (within the numerics of a batched forward).
-    /// </summary>
-    private GenerationRequest Combine(List<Prediction> members)
+    private void Succeed(Prediction p, GenerationResult result)
     {
-        Prediction head = members[0];
-        if (members.Count == 1)
+        GenerationTimings t = result.Timings;
+        GenerationPlan plan = p.Plan;
+        metrics.ImagesGenerated(result.Images.Count);
+        metrics.Generation(t.Total.TotalSeconds);
+        averageSeconds = (0.8 * averageSeconds) + (0.2 * t.Total.TotalSeconds);
+        var names = new List<string>();
+        for (int k = 0; k < result.Images.Count; k++)
         {
-            return head.Request;
+            names.Add(files.Write(p.Id, k, result.Images[k].Format, result.Images[k].Bytes));
         }
 
-        FluxPipeline pipeline = host.Pipeline;
-        GenerationPlan plan = head.Plan;
-        int total = members.Sum(m => m.Plan.NumImages);
-        int tokens = head.Request.PromptEmbeddings!.Tokens;
-        int context = pipeline.Transformer.Config.ContextInDim, vec = pipeline.Transformer.Config.VecInDim;
-        int z = pipeline.Autoencoder.Config.ZChannels, perLatent = z * plan.LatentHeight * plan.LatentWidth;
-        var txt = new float[(long)total * tokens * context];
-        var pooled = new float[(long)total * vec];
-        var latents = new float[(long)total * perLatent];
-        int image = 0;
-        foreach (Prediction m in members)
+        if (result.PeakBatchImages > plan.NumImages)
         {
-            PromptEmbeddings e = m.Request.PromptEmbeddings!;
-            float[] noise = LatentNoise.Generate(m.Plan.Seed, m.Plan.NumImages, z, plan.LatentHeight, plan.LatentWidth);
-            for (int k = 0; k < m.Plan.NumImages; k++, image++)
+            p.Log($"Batched with other predictions: up to {result.PeakBatchImages} images per step");
+        }
+
+        p.Log(string.Create(CultureInfo.InvariantCulture, $"Done in {t.Total.TotalSeconds:F2} s ({t.StepsPerSecond:F2} it/s)"));
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        Finish(p, v => v with
+        {
+            Status = PredictionStatus.Succeeded,
+            Output = names,
+            Metrics = new Dictionary<string, double>
             {
-                int source = e.Batch == 1 ? 0 : k;
-                Array.Copy(e.Txt, (long)source * tokens * context, txt, (long)image * tokens * context, (long)tokens * context);
-                Array.Copy(e.Pooled, (long)source * vec, pooled, (long)image * vec, vec);
-            }
-
-            Array.Copy(noise, 0, latents, (long)(image - m.Plan.NumImages) * perLatent, noise.Length);
-        }
-
-        return head.Request with
-        {
-            Prompt = null,
-            PromptEmbeddings = new PromptEmbeddings(txt, pooled, total, tokens),
-            NumImages = total,
-            InitialLatents = latents,
-        };
+                ["predict_time"] = Math.Round(t.Total.TotalSeconds, 6),
+                ["total_time"] = Math.Round((now - v.CreatedAt).TotalSeconds, 6),
+                ["denoise_time"] = Math.Round(t.Denoise.TotalSeconds, 6),
+                ["decode_time"] = Math.Round(t.Decode.TotalSeconds, 6),
+                ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
+                ["image_count"] = plan.NumImages,
+                ["batch_size"] = result.PeakBatchImages,
+                ["seed"] = plan.Seed,
+            },
+        });
     }
 
     private void FinishAborted(Prediction p, AbortReason reason)
@@ -582,14 +433,21 @@ internal sealed class PredictionService : BackgroundService
             $"{percent,3}%|{bar}| {value.Step}/{value.TotalSteps} [{(int)value.Elapsed.TotalMinutes:00}:{value.Elapsed.Seconds:00}, {value.StepsPerSecond:F2}it/s]");
     }
 
-    /// <summary>Turns the pipeline's progress into log lines, stream events, step metrics and (at most every half second) logs webhooks, for every member of a run.</summary>
-    private sealed class StepProgress(List<Prediction> members, ServerMetrics metrics, Action<PredictionView> logsWebhook) : IProgress<GenerationProgress>
+    /// <summary>Turns the pipeline's progress into the start, log lines, stream events, step metrics and (at most every half second) logs webhooks.</summary>
+    private sealed class StepProgress(Prediction p, ServerMetrics metrics, Action started, Action<PredictionView> logsWebhook) : IProgress<GenerationProgress>
     {
         private TimeSpan last;
         private DateTime lastWebhook = DateTime.MinValue;
 
         public void Report(GenerationProgress value)
         {
+            if (value.Stage == GenerationStage.Preparing)
+            {
+                started();
+                last = value.Elapsed;
+                return;
+            }
+
             bool step = value.Stage == GenerationStage.Denoising;
             if (step)
             {
@@ -611,23 +469,20 @@ internal sealed class PredictionService : BackgroundService
                 ["total"] = value.TotalSteps,
                 ["steps_per_second"] = Math.Round(value.StepsPerSecond, 4),
             }.ToJsonString(ApiErrors.JsonOptions);
-            foreach (Prediction p in members)
+            if (p.View.IsTerminal)
             {
-                if (p.View.IsTerminal)
-                {
-                    continue;
-                }
+                return;
+            }
 
-                if (step)
-                {
-                    p.Log(line);
-                }
+            if (step)
+            {
+                p.Log(line);
+            }
 
-                p.Publish(new ServerEvent("progress", data));
-                if (webhook)
-                {
-                    logsWebhook(p.View);
-                }
+            p.Publish(new ServerEvent("progress", data));
+            if (webhook)
+            {
+                logsWebhook(p.View);
             }
         }
     }

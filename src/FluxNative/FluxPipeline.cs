@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
+using FluxNative.Scheduling;
 
 namespace FluxNative;
 
@@ -100,12 +100,25 @@ public sealed record FluxPipelineOptions
 
     /// <summary>Prompts whose embeddings are kept (least recently used first out); 0 disables the cache.</summary>
     public int PromptCacheSize { get; init; } = 64;
+
+    /// <summary>
+    /// The most images that share one transformer forward (default <see cref="FluxPipeline.MaxImages"/>). Concurrent
+    /// <see cref="FluxPipeline.GenerateAsync"/> calls of the same size join one batch up to this; 1 runs one request
+    /// at a time (a single request with more images still runs them together).
+    /// </summary>
+    public int MaxBatchImages { get; init; } = FluxPipeline.MaxImages;
 }
 
 /// <summary>
 /// Text-to-image with FLUX.1: (prompt embeddings, seed) → noise → transformer steps with the flow-matching
-/// Euler sampler (docs/flux-model.md §6) → autoencoder → image files. One generation runs at a time per pipeline.
+/// Euler sampler (docs/flux-model.md §6) → autoencoder → image files.
 /// </summary>
+/// <remarks>
+/// Safe to call from many threads at once: concurrent requests of the same size share each transformer forward
+/// (continuous batching: a request joins the running batch at the next step and leaves it when its steps are done),
+/// while the next request's prompt is encoded and the last one's images are decoded beside it. Every image is the
+/// one the request would get alone, to within float rounding. See <see cref="FluxPipelineOptions.MaxBatchImages"/>.
+/// </remarks>
 /// <example><code>
 /// using var pipeline = FluxPipeline.Load(new FluxPipelineSources { ModelDirectory = "/models/FLUX.1-dev" });
 /// GenerationResult result = await pipeline.GenerateAsync(new GenerationRequest { PromptEmbeddings = embeds, Seed = 42 });
@@ -139,7 +152,7 @@ public sealed class FluxPipeline : IDisposable
     public const int TrainedMaxSide = 2048;
 
     private readonly bool ownsModels;
-    private readonly SemaphoreSlim oneAtATime = new(1, 1);
+    private readonly StepScheduler scheduler;
 
     /// <summary>Builds a pipeline from loaded models.</summary>
     /// <param name="transformer">The flow transformer.</param>
@@ -155,6 +168,11 @@ public sealed class FluxPipeline : IDisposable
         if (Options.MinSide < 1 || Options.MaxSide < Options.MinSide)
         {
             throw new ArgumentException($"MinSide ({Options.MinSide}) must be at least 1 and at most MaxSide ({Options.MaxSide}).", nameof(options));
+        }
+
+        if (Options.MaxBatchImages < 1)
+        {
+            throw new ArgumentException($"MaxBatchImages must be at least 1 (got {Options.MaxBatchImages}).", nameof(options));
         }
 
         if (!autoencoder.Config.HasDecoder)
@@ -181,7 +199,18 @@ public sealed class FluxPipeline : IDisposable
         Autoencoder = autoencoder;
         PromptEncoder = promptEncoder;
         this.ownsModels = ownsModels;
+        scheduler = new StepScheduler(transformer, promptEncoder, autoencoder.Config.ZChannels, shiftSchedule: Variant == FluxVariant.Dev,
+            Options.MaxBatchImages, Finish);
     }
+
+    /// <summary>Requests accepted by <see cref="GenerateAsync"/> that have not started their steps yet.</summary>
+    public int WaitingRequests => scheduler.Waiting;
+
+    /// <summary>Images in the batch the transformer runs now (0 when idle).</summary>
+    public int RunningImages => scheduler.ActiveImages;
+
+    /// <summary>Every waiting request is ready to join a batch (for tests that start a known batch).</summary>
+    internal bool AllWaitingReady => scheduler.AllWaitingReady;
 
     /// <summary>The text encoders and their cache, or null (then requests carry prompt embeddings).</summary>
     public PromptEncoder? PromptEncoder { get; }
@@ -323,90 +352,51 @@ public sealed class FluxPipeline : IDisposable
     }
 
     /// <summary>
-    /// Generates the images of <paramref name="request"/> on a thread-pool thread. The request is checked before
-    /// this returns (a bad one throws <see cref="GenerationRequestException"/> here, not in the task).
+    /// Queues <paramref name="request"/> and returns at once; the pipeline's own threads run it, batched with the
+    /// other requests of the same size that are running or waiting. The request is checked before this returns
+    /// (a bad one throws <see cref="GenerationRequestException"/> here, not in the task).
     /// </summary>
     /// <param name="request">What to generate.</param>
-    /// <param name="progress">Told after every denoising step and at every stage change.</param>
-    /// <param name="cancellationToken">Checked between steps and, inside the library, between transformer and autoencoder blocks.</param>
+    /// <param name="progress">
+    /// Told when the request's first step starts (<see cref="GenerationStage.Preparing"/>), after every denoising step,
+    /// and at every stage change; called on a pipeline thread, so it should return quickly.
+    /// </param>
+    /// <param name="cancellationToken">
+    /// Cancels this request only: its task is cancelled at once, and it leaves the batch at the next step boundary
+    /// (the running forward stops between blocks when no other request shares it).
+    /// </param>
     /// <exception cref="GenerationRequestException">The request is invalid.</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed (also the task's fault when it is disposed meanwhile).</exception>
     public Task<GenerationResult> GenerateAsync(
         GenerationRequest request,
         IProgress<GenerationProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
         GenerationPlan plan = Plan(request);
-        return Task.Run(() => Generate(request, plan, progress, cancellationToken), cancellationToken);
+        return scheduler.Submit(new GenerationJob(request, plan, progress, cancellationToken));
     }
 
-    /// <summary>Frees the models (when the pipeline owns them).</summary>
+    /// <summary>Stops the pipeline's threads (requests still running fail with <see cref="ObjectDisposedException"/>), then frees the models (when the pipeline owns them).</summary>
     public void Dispose()
     {
+        scheduler.Dispose();
         if (ownsModels)
         {
             Transformer.Dispose();
             Autoencoder.Dispose();
             PromptEncoder?.Dispose();
         }
-
-        oneAtATime.Dispose();
     }
 
-    private GenerationResult Generate(GenerationRequest request, GenerationPlan plan, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken)
+    /// <summary>The end of a request, on the scheduler's finishing thread: its latents decoded, one image at a time, and encoded.</summary>
+    private GenerationResult Finish(GenerationJob job, CancellationToken cancellationToken)
     {
-        oneAtATime.Wait(cancellationToken);
-        try
-        {
-            return Run(request, plan, progress, cancellationToken);
-        }
-        finally
-        {
-            oneAtATime.Release();
-        }
-    }
-
-    private GenerationResult Run(GenerationRequest request, GenerationPlan plan, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken)
-    {
-        var clock = Stopwatch.StartNew();
-        progress?.Report(new GenerationProgress(GenerationStage.Preparing, 0, plan.Steps, clock.Elapsed, 0));
+        GenerationRequest request = job.Request;
+        GenerationPlan plan = job.Plan;
         int n = plan.NumImages, z = Autoencoder.Config.ZChannels, h = plan.LatentHeight, w = plan.LatentWidth;
-        PromptEmbeddings embeddings = request.PromptEmbeddings ?? PromptEncoder!.Encode(request.Prompt!, cancellationToken);
-        float[] txt = Broadcast(embeddings.Txt, embeddings.Batch, n);
-        float[] pooled = Broadcast(embeddings.Pooled, embeddings.Batch, n);
-        float[] noise = request.InitialLatents ?? LatentNoise.Generate(plan.Seed, n, z, h, w);
-        float[] img = Latents.Pack(noise, n, z, h, w);
-        double[] schedule = FluxSchedule.Timesteps(plan.Steps, plan.ImageTokens, shift: Variant == FluxVariant.Dev);
-        var timesteps = new float[n];
-        float[]? guidance = Variant == FluxVariant.Dev ? Enumerable.Repeat((float)plan.Guidance, n).ToArray() : null;
-        var velocity = new float[img.Length];
-        var inputs = new FluxForwardInputs
-        {
-            Batch = n,
-            ImageTokens = plan.ImageTokens,
-            TextTokens = embeddings.Tokens,
-            Img = img,
-            ImgIds = Latents.ImageIds(n, h, w),
-            Txt = txt,
-            TxtIds = Latents.TextIds(n, embeddings.Tokens),
-            Y = pooled,
-            Timesteps = timesteps,
-            Guidance = guidance,
-        };
-        TimeSpan prepare = clock.Elapsed;
-
-        for (int step = 0; step < plan.Steps; step++)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            Array.Fill(timesteps, (float)schedule[step]);
-            Transformer.Forward(inputs, velocity, cancellationToken);
-            Latents.EulerStep(img, velocity, (float)(schedule[step + 1] - schedule[step]));
-            double denoising = (clock.Elapsed - prepare).TotalSeconds;
-            progress?.Report(new GenerationProgress(GenerationStage.Denoising, step + 1, plan.Steps, clock.Elapsed, (step + 1) / Math.Max(denoising, 1e-9)));
-        }
-
-        TimeSpan denoised = clock.Elapsed;
-        progress?.Report(new GenerationProgress(GenerationStage.Decoding, plan.Steps, plan.Steps, clock.Elapsed, plan.Steps / Math.Max((denoised - prepare).TotalSeconds, 1e-9)));
-        float[] final = Latents.Unpack(img, n, z, h, w);
+        TimeSpan admitted = job.Admitted ?? job.DenoisedAt, denoised = job.DenoisedAt;
+        job.ReportStage(GenerationStage.Decoding);
+        float[] final = Latents.Unpack(job.Latents, n, z, h, w);
         int perLatent = z * h * w;
         var pixels = new float[n][];
         for (int k = 0; k < n; k++)
@@ -415,8 +405,8 @@ public sealed class FluxPipeline : IDisposable
             pixels[k] = Autoencoder.Decode(final.AsSpan(k * perLatent, perLatent), 1, h, w, cancellationToken);
         }
 
-        TimeSpan decoded = clock.Elapsed;
-        progress?.Report(new GenerationProgress(GenerationStage.Encoding, plan.Steps, plan.Steps, clock.Elapsed, plan.Steps / Math.Max((denoised - prepare).TotalSeconds, 1e-9)));
+        TimeSpan decoded = job.Elapsed;
+        job.ReportStage(GenerationStage.Encoding);
         var images = new GeneratedImage[n];
         for (int k = 0; k < n; k++)
         {
@@ -426,13 +416,17 @@ public sealed class FluxPipeline : IDisposable
             images[k] = new GeneratedImage(file, plan.Format, plan.Width, plan.Height, request.InitialLatents is null ? plan.Seed + k : null);
         }
 
-        TimeSpan total = clock.Elapsed;
+        TimeSpan total = job.Elapsed;
         return new GenerationResult
         {
             Images = images,
             Plan = plan,
-            Timings = new GenerationTimings(prepare, denoised - prepare, decoded - denoised, total - decoded, total, plan.Steps),
+            Timings = new GenerationTimings(admitted, denoised - admitted, decoded - denoised, total - decoded, total, plan.Steps)
+            {
+                TextEncoding = job.TextEncoding,
+            },
             FinalLatents = request.ReturnLatents ? final : null,
+            PeakBatchImages = job.PeakBatchImages,
         };
     }
 
@@ -559,21 +553,5 @@ public sealed class FluxPipeline : IDisposable
                     $"Initial latents have {latents.Length} values but [{plan.NumImages}, {Autoencoder.Config.ZChannels}, {plan.LatentHeight}, {plan.LatentWidth}] needs {expected}.");
             }
         }
-    }
-
-    private static float[] Broadcast(float[] values, int batch, int count)
-    {
-        if (batch == count)
-        {
-            return values;
-        }
-
-        var result = new float[values.Length * count];
-        for (int k = 0; k < count; k++)
-        {
-            values.CopyTo(result, k * values.Length);
-        }
-
-        return result;
     }
 }

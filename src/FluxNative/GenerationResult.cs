@@ -32,9 +32,18 @@ public sealed record GenerationProgress(GenerationStage Stage, int Step, int Tot
 /// <param name="Seed">The seed of this image's noise (request seed + index); null when the caller passed the latents.</param>
 public sealed record GeneratedImage(byte[] Bytes, ImageFormat Format, int Width, int Height, long? Seed);
 
-/// <summary>Wall-clock time per stage of one generation.</summary>
+/// <summary>Wall-clock time per stage of one generation, from the moment it was queued.</summary>
+/// <param name="Prepare">Until its first step: waiting for the pipeline, encoding the prompt, drawing the noise.</param>
+/// <param name="Denoise">Its transformer steps (shared with the requests batched with it).</param>
+/// <param name="Decode">The autoencoder.</param>
+/// <param name="Encode">Writing the image files.</param>
+/// <param name="Total">All of it.</param>
+/// <param name="Steps">Denoising steps.</param>
 public sealed record GenerationTimings(TimeSpan Prepare, TimeSpan Denoise, TimeSpan Decode, TimeSpan Encode, TimeSpan Total, int Steps)
 {
+    /// <summary>The part of <see cref="Prepare"/> spent in the text encoders (zero for a cached prompt or given embeddings).</summary>
+    public TimeSpan TextEncoding { get; init; }
+
     /// <summary>Denoising steps per second.</summary>
     public double StepsPerSecond => Denoise > TimeSpan.Zero ? Steps / Denoise.TotalSeconds : 0;
 }
@@ -53,4 +62,7 @@ public sealed record GenerationResult
 
     /// <summary>The final latents <c>[N, z, h, w]</c> when the request asked for them.</summary>
     public float[]? FinalLatents { get; init; }
+
+    /// <summary>The most images in one transformer forward this request took part in (its own and other requests' batched with it).</summary>
+    public int PeakBatchImages { get; init; }
 }

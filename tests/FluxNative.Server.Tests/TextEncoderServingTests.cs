@@ -47,4 +47,32 @@ public sealed class TextEncoderServingTests : IAsyncLifetime
         Assert.NotNull(encoder);
         Assert.True(encoder.CacheHits >= 1, "the repeated prompt was encoded again");
     }
+
+    [Fact]
+    public async Task Prompts_that_arrive_while_one_runs_join_its_batch_and_get_the_images_they_would_get_alone()
+    {
+        const string Long = """{"prompt":"a slow heron","image_size":256,"num_inference_steps":40,"seed":1,"output_format":"png"}""";
+        const string Joiner = """{"prompt":"a quick wren","image_size":256,"num_inference_steps":3,"seed":2,"output_format":"png"}""";
+        string first = await server.CreateAsync(Long);
+        await server.WaitStepAsync(first);
+        string second = await server.CreateAsync(Joiner);   // encoded beside the running steps, then joins them
+
+        JsonElement p1 = await server.WaitFinishedAsync(first), p2 = await server.WaitFinishedAsync(second);
+        Assert.Equal("succeeded", p1.GetProperty("status").GetString());
+        Assert.Equal("succeeded", p2.GetProperty("status").GetString());
+        Assert.Equal(2, p1.GetProperty("metrics").GetProperty("batch_size").GetInt32());
+        Assert.Equal(2, p2.GetProperty("metrics").GetProperty("batch_size").GetInt32());
+        Assert.True(DateTimeOffset.Parse(p2.GetProperty("completed_at").GetString()!) < DateTimeOffset.Parse(p1.GetProperty("completed_at").GetString()!),
+            "the short one left the batch when its steps were done");
+
+        Reply alone = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{Joiner}}}""", ("Prefer", "wait"));
+        Assert.Equal(1, alone.Json.GetProperty("metrics").GetProperty("batch_size").GetInt32());
+        byte[] single = await Pixels(alone.Json.GetProperty("output")[0].GetString()!);
+        byte[] batched = await Pixels(p2.GetProperty("output")[0].GetString()!);
+        Assert.Equal(single.Length, batched.Length);
+        int worst = single.Zip(batched, (x, y) => Math.Abs(x - y)).Max();
+        Assert.True(worst <= 2, $"batched vs alone differ by {worst} levels");
+    }
+
+    private async Task<byte[]> Pixels(string url) => Images.Decode(await server.Client.GetByteArrayAsync(url), out _).Rgb;
 }
