@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using System.CommandLine.Parsing;
 
 namespace FluxNative.Cli;
@@ -15,6 +16,8 @@ internal static class GenerateCommand
     {
         ["prompt_embeds"] = "--prompt-embeds",
         ["latents"] = "--latents",
+        ["image"] = "--image",
+        ["strength"] = "--strength",
         ["aspect_ratio"] = "--aspect-ratio",
         ["image_size"] = "--image-size",
         ["width"] = "--width",
@@ -63,6 +66,8 @@ internal static class GenerateCommand
         };
         var latents = CliOptions.ExistingPath("--latents", "A safetensors file with latents [N, 16, h, w] to use instead of seeded noise.");
         var promptEmbeds = CliOptions.ExistingPath("--prompt-embeds", "A safetensors file with txt [B, L, 4096] and y [B, 768] (B = 1 or N) to use instead of the prompt and the text encoders (flux encode writes one).");
+        var image = CliOptions.ExistingPath("--image", "Image-to-image: start from this PNG, JPEG or WebP (the output takes its size unless --width/--height or --aspect-ratio/--image-size are given).");
+        var strength = CliOptions.Number<double>("--strength", $"Image-to-image: how much of --image is replaced, over 0 up to 1 (default {FluxPipeline.DefaultStrength}); the steps start at step (1 - strength)*steps.", 0, 1);
         var saveLatents = new Option<string?>("--save-latents") { Description = "Write the final latents [N, 16, h, w] (before decoding) to this safetensors file." };
         var rounding = new Option<string>("--rounding") { Description = "8-bit conversion: round (as diffusers) or truncate (as BFL).", DefaultValueFactory = _ => "round" };
         rounding.AcceptOnlyFromAmong("round", "truncate");
@@ -79,7 +84,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate images: noise -> FLUX transformer steps -> autoencoder -> image files. Standard output lists the files written.")
         {
             prompt, model, transformer, ae, clip, t5, maxLength, demo, aspect, imageSize, width, height, steps, guidance, seed, count, format, quality,
-            outPath, latents, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, progress, json,
+            outPath, latents, image, strength, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, progress, json,
         };
         command.Validators.Add(result =>
         {
@@ -91,6 +96,17 @@ internal static class GenerateCommand
             else if (sized && (result.Given(aspect) || result.Given(imageSize)))
             {
                 result.AddError(result.Given(aspect) ? aspect : imageSize, "Give either --width and --height, or --aspect-ratio and --image-size, not both.");
+            }
+
+            if (result.Given(strength) && !result.Given(image))
+            {
+                result.AddError(strength, "--strength applies to image-to-image: give --image with it.");
+            }
+            else if (result.GetResult(strength)?.Tokens is [.., var last]
+                     && double.TryParse(last.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double given) && given == 0)
+            {
+                // Read from the token: the range check (0-1) has passed 0, and GetValue would throw on a value it refused.
+                result.AddError(strength, "--strength must be greater than 0 (0 would leave the image as it is).");
             }
 
             if (result.GetValue(demo) && (result.Given(model) || result.Given(transformer) || result.Given(ae) || result.Given(clip) || result.Given(t5)))
@@ -138,6 +154,8 @@ internal static class GenerateCommand
                 Quality = parsed.GetValue(quality),
                 Output = parsed.GetValue(outPath),
                 Latents = parsed.GetValue(latents),
+                Image = parsed.GetValue(image),
+                Strength = parsed.GetValue(strength),
                 PromptEmbeds = parsed.GetValue(promptEmbeds),
                 SaveLatents = parsed.GetValue(saveLatents),
                 Rounding = parsed.GetValue(rounding) == "truncate" ? PixelRounding.Truncate : PixelRounding.Round,

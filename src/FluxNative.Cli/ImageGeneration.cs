@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -27,6 +28,8 @@ internal sealed record GenerateCliRequest
     public int Quality { get; init; } = 80;
     public string? Output { get; init; }
     public string? Latents { get; init; }
+    public string? Image { get; init; }
+    public double? Strength { get; init; }
     public string? PromptEmbeds { get; init; }
     public string? SaveLatents { get; init; }
     public PixelRounding Rounding { get; init; }
@@ -66,6 +69,7 @@ internal static class ImageGeneration
 
         PromptEmbeddings? embeddings = cli.PromptEmbeds is not null ? ReadEmbeddings(cli.PromptEmbeds) : null;
         float[]? initialLatents = cli.Latents is null ? null : ReadLatents(cli.Latents);
+        RgbImage? image = cli.Image is null ? null : ReadImage(cli.Image);
 
         FluxPipelineSources sources = cli.Demo
             ? DemoModels.Write(Path.Combine(Path.GetTempPath(), "fluxnative-demo-2"))
@@ -89,7 +93,7 @@ internal static class ImageGeneration
             Prompt = prompt,
             PromptEmbeddings = embeddings,
             AspectRatio = cli.AspectRatio,
-            ImageSize = cli.ImageSize ?? (cli.Demo && cli.Width is null ? DemoModels.DefaultImageSize : null),
+            ImageSize = cli.ImageSize ?? (cli.Demo && cli.Width is null && image is null ? DemoModels.DefaultImageSize : null),
             Width = cli.Width,
             Height = cli.Height,
             Steps = cli.Steps,
@@ -101,6 +105,8 @@ internal static class ImageGeneration
             Rounding = cli.Rounding,
             InitialLatents = initialLatents,
             ReturnLatents = cli.SaveLatents is not null,
+            Image = image,
+            Strength = cli.Strength,
         };
 
         GenerationPlan plan = pipeline.Plan(request);   // a GenerationRequestException is reported as bad input
@@ -118,6 +124,12 @@ internal static class ImageGeneration
         console.Note($"model    {pipeline.Transformer.Config.Summary}");
         console.Note(FormattableString.Invariant(
             $"request  {plan.Width}x{plan.Height}, {plan.Steps} steps, guidance {plan.Guidance}, seed {plan.Seed}, {plan.NumImages} image(s), {Images.Extension(plan.Format)}"));
+        if (plan.Strength is double strength)
+        {
+            console.Note(string.Create(CultureInfo.InvariantCulture,
+                $"image    {cli.Image}, strength {strength}: steps {plan.StartStep + 1}-{plan.Steps} of {plan.Steps} run"));
+        }
+
         foreach (string warning in plan.Warnings)
         {
             console.Warn(warning);
@@ -181,6 +193,8 @@ internal static class ImageGeneration
             ["height"] = plan.Height,
             ["steps"] = plan.Steps,
             ["guidance"] = plan.Guidance,
+            ["strength"] = plan.Strength,
+            ["start_step"] = plan.StartStep,
             ["latents"] = latents,
             ["warnings"] = new JsonArray([.. plan.Warnings.Select(w => (JsonNode?)JsonValue.Create(w))]),
             ["timings_ms"] = new JsonObject
@@ -193,6 +207,22 @@ internal static class ImageGeneration
             },
             ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
         };
+    }
+
+    private static RgbImage ReadImage(string path)
+    {
+        try
+        {
+            return Images.Decode(File.ReadAllBytes(path), out _);
+        }
+        catch (Interop.FluxNativeException e)
+        {
+            throw new CliInputException($"--image {path}: not a PNG, JPEG or WebP image the decoder can read ({e.Message}).");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CliInputException($"--image {path}: {e.Message}");
+        }
     }
 
     private static float[] ReadLatents(string path)

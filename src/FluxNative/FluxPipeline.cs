@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Security.Cryptography;
 using FluxNative.Scheduling;
 
@@ -151,6 +152,9 @@ public sealed class FluxPipeline : IDisposable
     /// <summary>The largest side of FLUX's training images; larger ones run, with a warning (they tend to repeat themselves).</summary>
     public const int TrainedMaxSide = 2048;
 
+    /// <summary>The image-to-image strength when a request gives none (Replicate's <c>prompt_strength</c> default).</summary>
+    public const double DefaultStrength = 0.8;
+
     private readonly bool ownsModels;
     private readonly StepScheduler scheduler;
 
@@ -199,8 +203,7 @@ public sealed class FluxPipeline : IDisposable
         Autoencoder = autoencoder;
         PromptEncoder = promptEncoder;
         this.ownsModels = ownsModels;
-        scheduler = new StepScheduler(transformer, promptEncoder, autoencoder.Config.ZChannels, shiftSchedule: Variant == FluxVariant.Dev,
-            Options.MaxBatchImages, Finish);
+        scheduler = new StepScheduler(transformer, Options.MaxBatchImages, Prepare, Finish);
     }
 
     /// <summary>Requests accepted by <see cref="GenerateAsync"/> that have not started their steps yet.</summary>
@@ -324,9 +327,15 @@ public sealed class FluxPipeline : IDisposable
             seed = RandomNumberGenerator.GetInt32(int.MaxValue);
         }
 
+        (int startStep, double? strength) = ImageToImage(request, steps);
         int downscale = Autoencoder.Config.Downscale;
         var warnings = new List<string>();
         SizeWarnings(request, width, height, warnings);
+        if (request.Image is { } image && (image.Width != width || image.Height != height))
+        {
+            warnings.Add($"The input image ({image.Width}x{image.Height}) is resized to {width}x{height}.");
+        }
+
         if (request.PromptEmbeddings is null && request.Prompt is not null && PromptEncoder is not null)
         {
             warnings.AddRange(PromptEncoder.TruncationWarnings(request.Prompt));
@@ -339,6 +348,8 @@ public sealed class FluxPipeline : IDisposable
             LatentWidth = width / downscale,
             LatentHeight = height / downscale,
             Steps = steps,
+            StartStep = startStep,
+            Strength = strength,
             Guidance = guidance,
             Seed = seed,
             NumImages = request.NumImages,
@@ -388,6 +399,49 @@ public sealed class FluxPipeline : IDisposable
         }
     }
 
+    /// <summary>
+    /// The start of a request, on the scheduler's preparing thread: its prompt encoded (unless given), its noise drawn
+    /// (or the caller's latents), its schedule, and for image-to-image the input image encoded and mixed in at the
+    /// starting timestep (docs/flux-model.md §6.3).
+    /// </summary>
+    private void Prepare(GenerationJob job, CancellationToken cancellationToken)
+    {
+        GenerationRequest request = job.Request;
+        GenerationPlan plan = job.Plan;
+        PromptEmbeddings? embeddings = request.PromptEmbeddings;
+        TimeSpan textEncoding = TimeSpan.Zero;
+        if (embeddings is null)
+        {
+            long started = Stopwatch.GetTimestamp();
+            embeddings = PromptEncoder!.Encode(request.Prompt!, cancellationToken);
+            textEncoding = Stopwatch.GetElapsedTime(started);
+        }
+
+        int n = plan.NumImages, z = Autoencoder.Config.ZChannels, h = plan.LatentHeight, w = plan.LatentWidth;
+        float[] latents = request.InitialLatents ?? LatentNoise.Generate(plan.Seed, n, z, h, w);
+        double[] schedule = FluxSchedule.Timesteps(plan.Steps, plan.ImageTokens, shift: Variant == FluxVariant.Dev);
+        if (request.Image is { } image)
+        {
+            RgbImage sized = ImageResize.Resize(image, plan.Width, plan.Height);
+            float[] start = Autoencoder.Encode(Images.FromRgb8(sized.Rgb, plan.Width, plan.Height), 1, plan.Height, plan.Width, cancellationToken);
+            latents = MixImage(latents, start, schedule[plan.StartStep]);
+        }
+
+        job.Start(embeddings, textEncoding, Latents.Pack(latents, n, z, h, w), schedule, plan.StartStep);
+    }
+
+    /// <summary>x = t·noise + (1 − t)·image latents for every image of the request (a new array: the caller's latents stay as given).</summary>
+    private static float[] MixImage(float[] noise, float[] image, double t)
+    {
+        var mixed = new float[noise.Length];
+        for (int i = 0; i < noise.Length; i++)
+        {
+            mixed[i] = (float)((t * noise[i]) + ((1 - t) * image[i % image.Length]));
+        }
+
+        return mixed;
+    }
+
     /// <summary>The end of a request, on the scheduler's finishing thread: its latents decoded, one image at a time, and encoded.</summary>
     private GenerationResult Finish(GenerationJob job, CancellationToken cancellationToken)
     {
@@ -421,7 +475,7 @@ public sealed class FluxPipeline : IDisposable
         {
             Images = images,
             Plan = plan,
-            Timings = new GenerationTimings(admitted, denoised - admitted, decoded - denoised, total - decoded, total, plan.Steps)
+            Timings = new GenerationTimings(admitted, denoised - admitted, decoded - denoised, total - decoded, total, plan.StepsToRun)
             {
                 TextEncoding = job.TextEncoding,
             },
@@ -448,6 +502,10 @@ public sealed class FluxPipeline : IDisposable
 
             width = RoundToMultiple(request.Width.Value, multiple);
             height = RoundToMultiple(request.Height.Value, multiple);
+        }
+        else if (request.Image is { } image && request.AspectRatio is null && request.ImageSize is null)
+        {
+            (width, height) = FitImage(image.Width, image.Height, multiple);
         }
         else
         {
@@ -478,6 +536,59 @@ public sealed class FluxPipeline : IDisposable
         }
 
         return (width, height);
+    }
+
+    /// <summary>
+    /// The output size an input image gives: its own, rounded to the multiple, scaled down (aspect kept) when a side
+    /// is over <see cref="FluxPipelineOptions.MaxSide"/> and up when one is under <see cref="FluxPipelineOptions.MinSide"/>.
+    /// </summary>
+    private (int Width, int Height) FitImage(int imageWidth, int imageHeight, int multiple)
+    {
+        if (imageWidth < 1 || imageHeight < 1)
+        {
+            throw new GenerationRequestException("image", $"The input image is {imageWidth}x{imageHeight}; it needs at least one pixel a side.");
+        }
+
+        double scale = Math.Min(1.0, (double)Options.MaxSide / Math.Max(imageWidth, imageHeight));
+        scale = Math.Max(scale, (double)Options.MinSide / Math.Min(imageWidth, imageHeight));
+        int width = Math.Clamp(RoundToMultiple(imageWidth * scale, multiple), Options.MinSide, Options.MaxSide);
+        int height = Math.Clamp(RoundToMultiple(imageHeight * scale, multiple), Options.MinSide, Options.MaxSide);
+        return (width, height);
+    }
+
+    /// <summary>Where an image-to-image run starts: ⌊(1 − strength)·steps⌋ (BFL's), or 0 and null without an image.</summary>
+    private (int StartStep, double? Strength) ImageToImage(GenerationRequest request, int steps)
+    {
+        if (request.Image is null)
+        {
+            if (request.Strength is not null)
+            {
+                throw new GenerationRequestException("strength", "strength applies to image-to-image; give an input image with it.");
+            }
+
+            return (0, null);
+        }
+
+        if (!Autoencoder.Config.HasEncoder)
+        {
+            throw new GenerationRequestException("image", "This autoencoder has no encoder (a decoder-only file), so it cannot take an input image.");
+        }
+
+        RgbImage image = request.Image;
+        if (image.Width < 1 || image.Height < 1 || image.Rgb is null || image.Rgb.Length != 3L * image.Width * image.Height)
+        {
+            throw new GenerationRequestException("image", $"The input image is not {image.Width}x{image.Height} RGB pixels ({image.Rgb?.Length ?? 0} bytes).");
+        }
+
+        double strength = request.Strength ?? DefaultStrength;
+        if (!(strength > 0 && strength <= 1))
+        {
+            throw new GenerationRequestException("strength", $"strength must be greater than 0 and at most 1 (got {strength}).");
+        }
+
+        // Floating point may put (1 − s)·N a hair under an integer it equals exactly (0.3·10 = 2.9999…).
+        int start = (int)Math.Floor(((1 - strength) * steps) + 1e-9);
+        return (Math.Min(start, steps - 1), strength);   // at least one step runs
     }
 
     /// <summary>What a caller should know about the size: a side rounded to the multiple, a side outside the trained range.</summary>

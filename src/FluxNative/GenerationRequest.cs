@@ -67,6 +67,20 @@ public sealed record GenerationRequest
 
     /// <summary>Return the final latents <c>[NumImages, z, h, w]</c> in the result (before decoding).</summary>
     public bool ReturnLatents { get; init; }
+
+    /// <summary>
+    /// Image-to-image: the picture to start from. Without a size in the request the output takes its size (rounded to
+    /// multiples of 16, scaled into the pipeline's bounds); with one, the image is resized to it (bilinear, antialiased).
+    /// The autoencoder encodes it to its posterior mean (deterministic, as BFL's code).
+    /// </summary>
+    public RgbImage? Image { get; init; }
+
+    /// <summary>
+    /// Image-to-image: how much of <see cref="Image"/> is replaced, in (0, 1] (default 0.8, as Replicate's
+    /// <c>prompt_strength</c>): the steps start at t = schedule[⌊(1 − strength)·steps⌋], from
+    /// t·noise + (1 − t)·image latents. 1 keeps nothing of the image but its size.
+    /// </summary>
+    public double? Strength { get; init; }
 }
 
 /// <summary>
@@ -97,8 +111,17 @@ public sealed record GenerationPlan
     /// <summary>Packed image tokens, (LatentHeight/2)·(LatentWidth/2).</summary>
     public int ImageTokens => LatentHeight / 2 * (LatentWidth / 2);
 
-    /// <summary>Denoising steps.</summary>
+    /// <summary>Denoising steps of the schedule.</summary>
     public required int Steps { get; init; }
+
+    /// <summary>The schedule step the run starts from: 0, or ⌊(1 − strength)·Steps⌋ for image-to-image.</summary>
+    public int StartStep { get; init; }
+
+    /// <summary>Steps that actually run: <see cref="Steps"/> − <see cref="StartStep"/>.</summary>
+    public int StepsToRun => Steps - StartStep;
+
+    /// <summary>Image-to-image strength, or null for text-to-image.</summary>
+    public double? Strength { get; init; }
 
     /// <summary>Guidance (used by [dev] only).</summary>
     public required double Guidance { get; init; }

@@ -34,6 +34,57 @@ public sealed class GenerateTests : IDisposable
     }
 
     [Fact]
+    public void Image_to_image_takes_the_size_of_the_image_and_reports_the_steps_that_run()
+    {
+        // A 96x64 input, written with the project's own encoder: the output is 96x64 without a size option.
+        var rgb = new byte[96 * 64 * 3];
+        for (int i = 0; i < rgb.Length; i++)
+        {
+            rgb[i] = (byte)(i % 251);
+        }
+
+        string input = temp.File("input.png");
+        File.WriteAllBytes(input, Images.Encode(rgb, 96, 64, ImageFormat.Png));
+        string output = temp.File("edited.png");
+        CliResult result = CliRunner.Run("generate", "--demo", "a fox", "--image", input, "--strength", "0.5", "--steps", "6", "--seed", "3", "-o", output, "--json");
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Contains($"image    {input}, strength 0.5: steps 4-6 of 6 run", result.Error);
+        Assert.Contains("denoising  3/3 [", result.Error);
+        RgbImage image = Images.Decode(File.ReadAllBytes(output), out _);
+        Assert.Equal((96, 64), (image.Width, image.Height));
+        System.Text.Json.JsonElement json = System.Text.Json.JsonDocument.Parse(result.Output).RootElement;
+        Assert.Equal(0.5, json.GetProperty("strength").GetDouble());
+        Assert.Equal(3, json.GetProperty("start_step").GetInt32());
+
+        // Another strength, another picture; an explicit size resizes the input.
+        string other = temp.File("other.png");
+        Assert.Equal(0, CliRunner.Run("generate", "--demo", "a fox", "--image", input, "--strength", "0.9", "--steps", "6", "--seed", "3", "-o", other).ExitCode);
+        Assert.NotEqual(File.ReadAllBytes(output), File.ReadAllBytes(other));
+        CliResult resized = CliRunner.Run("generate", "--demo", "a fox", "--image", input, "--width", "64", "--height", "64", "--steps", "2", "-o", temp.File("square.png"));
+        Assert.True(resized.ExitCode == 0, resized.Error);
+        Assert.Contains("The input image (96x64) is resized to 64x64.", resized.Error);
+    }
+
+    [Theory]
+    [InlineData("--strength 0.5", "--strength applies to image-to-image: give --image with it.")]
+    [InlineData("--image IMAGE --strength 0", "--strength must be greater than 0")]
+    [InlineData("--image IMAGE --strength 1.5", "--strength")]
+    [InlineData("--image NOTIMAGE", "--image")]
+    public void Image_to_image_mistakes_are_one_line_errors(string options, string expected)
+    {
+        File.WriteAllBytes(temp.File("in.png"), Images.Encode(new byte[64 * 64 * 3], 64, 64, ImageFormat.Png));
+        File.WriteAllText(temp.File("not.png"), "not an image");
+        string[] args = ["generate", "--demo", "x", "--steps", "1", "-o", temp.File("o.png"),
+            .. options.Replace("NOTIMAGE", temp.File("not.png"), StringComparison.Ordinal).Replace("IMAGE", temp.File("in.png"), StringComparison.Ordinal).Split(' ')];
+        CliResult result = CliRunner.Run(args);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains(expected, result.Error, StringComparison.Ordinal);
+        Assert.Single(result.Error.Trim().Split('\n'));
+        Assert.False(File.Exists(temp.File("o.png")));
+    }
+
+    [Fact]
     public void Several_images_are_numbered_and_the_format_follows_the_extension()
     {
         string output = temp.File("out.webp");

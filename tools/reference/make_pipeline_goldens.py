@@ -66,42 +66,46 @@ PROVENANCE = (
     "those float32 values. Models are FluxNative tiny models, regenerated from the recorded parameters."
 )
 
-# name, flux variant, steps, guidance
+# name, flux variant, steps, guidance, image-to-image strength (None: text-to-image)
 CASES = [
-    ("dev", "dev", 4, 3.5),
-    ("schnell", "schnell", 2, None),
+    ("dev", "dev", 4, 3.5, None),
+    ("schnell", "schnell", 2, None, None),
+    ("dev-img2img", "dev", 5, 3.5, 0.6),   # starts at step floor(0.4·5) = 2 of 5
 ]
 
 
-def make_inputs(ctx: int, vec: int) -> Dict[str, np.ndarray]:
+def make_inputs(ctx: int, vec: int, with_image: bool = False) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(INPUT_SEED)
     h, w = HEIGHT // 8, WIDTH // 8
-    return {
+    inputs = {
         "latents": rng.standard_normal((BATCH, 16, h, w)).astype(np.float32),
         "txt": rng.standard_normal((BATCH, LTXT, ctx)).astype(np.float32),
         "y": rng.standard_normal((BATCH, vec)).astype(np.float32),
     }
+    if with_image:   # drawn after the others, so that the text-to-image inputs stay as they were
+        inputs["image"] = rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+    return inputs
 
 
-def run(flux, ae, inputs, steps, guidance, bf16_scalars=False, dtype=np.float64):
+def run(flux, ae, inputs, steps, guidance, bf16_scalars=False, dtype=np.float64, strength=None):
     return pref.generate(flux, ae, inputs["latents"], inputs["txt"], inputs["y"], steps, guidance,
-                         bf16_scalars=bf16_scalars, dtype=dtype)
+                         bf16_scalars=bf16_scalars, dtype=dtype, image=inputs.get("image"), strength=strength)
 
 
 def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case, ae_p: dict,
                ae_model) -> Dict[str, object]:
-    name, variant, steps, guidance = case
+    name, variant, steps, guidance, strength = case
     flux_path = os.path.join(models_dir, f"flux-{variant}.safetensors")
     flux_p = TinyWriter.params(variant, "bfl", "f32", MODEL_SEED)
     writer.write(flux_path, variant, "bfl", "f32", MODEL_SEED)
     flux = fref.load_model(flux_path)
     fc = flux.config
     assert fc.guidance_embed == (variant == "dev") and fc.in_channels == 64
-    inputs = make_inputs(fc.context_in_dim, fc.vec_in_dim)
+    inputs = make_inputs(fc.context_in_dim, fc.vec_in_dim, with_image=strength is not None)
     t0 = time.time()
-    r = run(flux, ae_model, inputs, steps, guidance)
+    r = run(flux, ae_model, inputs, steps, guidance, strength=strength)
     elapsed = time.time() - t0
-    rq = run(flux, ae_model, inputs, steps, guidance, bf16_scalars=True)
+    rq = run(flux, ae_model, inputs, steps, guidance, bf16_scalars=True, strength=strength)
     out = {
         "schedule": r["schedule"].astype(np.float64),
         "final_latents": r["final_latents"].astype(np.float32),
@@ -120,7 +124,8 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case, ae_p: di
         "producer": "tools/reference/make_pipeline_goldens.py",
         "input_seed": str(INPUT_SEED),
         "generator": "numpy.random.default_rng(input_seed): latents, txt, y ~ N(0,1) (standard_normal, in that "
-                     "order), cast to float32. latents is the initial noise [B,16,H/8,W/8] in the unpacked layout.",
+                     "order), cast to float32. latents is the initial noise [B,16,H/8,W/8] in the unpacked layout."
+                     + (" Then image [H,W,3] uint8 = rng.integers(0, 256), shared by every sample." if strength else ""),
         "shapes": json.dumps({k: list(v.shape) for k, v in inputs.items()}),
     }
     stnp.save_file(os.path.join(case_dir, "inputs.safetensors"), inputs, metadata=in_meta)
@@ -135,6 +140,8 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case, ae_p: di
         "variant": variant,
         "steps": str(steps),
         "guidance": "none" if guidance is None else repr(float(guidance)),
+        "strength": "none" if strength is None else repr(float(strength)),
+        "start_step": str(int(np.floor((1.0 - strength) * steps))) if strength is not None else "0",
         "width": str(WIDTH),
         "height": str(HEIGHT),
         "batch": str(BATCH),
@@ -168,7 +175,7 @@ def build_case(writer: TinyWriter, models_dir: str, out_dir: str, case, ae_p: di
     q = float(np.max(np.abs(out["final_latents_bf16_scalars"] - out["final_latents"])) /
               np.max(np.abs(out["final_latents"])))
     print(f"  bf16-quantised vs unquantised scalars: final_latents max rel diff {q:.2e}")
-    return {"flux": flux, "inputs": inputs, "out": out, "steps": steps, "guidance": guidance}
+    return {"flux": flux, "inputs": inputs, "out": out, "steps": steps, "guidance": guidance, "strength": strength}
 
 
 def sensitivity(name: str, r: Dict[str, object], ae_model) -> None:
@@ -180,7 +187,7 @@ def sensitivity(name: str, r: Dict[str, object], ae_model) -> None:
     fref.F64 = f32   # flux_reference casts its inputs to this module-level dtype
     try:
         inputs = {k: v.astype(f32) for k, v in r["inputs"].items()}
-        r32 = run(flux32, ae_model.astype(f32), inputs, r["steps"], r["guidance"], dtype=f32)
+        r32 = run(flux32, ae_model.astype(f32), inputs, r["steps"], r["guidance"], dtype=f32, strength=r["strength"])
     finally:
         fref.F64 = saved
     out = r["out"]

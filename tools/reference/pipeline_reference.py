@@ -15,13 +15,15 @@ tools/reference/flux_reference.py, the autoencoder tools/reference/ae_reference.
   guidance); img ← img + (t_next − t_cur)·v. Timesteps and guidance are passed UNQUANTISED (the model
   embeds E(1000·t)); `bf16_scalars=True` applies BFL's §6.4 quantisation inside the model instead
   (the Euler step itself always uses the float64 schedule values; no bf16 latent storage is emulated).
+* Image-to-image (§6.3): the image is encoded to its posterior mean and mixed with the noise at
+  t = ts[floor((1 − strength)·N)]; the loop runs from there.
 * Then unpack, decode (the autoencoder applies z/scale + shift, §7.4) and convert to 8 bits (§7.5:
   BFL truncation and diffusers rounding).
 
 CLI:
   pipeline_reference.py --flux FLUX_MODEL --ae AE_MODEL --inputs in.safetensors --steps N
-      [--guidance G] [--bf16-scalars] --out out.safetensors
-      (inputs: latents [B,16,h,w], txt [B,Ltxt,ctx], y [B,vec])
+      [--guidance G] [--bf16-scalars] [--strength S] --out out.safetensors
+      (inputs: latents [B,16,h,w], txt [B,Ltxt,ctx], y [B,vec]; with --strength also image [H,W,3] U8)
   pipeline_reference.py --selftest
 """
 
@@ -154,14 +156,32 @@ def denoise(flux: "fref.FluxModel", latents: np.ndarray, txt: np.ndarray, y: np.
     return unpack(img, h, w)
 
 
+def image_start(ae: "aeref.AEModel", noise: np.ndarray, image: np.ndarray, ts: np.ndarray,
+                strength: float) -> tuple:
+    """Image-to-image start (§6.3, BFL's rule): the 8-bit image [H, W, 3] mapped to [-1, 1] by x/127.5 - 1
+    (§7.3), encoded to the normalised posterior mean (§7.3, §7.4) and shared by every sample;
+    i0 = floor((1 - strength)·N); x = t·noise + (1 - t)·x0 with t = ts[i0]. Returns (x, i0)."""
+    n = len(ts) - 1
+    i0 = int(math.floor((1.0 - strength) * n))
+    pixels = (np.asarray(image, dtype=F64) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+    x0 = aeref.encode(ae, pixels)
+    t = float(ts[i0])
+    return t * np.asarray(noise, dtype=F64) + (1.0 - t) * x0, i0
+
+
 def generate(flux: "fref.FluxModel", ae: "aeref.AEModel", latents: np.ndarray, txt: np.ndarray,
              y: np.ndarray, steps: int, guidance: Optional[float], bf16_scalars: bool = False,
-             dtype=F64) -> Dict[str, np.ndarray]:
+             dtype=F64, image: Optional[np.ndarray] = None, strength: Optional[float] = None) -> Dict[str, np.ndarray]:
     """Whole pipeline from initial noise to 8-bit images. Returns schedule (F64), final_latents and
-    pixels (in `dtype`), rgb_truncate / rgb_round (uint8, computed from pixels rounded to float32)."""
+    pixels (in `dtype`), rgb_truncate / rgb_round (uint8, computed from pixels rounded to float32).
+    With `image` and `strength`: image-to-image, the loop runs ts[i0:] from image_start's mix."""
     B, C, h, w = latents.shape
     ts = schedule(steps, (h // 2) * (w // 2), shift=flux.config.guidance_embed)
-    final = denoise(flux, latents, txt, y, ts, guidance, bf16_scalars, dtype)
+    if image is not None:
+        latents, i0 = image_start(ae, latents, image, ts, strength)
+        final = denoise(flux, latents, txt, y, ts[i0:], guidance, bf16_scalars, dtype)
+    else:
+        final = denoise(flux, latents, txt, y, ts, guidance, bf16_scalars, dtype)
     pixels = aeref.decode(ae, final)
     p32 = pixels.astype(np.float32)
     return {"schedule": ts, "final_latents": final, "pixels": pixels,
@@ -209,7 +229,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flux", help="FLUX transformer (BFL file or diffusers folder)")
     ap.add_argument("--ae", help="autoencoder (BFL file or diffusers folder)")
-    ap.add_argument("--inputs", help="safetensors with latents, txt, y")
+    ap.add_argument("--inputs", help="safetensors with latents, txt, y (and image [H,W,3] U8 for --strength)")
+    ap.add_argument("--strength", type=float, default=None, help="image-to-image from the inputs' image")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=3.5, help="dev only")
     ap.add_argument("--bf16-scalars", action="store_true", help="quantise t and guidance as BFL (§6.4)")
@@ -224,7 +245,9 @@ def main(argv=None) -> int:
     ae = aeref.load_model(args.ae)
     inputs, _ = stnp.load_file(args.inputs)
     g = args.guidance if flux.config.guidance_embed else None
-    r = generate(flux, ae, inputs["latents"], inputs["txt"], inputs["y"], args.steps, g, args.bf16_scalars)
+    image = inputs["image"] if args.strength is not None else None
+    r = generate(flux, ae, inputs["latents"], inputs["txt"], inputs["y"], args.steps, g, args.bf16_scalars,
+                 image=image, strength=args.strength)
     out = {"schedule": r["schedule"], "final_latents": r["final_latents"].astype(np.float32),
            "pixels": r["pixels"].astype(np.float32), "rgb_truncate": r["rgb_truncate"], "rgb_round": r["rgb_round"]}
     meta = {"producer": "tools/reference/pipeline_reference.py", "numpy_version": np.__version__,

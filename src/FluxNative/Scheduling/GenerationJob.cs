@@ -41,7 +41,7 @@ internal sealed class GenerationJob
     /// <summary>The prompt embeddings (given, or set by the encoding stage); null until the text is encoded.</summary>
     public PromptEmbeddings? Embeddings { get; private set; }
 
-    /// <summary>Ready to join a batch: encoded, and its latents and schedule drawn.</summary>
+    /// <summary>Ready to join a batch: <see cref="Start"/> was called.</summary>
     public bool IsReady { get; private set; }
 
     /// <summary>T5 tokens per image: requests join one batch only with the same count (and the same size).</summary>
@@ -56,7 +56,7 @@ internal sealed class GenerationJob
     /// <summary>The pooled CLIP vector broadcast to every image, <c>[NumImages, vec]</c>.</summary>
     public float[] Pooled { get; private set; } = [];
 
-    /// <summary>The timesteps t₀ = 1 … t_N = 0 (docs/flux-model.md §6.1).</summary>
+    /// <summary>The timesteps t₀ = 1 … t_N = 0 (docs/flux-model.md §6.1); the request runs from t[StartStep].</summary>
     public double[] Schedule { get; private set; } = [];
 
     /// <summary>Denoising steps done.</summary>
@@ -83,41 +83,39 @@ internal sealed class GenerationJob
         if (!started)
         {
             started = true;
-            Progress?.Report(new GenerationProgress(GenerationStage.Preparing, 0, Plan.Steps, Elapsed, 0));
+            Progress?.Report(new GenerationProgress(GenerationStage.Preparing, 0, Plan.StepsToRun, Elapsed, 0));
         }
     }
 
+    /// <summary>Progress counts the steps this request runs: all of them, or those after <see cref="GenerationPlan.StartStep"/> (image-to-image).</summary>
     public void ReportStep()
     {
         TimeSpan elapsed = Elapsed;
+        int done = Step - Plan.StartStep;
         double denoising = (elapsed - (Admitted ?? TimeSpan.Zero)).TotalSeconds;
-        Progress?.Report(new GenerationProgress(GenerationStage.Denoising, Step, Plan.Steps, elapsed, Step / Math.Max(denoising, 1e-9)));
+        Progress?.Report(new GenerationProgress(GenerationStage.Denoising, done, Plan.StepsToRun, elapsed, done / Math.Max(denoising, 1e-9)));
     }
 
     public void ReportStage(GenerationStage stage) =>
-        Progress?.Report(new GenerationProgress(stage, Plan.Steps, Plan.Steps, Elapsed, StepsPerSecond));
+        Progress?.Report(new GenerationProgress(stage, Plan.StepsToRun, Plan.StepsToRun, Elapsed, StepsPerSecond));
 
-    public double StepsPerSecond => Plan.Steps / Math.Max((DenoisedAt - (Admitted ?? TimeSpan.Zero)).TotalSeconds, 1e-9);
-
-    public void SetEncoded(PromptEmbeddings embeddings, TimeSpan took)
-    {
-        Embeddings = embeddings;
-        TextEncoding = took;
-    }
+    public double StepsPerSecond => Plan.StepsToRun / Math.Max((DenoisedAt - (Admitted ?? TimeSpan.Zero)).TotalSeconds, 1e-9);
 
     /// <summary>
-    /// Draws what the steps need, off the denoising thread: the seeded noise (image k from seed + k, as alone) or the
-    /// caller's latents, packed; the schedule; the embeddings broadcast to every image.
+    /// Makes the request ready to join a batch (called on the preparing thread, once): its embeddings, broadcast to
+    /// every image; its initial packed latents <c>[NumImages, ImageTokens, 4z]</c>; its schedule; and the step it
+    /// starts from (0, or later for image-to-image).
     /// </summary>
-    public void Prepare(int zChannels, bool shiftSchedule)
+    public void Start(PromptEmbeddings embeddings, TimeSpan textEncoding, float[] packedLatents, double[] schedule, int startStep)
     {
-        PromptEmbeddings e = Embeddings ?? throw new InvalidOperationException("The prompt is not encoded yet.");
-        int n = Plan.NumImages, h = Plan.LatentHeight, w = Plan.LatentWidth;
-        float[] noise = Request.InitialLatents ?? LatentNoise.Generate(Plan.Seed, n, zChannels, h, w);
-        Latents = FluxNative.Latents.Pack(noise, n, zChannels, h, w);
-        Schedule = FluxSchedule.Timesteps(Plan.Steps, Plan.ImageTokens, shiftSchedule);
-        Txt = Broadcast(e.Txt, e.Batch, n);
-        Pooled = Broadcast(e.Pooled, e.Batch, n);
+        int n = Plan.NumImages;
+        Embeddings = embeddings;
+        TextEncoding = textEncoding;
+        Txt = Broadcast(embeddings.Txt, embeddings.Batch, n);
+        Pooled = Broadcast(embeddings.Pooled, embeddings.Batch, n);
+        Latents = packedLatents;
+        Schedule = schedule;
+        Step = startStep;
         IsReady = true;
     }
 

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 
 namespace FluxNative.Scheduling;
 
@@ -21,10 +20,8 @@ namespace FluxNative.Scheduling;
 internal sealed class StepScheduler : IDisposable
 {
     private readonly FluxTransformer transformer;
-    private readonly PromptEncoder? promptEncoder;
-    private readonly int zChannels;
-    private readonly bool shiftSchedule;
     private readonly int maxBatchImages;
+    private readonly Action<GenerationJob, CancellationToken> prepare;
     private readonly Func<GenerationJob, CancellationToken, GenerationResult> finish;
     private readonly object gate = new();
     private readonly LinkedList<GenerationJob> waiting = new();
@@ -38,20 +35,16 @@ internal sealed class StepScheduler : IDisposable
     private bool disposed;
 
     /// <param name="transformer">Runs the steps.</param>
-    /// <param name="promptEncoder">Encodes prompts of requests without embeddings (null: every request brings them).</param>
-    /// <param name="zChannels">The autoencoder's latent channels (the noise's).</param>
-    /// <param name="shiftSchedule">Shift the schedule to the image size ([dev]).</param>
     /// <param name="maxBatchImages">The most images in one forward; a single request with more runs alone.</param>
+    /// <param name="prepare">Encodes the prompt (and the input image) and calls <see cref="GenerationJob.Start"/> (on the preparing thread).</param>
     /// <param name="finish">Decodes and encodes the images of a denoised request (on the finishing thread).</param>
     public StepScheduler(
-        FluxTransformer transformer, PromptEncoder? promptEncoder, int zChannels, bool shiftSchedule, int maxBatchImages,
+        FluxTransformer transformer, int maxBatchImages, Action<GenerationJob, CancellationToken> prepare,
         Func<GenerationJob, CancellationToken, GenerationResult> finish)
     {
         this.transformer = transformer;
-        this.promptEncoder = promptEncoder;
-        this.zChannels = zChannels;
-        this.shiftSchedule = shiftSchedule;
         this.maxBatchImages = maxBatchImages;
+        this.prepare = prepare;
         this.finish = finish;
     }
 
@@ -228,14 +221,11 @@ internal sealed class StepScheduler : IDisposable
 
             try
             {
-                if (job.Embeddings is null)
+                using (var linked = CancellationTokenSource.CreateLinkedTokenSource(job.CancellationToken, stopping.Token))
                 {
-                    var watch = Stopwatch.StartNew();
-                    using var linked = CancellationTokenSource.CreateLinkedTokenSource(job.CancellationToken, stopping.Token);
-                    job.SetEncoded(promptEncoder!.Encode(job.Request.Prompt!, linked.Token), watch.Elapsed);
+                    prepare(job, linked.Token);
                 }
 
-                job.Prepare(zChannels, shiftSchedule);
                 lock (gate)
                 {
                     Monitor.PulseAll(gate);

@@ -5,9 +5,9 @@ namespace FluxNative.Tests.Pipeline;
 
 /// <summary>
 /// The whole pipeline after the text encoders (schedule, packing, Euler loop, unpacking, decoder, 8-bit
-/// conversion, PNG) against native/tests/data/pipeline: an independent float64 NumPy reference written from
-/// docs/flux-model.md §4, §6, §7 (provenance in that folder's README). Given latents and prompt embeddings, so no
-/// random number generator is involved.
+/// conversion, PNG), and image-to-image (encoder, start step, mixing), against native/tests/data/pipeline: an
+/// independent float64 NumPy reference written from docs/flux-model.md §4, §6, §7 (provenance in that folder's
+/// README). Given latents and prompt embeddings, so no random number generator is involved.
 /// </summary>
 public sealed class PipelineGoldenTests(ITestOutputHelper log) : IDisposable
 {
@@ -18,6 +18,7 @@ public sealed class PipelineGoldenTests(ITestOutputHelper log) : IDisposable
     [Theory]
     [InlineData("dev")]
     [InlineData("schnell")]
+    [InlineData("dev-img2img")]   // image-to-image: the input image encoded and mixed in at step ⌊(1 − 0.6)·5⌋ = 2
     public async Task Final_latents_and_pixels_match_the_reference(string name)
     {
         string folder = Path.Combine(RepoPaths.Root, "native", "tests", "data", "pipeline", name);
@@ -43,6 +44,15 @@ public sealed class PipelineGoldenTests(ITestOutputHelper log) : IDisposable
             OutputFormat = ImageFormat.Png,
             ReturnLatents = true,
         };
+        if (meta["strength"] != "none")
+        {
+            request = request with
+            {
+                Image = new RgbImage(request.Width!.Value, request.Height!.Value, inputs.ReadRaw("image")),
+                Strength = double.Parse(meta["strength"], System.Globalization.CultureInfo.InvariantCulture),
+            };
+            Assert.Equal(int.Parse(meta["start_step"]), pipeline.Plan(request).StartStep);
+        }
 
         // The schedule the pipeline will use is the reference's.
         double[] schedule = FluxSchedule.Timesteps(steps, pipeline.Plan(request).ImageTokens, pipeline.Variant == FluxVariant.Dev);
