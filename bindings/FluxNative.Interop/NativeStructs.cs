@@ -72,6 +72,14 @@ internal struct FxTinyModelParams
     public int DepthSingle;
 }
 
+/// <summary>Mirror of <c>fx_lora</c>: an open checkpoint (its raw handle, kept alive by the caller for the call) and a strength.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FxLora
+{
+    public nint Checkpoint;
+    public float Strength;
+}
+
 /// <summary>Mirror of <c>fx_flux_load_params</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct FxFluxLoadParams
@@ -81,6 +89,8 @@ internal unsafe struct FxFluxLoadParams
     public int NumThreads;
     public int Activations;
     public byte* Device;
+    public FxLora* Loras;
+    public int LoraCount;
 }
 
 /// <summary>

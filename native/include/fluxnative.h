@@ -287,12 +287,24 @@ typedef enum fx_activation_precision {
                               weight dtypes and CPUs without it stay exact */
 } fx_activation_precision;
 
+/* A LoRA file merged into a model's weights at load (docs/lora.md): an open checkpoint (fx_checkpoint_open;
+ * it may be closed once the load returns) and the strength it is applied with (1: as trained; 0.5 half;
+ * negative subtracts). The file's modules may be named as BFL/ComfyUI, diffusers/PEFT, kohya or XLabs
+ * name them; every tensor must map onto the model, else the load fails naming it. */
+typedef struct fx_lora {
+  const fx_checkpoint* checkpoint;
+  float strength;
+} fx_lora;
+
 typedef struct fx_flux_load_params {
   uint32_t struct_size;
   int32_t weight_format;    /* fx_weight_format */
   int32_t num_threads;      /* 0: the process-wide pool (one thread per core, or FX_NUM_THREADS) */
   int32_t activations;      /* fx_activation_precision */
   const char* device;       /* where the model lives and runs: NULL or "cpu", "cuda", "cuda:N" (see below) */
+  const fx_lora* loras;     /* optional: lora_count LoRAs merged into the linear weights before they are packed
+                               (and quantised, for FX_WEIGHTS_FP8), in order */
+  int32_t lora_count;
 } fx_flux_load_params;
 
 FX_API void fx_flux_load_params_init(fx_flux_load_params* params);

@@ -66,6 +66,49 @@ internal static class CliOptions
     public static Option<int?> T5MaxLength(string description) => Number<int>("--max-length", description, 1, MaxT5Length);
 
     /// <summary>A path option whose file or folder must exist (checked while parsing, so before anything loads).</summary>
+    /// <summary>
+    /// <c>--lora FILE[:STRENGTH]</c>, repeatable: LoRA files merged into the transformer at load, each checked to
+    /// exist and to carry a finite strength while parsing.
+    /// </summary>
+    public static Option<FluxLora[]> Loras()
+    {
+        var option = new Option<FluxLora[]>("--lora")
+        {
+            Description = "A LoRA to merge into the transformer: FILE or FILE:STRENGTH (default 1; negative subtracts). Repeat for several. " +
+                "BFL/ComfyUI, diffusers/PEFT, kohya and XLabs namings are read; a tensor that does not fit the model is an error.",
+            AllowMultipleArgumentsPerToken = false,
+            DefaultValueFactory = _ => [],
+        };
+        option.CustomParser = result =>
+        {
+            var loras = new List<FluxLora>();
+            foreach (var token in result.Tokens)
+            {
+                FluxLora lora;
+                try
+                {
+                    lora = FluxLora.Parse(token.Value);
+                }
+                catch (FormatException e)
+                {
+                    result.AddError($"--lora {token.Value}: {e.Message}");
+                    return [];
+                }
+
+                if (!File.Exists(lora.Path))
+                {
+                    result.AddError($"--lora: no such file: {lora.Path}");
+                    return [];
+                }
+
+                loras.Add(lora);
+            }
+
+            return [.. loras];
+        };
+        return option;
+    }
+
     public static Option<string?> ExistingPath(string name, string description, params string[] aliases)
     {
         var option = new Option<string?>(name, aliases) { Description = description };

@@ -41,11 +41,12 @@ internal static class ForwardCommand
 
         var threads = CliOptions.Threads("Threads for the forward pass; 0 uses the process-wide pool (one per core, or FX_NUM_THREADS).");
         var device = CliOptions.Device();
+        var loras = CliOptions.Loras();
         var repeat = CliOptions.Number("--repeat", "After the forward that writes --out, time N more and print the median, min and max milliseconds per forward.", 1, 1_000_000);
 
         var command = new Command("forward", "Run the FLUX transformer once on inputs from a safetensors file and write its output; optionally time it.")
         {
-            model, inputs, outPath, weights, activations, threads, device, repeat,
+            model, inputs, outPath, weights, activations, threads, device, loras, repeat,
         };
         command.SetAction(parsed =>
         {
@@ -57,7 +58,8 @@ internal static class ForwardCommand
                 parsed.GetValue(threads),
                 parsed.GetValue(repeat),
                 TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!),
-                parsed.GetValue(device));
+                parsed.GetValue(device),
+                parsed.GetValue(loras));
             TransformerForward.Run(request, console.Out);
             return ExitCodes.Success;
         });

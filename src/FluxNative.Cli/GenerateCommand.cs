@@ -77,6 +77,7 @@ internal static class GenerateCommand
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
         var threads = CliOptions.Threads();
         var device = CliOptions.Device();
+        var loras = CliOptions.Loras();
         var progress = new Option<string>("--progress") { Description = "Progress on standard error: auto (a bar on a terminal, lines otherwise), bar, lines or none.", DefaultValueFactory = _ => "auto" };
         progress.AcceptOnlyFromAmong(ProgressDisplay.ModeNames);
         var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on standard output (files, seeds, size, timings, warnings)." };
@@ -84,7 +85,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate images: noise -> FLUX transformer steps -> autoencoder -> image files. Standard output lists the files written.")
         {
             prompt, model, transformer, ae, clip, t5, maxLength, demo, aspect, imageSize, width, height, steps, guidance, seed, count, format, quality,
-            outPath, latents, image, strength, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, progress, json,
+            outPath, latents, image, strength, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, loras, progress, json,
         };
         command.Validators.Add(result =>
         {
@@ -163,6 +164,7 @@ internal static class GenerateCommand
                 Activations = TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!),
                 Threads = parsed.GetValue(threads),
                 Device = parsed.GetValue(device),
+                Loras = parsed.GetValue(loras) ?? [],
                 Progress = ProgressDisplay.ParseMode(parsed.GetValue(progress)!),
                 Json = parsed.GetValue(json),
             };

@@ -37,6 +37,7 @@ internal sealed record GenerateCliRequest
     public FluxActivationPrecision Activations { get; init; }
     public int Threads { get; init; }
     public FluxDevice Device { get; init; } = FluxDevice.Cpu;
+    public IReadOnlyList<FluxLora> Loras { get; init; } = [];
     public ProgressMode Progress { get; init; }
     public bool Json { get; init; }
 }
@@ -80,6 +81,7 @@ internal static class ImageGeneration
             Activations = cli.Activations,
             Threads = cli.Threads,
             Device = cli.Device,
+            Loras = cli.Loras,
         };
         if (cli.MaxLength is int maxLength)
         {

@@ -12,6 +12,7 @@ namespace FluxNative.Cli;
 /// <param name="Repeat">Timed forward passes after the first; null to time nothing.</param>
 /// <param name="Activations">Precision of the activations entering the linear layers.</param>
 /// <param name="Device">Where the model lives and runs.</param>
+/// <param name="Loras">LoRA files merged into the weights at load.</param>
 internal sealed record ForwardRequest(
     string ModelPath,
     string InputsPath,
@@ -20,7 +21,8 @@ internal sealed record ForwardRequest(
     int Threads = 0,
     int? Repeat = null,
     FluxActivationPrecision Activations = FluxActivationPrecision.F32,
-    FluxDevice? Device = null);
+    FluxDevice? Device = null,
+    IReadOnlyList<FluxLora>? Loras = null);
 
 /// <summary>Milliseconds per forward pass over the timed runs.</summary>
 internal sealed record ForwardTiming(int Runs, double MedianMilliseconds, double MinMilliseconds, double MaxMilliseconds);
@@ -64,7 +66,7 @@ internal static class TransformerForward
             throw new CliInputException($"--repeat must be at least 1, not {request.Repeat}.");
         }
 
-        using FluxTransformer model = FluxTransformer.Load(request.ModelPath, request.WeightFormat, request.Threads, request.Activations, request.Device);
+        using FluxTransformer model = FluxTransformer.Load(request.ModelPath, request.WeightFormat, request.Threads, request.Activations, request.Device, request.Loras);
         FluxTransformerConfig config = model.Config;
         FluxForwardInputs inputs = ReadInputs(request.InputsPath, config);
 

@@ -130,7 +130,7 @@ public sealed class Checkpoint : IDisposable
     public CheckpointDescription Describe() => CheckpointDescription.Parse(DescribeJson());
 
     /// <summary>
-    /// The native handle, for loaders of this assembly (<see cref="FluxTransformer.Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?)"/>)
+    /// The native handle, for loaders of this assembly (<see cref="FluxTransformer.Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?, IReadOnlyList{FluxLora}?)"/>)
     /// that pass it to the library. The P/Invoke holds its own reference for the call.
     /// </summary>
     internal CheckpointHandle Handle

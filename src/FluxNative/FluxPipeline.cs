@@ -99,6 +99,9 @@ public sealed record FluxPipelineOptions
     /// <summary>How the T5 encoder holds its linear weights (T5-XXL is 9.5 GB in bf16; FP8 halves that).</summary>
     public FluxWeightFormat T5Weights { get; init; } = FluxWeightFormat.AsStored;
 
+    /// <summary>LoRA files merged into the transformer's weights at load (default none); see <see cref="FluxLora"/>.</summary>
+    public IReadOnlyList<FluxLora> Loras { get; init; } = [];
+
     /// <summary>Prompts whose embeddings are kept (least recently used first out); 0 disables the cache.</summary>
     public int PromptCacheSize { get; init; } = 64;
 
@@ -248,7 +251,7 @@ public sealed class FluxPipeline : IDisposable
         var loaded = new List<IDisposable>();
         try
         {
-            FluxTransformer transformer = FluxTransformer.Load(transformerPath, options.TransformerWeights, options.Threads, options.Activations, options.Device);
+            FluxTransformer transformer = FluxTransformer.Load(transformerPath, options.TransformerWeights, options.Threads, options.Activations, options.Device, options.Loras);
             loaded.Add(transformer);
             Autoencoder autoencoder = Autoencoder.Load(autoencoderPath, options.Threads, options.Device);
             loaded.Add(autoencoder);

@@ -13,7 +13,7 @@ namespace FluxNative;
 /// </code></example>
 /// <remarks>
 /// The model shares the checkpoint's memory-mapped data, so the <see cref="Checkpoint"/> it was loaded from
-/// may be disposed right after <see cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?)"/>. Forward passes may be
+/// may be disposed right after <see cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?, IReadOnlyList{FluxLora}?)"/>. Forward passes may be
 /// called from any thread; the library runs one at a time per model. <see cref="Dispose"/> frees the model
 /// only after a forward running on another thread has returned.
 /// </remarks>
@@ -54,6 +54,7 @@ public sealed class FluxTransformer : IDisposable
     /// faster BF16 dot products at about 1e-2 relative error, only for BF16 weights on CPUs with AVX512-BF16.
     /// </param>
     /// <param name="device">Where the model lives and runs (default: the CPU).</param>
+    /// <param name="loras">LoRA files merged into the weights before they are packed (and quantised, for FP8), in order.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="format"/> or <paramref name="activations"/> is not a defined value, or <paramref name="threads"/> is negative.</exception>
     /// <exception cref="FluxNativeException">
     /// The checkpoint is not a FLUX transformer (<see cref="FluxStatus.Unsupported"/>) or lacks a tensor it needs;
@@ -64,7 +65,8 @@ public sealed class FluxTransformer : IDisposable
         FluxWeightFormat format = FluxWeightFormat.AsStored,
         int threads = 0,
         FluxActivationPrecision activations = FluxActivationPrecision.F32,
-        FluxDevice? device = null)
+        FluxDevice? device = null,
+        IReadOnlyList<FluxLora>? loras = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (!Enum.IsDefined(format))
@@ -85,10 +87,45 @@ public sealed class FluxTransformer : IDisposable
         parameters.NumThreads = threads;
         parameters.Activations = (int)activations;
         FluxModelHandle handle;
-        fixed (byte* deviceName = (device ?? FluxDevice.Cpu).ToUtf8Z())
+        var loraFiles = new List<Checkpoint>();
+        var held = new List<CheckpointHandle>();
+        try
         {
-            parameters.Device = deviceName;
-            NativeStatus.ThrowIfFailed(NativeMethods.fx_flux_model_load(checkpoint.Handle, &parameters, out handle));
+            foreach (FluxLora lora in loras ?? [])
+            {
+                loraFiles.Add(Checkpoint.Open(lora.Path));
+            }
+
+            var native = new FxLora[loraFiles.Count];
+            for (int i = 0; i < native.Length; i++)
+            {
+                // The raw handles go into a struct: each is kept from being released until the load returns.
+                bool added = false;
+                loraFiles[i].Handle.DangerousAddRef(ref added);
+                held.Add(loraFiles[i].Handle);
+                native[i] = new FxLora { Checkpoint = loraFiles[i].Handle.DangerousGetHandle(), Strength = loras![i].Strength };
+            }
+
+            fixed (byte* deviceName = (device ?? FluxDevice.Cpu).ToUtf8Z())
+            fixed (FxLora* nativeLoras = native)
+            {
+                parameters.Device = deviceName;
+                parameters.Loras = native.Length > 0 ? nativeLoras : null;
+                parameters.LoraCount = native.Length;
+                NativeStatus.ThrowIfFailed(NativeMethods.fx_flux_model_load(checkpoint.Handle, &parameters, out handle));
+            }
+        }
+        finally
+        {
+            foreach (CheckpointHandle h in held)
+            {
+                h.DangerousRelease();
+            }
+
+            foreach (Checkpoint file in loraFiles)
+            {
+                file.Dispose();
+            }
         }
 
         try
@@ -103,16 +140,17 @@ public sealed class FluxTransformer : IDisposable
     }
 
     /// <summary>Opens the checkpoint at <paramref name="path"/>, loads the transformer and closes the checkpoint again.</summary>
-    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?)"/>
+    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int, FluxActivationPrecision, FluxDevice?, IReadOnlyList{FluxLora}?)"/>
     public static FluxTransformer Load(
         string path,
         FluxWeightFormat format = FluxWeightFormat.AsStored,
         int threads = 0,
         FluxActivationPrecision activations = FluxActivationPrecision.F32,
-        FluxDevice? device = null)
+        FluxDevice? device = null,
+        IReadOnlyList<FluxLora>? loras = null)
     {
         using Checkpoint checkpoint = Checkpoint.Open(path);
-        return Load(checkpoint, format, threads, activations, device);
+        return Load(checkpoint, format, threads, activations, device, loras);
     }
 
     /// <summary>The configuration as the library reports it (JSON), including fields <see cref="Config"/> may not have yet.</summary>

@@ -37,6 +37,40 @@ public sealed partial class ForwardTests : IDisposable
     }
 
     [Fact]
+    public void Lora_files_are_merged_at_the_strength_given_and_bad_ones_are_one_line_errors()
+    {
+        FluxGoldenCase golden = FluxGoldenCase.Load("dev-f32-bfl");
+        string model = golden.WriteModel(temp.Path);
+        string lora = temp.File("style.safetensors");
+        var random = new Random(5);
+        float[] Values(int n) => Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        new SafetensorsWriter()
+            .Add("lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", Values(2 * 64), 2, 64)
+            .Add("lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight", Values(192 * 2), 192, 2)
+            .Write(lora);
+
+        float[] Run(params string[] extra)
+        {
+            string outPath = temp.File($"out-{Guid.NewGuid():N}.safetensors");
+            CliResult result = CliRunner.Run(["forward", "--model", model, "--inputs", golden.InputsPath, "--out", outPath, .. extra]);
+            Assert.True(result.ExitCode == 0, result.Error);
+            using Checkpoint written = Checkpoint.Open(outPath);
+            return written.ReadFloat32("out");
+        }
+
+        float[] plain = Run(), full = Run("--lora", lora), twice = Run("--lora", lora + ":0.5", "--lora", lora + ":0.5");
+        Assert.True(FluxGoldenCase.RelativeL2(full, plain) > 1e-3);
+        Assert.True(FluxGoldenCase.RelativeL2(twice, full) < 1e-5, "two halves are the whole");
+
+        CliResult missing = CliRunner.Run("forward", "--model", model, "--inputs", golden.InputsPath, "--out", temp.File("x.safetensors"), "--lora", temp.File("nope.safetensors"));
+        Assert.Equal(2, missing.ExitCode);
+        Assert.Contains("--lora: no such file", missing.Error);
+        CliResult nan = CliRunner.Run("forward", "--model", model, "--inputs", golden.InputsPath, "--out", temp.File("x.safetensors"), "--lora", lora + ":NaN");
+        Assert.Equal(2, nan.ExitCode);
+        Assert.Contains("not a finite number", nan.Error);
+    }
+
+    [Fact]
     public void Inputs_of_any_float_dtype_are_read_as_f32()
     {
         FluxGoldenCase golden = FluxGoldenCase.Load("dev-f32-bfl");

@@ -69,6 +69,13 @@ public class StructLayoutTests
         data.Add("fx_flux_load_params", "num_threads", nameof(l.NumThreads), (byte*)&l.NumThreads - load);
         data.Add("fx_flux_load_params", "activations", nameof(l.Activations), (byte*)&l.Activations - load);
         data.Add("fx_flux_load_params", "device", nameof(l.Device), (byte*)&l.Device - load);
+        data.Add("fx_flux_load_params", "loras", nameof(l.Loras), (byte*)&l.Loras - load);
+        data.Add("fx_flux_load_params", "lora_count", nameof(l.LoraCount), (byte*)&l.LoraCount - load);
+
+        FxLora r;
+        var lora = (byte*)&r;
+        data.Add("fx_lora", "checkpoint", nameof(r.Checkpoint), (byte*)&r.Checkpoint - lora);
+        data.Add("fx_lora", "strength", nameof(r.Strength), (byte*)&r.Strength - lora);
 
         FxFluxInputs f;
         var inputs = (byte*)&f;
@@ -107,6 +114,7 @@ public class StructLayoutTests
         { "fx_tensor_view", Unsafe.SizeOf<FxTensorView>() },
         { "fx_tiny_model_params", Unsafe.SizeOf<FxTinyModelParams>() },
         { "fx_flux_load_params", Unsafe.SizeOf<FxFluxLoadParams>() },
+        { "fx_lora", Unsafe.SizeOf<FxLora>() },
         { "fx_flux_inputs", Unsafe.SizeOf<FxFluxInputs>() },
         { "fx_ae_load_params", Unsafe.SizeOf<FxAeLoadParams>() },
         { "fx_text_load_params", Unsafe.SizeOf<FxTextLoadParams>() },
@@ -140,6 +148,7 @@ public class StructLayoutTests
             [typeof(FxTensorView)] = "fx_tensor_view",
             [typeof(FxTinyModelParams)] = "fx_tiny_model_params",
             [typeof(FxFluxLoadParams)] = "fx_flux_load_params",
+            [typeof(FxLora)] = "fx_lora",
             [typeof(FxFluxInputs)] = "fx_flux_inputs",
             [typeof(FxAeLoadParams)] = "fx_ae_load_params",
             [typeof(FxTextLoadParams)] = "fx_text_load_params",

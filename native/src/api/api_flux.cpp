@@ -39,10 +39,17 @@ FX_API fx_status fx_flux_model_load(const fx_checkpoint* checkpoint, const fx_fl
             "activations must be FX_ACTIVATIONS_F32 or FX_ACTIVATIONS_BF16");
     const auto precision =
         p.activations == FX_ACTIVATIONS_BF16 ? fx::backend::Precision::Bf16Activations : fx::backend::Precision::Exact;
+    require(p.lora_count >= 0, function, "lora_count must be >= 0");
+    require(p.lora_count == 0 || p.loras != nullptr, function, "loras is NULL but lora_count is not 0");
+    std::vector<fx::models::LoraFile> loras;
+    for (int32_t i = 0; i < p.lora_count; ++i) {
+      require(p.loras[i].checkpoint != nullptr, function, ("loras[" + std::to_string(i) + "].checkpoint is NULL").c_str());
+      loras.push_back({p.loras[i].checkpoint->impl.get(), p.loras[i].strength});
+    }
     auto handle = std::make_unique<fx_flux_model>();
     if (p.num_threads > 0) handle->own_pool = std::make_unique<fx::ThreadPool>(p.num_threads);
     auto backend = fx::api::backend_from(p.device, handle->own_pool.get(), function);
-    handle->model = fx::models::FluxTransformer::load(*checkpoint->impl, format, precision, std::move(backend));
+    handle->model = fx::models::FluxTransformer::load(*checkpoint->impl, format, precision, std::move(backend), loras);
     *out = handle.release();
   });
 }

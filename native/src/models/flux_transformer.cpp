@@ -88,7 +88,8 @@ void timestep_embedding(float value, int64_t dim, float* out, double time_factor
 
 std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
                                                        backend::Precision precision,
-                                                       std::shared_ptr<backend::Backend> backend) {
+                                                       std::shared_ptr<backend::Backend> backend,
+                                                       const std::vector<LoraFile>& loras) {
   const nlohmann::json description = describe(checkpoint);
   require_kind(checkpoint, description, {kKind}, "a FLUX transformer");
 
@@ -100,8 +101,11 @@ std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& che
   Impl& m = *model->impl_;
   const FluxConfig& c = model->config_;
 
+  // The LoRAs are read and checked before any weight is packed: a bad file fails fast.
+  const LoraMerge lora = LoraMerge::for_flux(loras, description["config"]);
   WeightLoader load(checkpoint, description, kKind, "bfl", "FLUX", *model->backend_);
   load.set_format(format, precision);
+  load.set_lora(&lora);
   m.img_in = load.linear("img_in");
   m.txt_in = load.linear("txt_in");
   m.time_in1 = load.linear("time_in.in_layer");
@@ -143,6 +147,7 @@ std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& che
   }
   m.final_mod = load.linear("final_layer.adaLN_modulation.1");
   m.final_linear = load.linear("final_layer.linear");
+  lora.check_all_used();
   return model;
 }
 

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "io/checkpoint.h"
+#include "models/lora.h"
 
 namespace fx::models {
 
@@ -48,10 +49,12 @@ class FluxTransformer {
   // understands (its problems list goes into the message), FX_ERR_FORMAT for missing/mis-shaped tensors.
   // `precision`: Exact keeps f32 activations everywhere (matches the reference); Bf16Activations lets
   // bf16 weights use the backend's bf16 dot products (faster, ~1e-2 relative error). `backend`: where the
-  // model lives and runs (null: the CPU backend over the process-wide pool).
+  // model lives and runs (null: the CPU backend over the process-wide pool). `loras`: merged into the
+  // weights they name before packing (models/lora.h); every tensor of each must map, or the load fails.
   static std::unique_ptr<FluxTransformer> load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
                                                backend::Precision precision = backend::Precision::Exact,
-                                               std::shared_ptr<backend::Backend> backend = nullptr);
+                                               std::shared_ptr<backend::Backend> backend = nullptr,
+                                               const std::vector<LoraFile>& loras = {});
   ~FluxTransformer();
 
   const FluxConfig& config() const { return config_; }

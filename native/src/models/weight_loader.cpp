@@ -140,9 +140,27 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
   const LoadedTensor w = fetch(prefix + ".weight");
   if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(prefix + ".weight") + " is not a matrix");
   const std::string name = w.stored != nullptr ? w.stored->name : prefix + ".weight";
-  const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
-  return backend_.linear_layer(matrix, has_bias ? host_f32(prefix + ".bias") : std::vector<float>{}, format_,
-                               precision_);
+  std::vector<float> bias = has_bias ? host_f32(prefix + ".bias") : std::vector<float>{};
+  const std::vector<LoraPatch>* patches = lora_ != nullptr ? lora_->take(prefix + ".weight") : nullptr;
+  if (patches == nullptr) {
+    const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
+    return backend_.linear_layer(matrix, bias, format_, precision_);
+  }
+
+  // Merged in f32; "as stored" then keeps the stored dtype (bf16 stays bf16), so a LoRA changes the
+  // weights' values, never their size or speed.
+  std::vector<float> merged(static_cast<size_t>(w.elements()));
+  convert(w.dtype, w.data, DType::F32, merged.data(), merged.size(), Overflow::Ieee);
+  LoraMerge::apply(*patches, merged.data(), w.shape[0], w.shape[1]);
+  const std::string text = label(name) + " (with " + std::to_string(patches->size()) + " LoRA update(s))";
+  if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::BF16) {
+    std::vector<uint16_t> rounded(merged.size());
+    convert(DType::F32, merged.data(), DType::BF16, rounded.data(), rounded.size(), Overflow::Ieee);
+    const backend::HostMatrix matrix{DType::BF16, rounded.data(), w.shape[0], w.shape[1], text};
+    return backend_.linear_layer(matrix, bias, format_, precision_);
+  }
+  const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text};
+  return backend_.linear_layer(matrix, bias, format_, precision_);
 }
 
 std::unique_ptr<backend::LinearLayer> WeightLoader::linear_from(const std::vector<float>& weight, int64_t n, int64_t k,

@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "io/checkpoint.h"
+#include "models/lora.h"
 
 namespace fx::models {
 
@@ -55,6 +56,9 @@ class WeightLoader {
     format_ = format;
     precision_ = precision;
   }
+  // LoRA updates merged into the linear weights they name before the backend packs them (quantised after
+  // merging). The merge must outlive the loader's linear() calls.
+  void set_lora(const LoraMerge* lora) { lora_ = lora; }
   backend::Backend& backend() const { return backend_; }
   // "<path>: <model> tensor \"<name>\"", the prefix of every error about one tensor.
   std::string label(const std::string& name) const;
@@ -70,6 +74,7 @@ class WeightLoader {
   backend::WeightFormat format_ = backend::WeightFormat::F32;
   backend::Precision precision_ = backend::Precision::Exact;
   std::map<std::string, std::vector<int64_t>> expected_;
+  const LoraMerge* lora_ = nullptr;
 };
 
 // Checks that describe() recognised `kinds` (one of them) without problems; throws fx::Error naming what
