@@ -96,6 +96,7 @@ internal static class JsonBody
 {
     public static async Task<JsonElement> ReadObjectAsync(HttpRequest request, long maxBytes)
     {
+        JsonRequestChecks.RequireJsonContentType(request);
         if (request.ContentLength > maxBytes)
         {
             throw new ApiException(StatusCodes.Status413PayloadTooLarge, $"The request body is {request.ContentLength} bytes; the limit is {maxBytes}.");
@@ -150,6 +151,8 @@ internal static class JsonBody
             {
                 throw ApiException.BadRequest($"The request body must be a JSON object, not {Describe(document.RootElement)}.");
             }
+
+            JsonRequestChecks.RequireText(document.RootElement);
 
             return document.RootElement.Clone();
         }

@@ -208,6 +208,7 @@ internal static partial class Endpoints
 
     private static async Task<IResult> CancelPrediction(string id, HttpContext context, FluxServerOptions options, PredictionService service)
     {
+        JsonRequestChecks.RequireJsonContentTypeIfBody(context.Request);
         PredictionView view = await service.CancelAsync(id, context.RequestAborted).ConfigureAwait(false) ?? throw UnknownPrediction(id);
         return Json(service.RenderJson(view, BaseUrl(context, options)));
     }
