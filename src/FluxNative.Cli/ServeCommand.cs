@@ -45,6 +45,7 @@ internal static class ServeCommand
             + $"Sides outside {FluxPipeline.TrainedMinSide}-{FluxPipeline.TrainedMaxSide} run with a warning in the prediction's logs.", smallest, largest);
         var maxSide = CliOptions.Number("--max-side", $"Size policy: the largest image side a request may ask for, {smallest}-{largest} pixels.", smallest, largest, FluxServerOptions.DefaultMaxImageSide);
         var privateWebhooks = new Option<bool>("--allow-private-webhooks") { Description = "Allow webhooks to loopback, link-local and private addresses (refused by default)." };
+        var webhookConcurrency = CliOptions.Number("--webhook-concurrency", "Webhook requests on the wire at once, at most; more wait for a slot.", 1, 10_000, 16);
         var publicUrl = new Option<string?>("--public-url") { Description = "The base of the URLs handed out (default: from each request's Host)." };
         var weights = new Option<string>("--weights-dtype") { Description = "How the transformer holds its weights: stored, f32, bf16 or fp8.", DefaultValueFactory = _ => "stored" };
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
@@ -56,7 +57,7 @@ internal static class ServeCommand
         var command = new Command("serve", "Serve FLUX over HTTP: OpenAI's POST /v1/images/generations and Replicate's predictions API.")
         {
             urls, demo, demoDir, model, transformer, ae, clip, t5, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
-            privateWebhooks, publicUrl, weights, activations, threads, device,
+            privateWebhooks, webhookConcurrency, publicUrl, weights, activations, threads, device,
         };
         command.Validators.Add(result =>
         {
@@ -120,6 +121,7 @@ internal static class ServeCommand
                 MinImageSide = parsed.GetValue(minSide),
                 MaxImageSide = parsed.GetValue(maxSide),
                 AllowPrivateWebhookTargets = parsed.GetValue(privateWebhooks),
+                WebhookMaxConcurrency = parsed.GetValue(webhookConcurrency),
                 PublicBaseUrl = parsed.GetValue(publicUrl),
             };
 

@@ -163,7 +163,7 @@ internal static partial class Endpoints
 
         if (webhook is not null)
         {
-            webhooks.Validate(webhook, fields.Has("webhook") ? "webhook" : "webhook_completed");
+            await webhooks.ValidateAsync(webhook, fields.Has("webhook") ? "webhook" : "webhook_completed", context.RequestAborted).ConfigureAwait(false);
         }
         _ = fields.Bool("stream");   // accepted; every prediction has a stream URL
         GenerationSpec spec = InputParsing.ParseReplicateInput(input, options);

@@ -58,6 +58,7 @@ public static class FluxServer
         services.AddSingleton(options);
         services.AddSingleton(_ => new PredictionStore(options.DatabasePath));
         services.AddSingleton<OutputFiles>();
+        services.AddSingleton(_ => new WebhookTargets(options));
         services.AddSingleton<WebhookDispatcher>();
         services.AddSingleton(provider => new ServerMetrics(provider.GetRequiredService<IMeterFactory>()));
         services.AddSingleton(provider => new ApiKeyAuthentication(keys, options.InsecureNoAuth, provider.GetRequiredService<OutputFiles>()));
@@ -183,6 +184,7 @@ public static class FluxServer
             (options.MaxRequestBodyBytes < 1024, $"The body limit must be at least 1024 bytes (got {options.MaxRequestBodyBytes})."),
             (options.MaxPromptLength < 1, "The prompt limit must be at least 1 character."),
             (options.WebhookMaxAttempts < 1, "Webhook attempts must be at least 1."),
+            (options.WebhookMaxConcurrency < 1, $"Concurrent webhook deliveries must be at least 1 (got {options.WebhookMaxConcurrency})."),
             (options.MaxWait < TimeSpan.FromSeconds(1), "The longest wait must be at least 1 s."),
             (options.Urls.Count == 0, "Give at least one URL to listen on."),
             (badUrl is not null, badUrl ?? string.Empty),

@@ -98,6 +98,12 @@ public sealed record FluxServerOptions
     /// <summary>How long one webhook delivery may take (default 10 s).</summary>
     public TimeSpan WebhookTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Webhook requests on the wire at once, at most (default 16); more wait for a free slot. Keeps a burst of events, or
+    /// receivers that hold each request until the timeout, from opening sockets without bound.
+    /// </summary>
+    public int WebhookMaxConcurrency { get; init; } = 16;
+
     /// <summary>The base of the URLs this server hands out (default: the scheme and host of each request).</summary>
     public string? PublicBaseUrl { get; init; }
 }
