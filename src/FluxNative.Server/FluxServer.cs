@@ -63,6 +63,7 @@ public static class FluxServer
         services.AddSingleton(provider => new ServerMetrics(provider.GetRequiredService<IMeterFactory>()));
         services.AddSingleton(provider => new ApiKeyAuthentication(keys, options.InsecureNoAuth, provider.GetRequiredService<OutputFiles>()));
         services.AddSingleton<ModelHost>();
+        services.AddSingleton<ServedModel>();
         services.AddSingleton<PredictionService>();
         services.AddSingleton<RetentionSweeper>();
         services.AddHostedService(provider => provider.GetRequiredService<ModelHost>());
@@ -155,6 +156,13 @@ public static class FluxServer
         }
     }
 
+    /// <summary>Why <paramref name="name"/> cannot be a model name to serve (<see cref="FluxServerOptions.ModelNames"/>), or null when it can.</summary>
+    public static string? CheckModelName(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return ServedModel.IsModelName(name) ? null : $"'{name}' is not a model name: owner/name, each letters, digits, '.', '_' or '-'.";
+    }
+
     /// <summary>The addresses a started server listens on (with the real port when the URL asked for port 0).</summary>
     public static IReadOnlyList<string> Addresses(WebApplication app)
     {
@@ -201,6 +209,11 @@ public static class FluxServer
             {
                 throw new FluxServerConfigurationException(what);
             }
+        }
+
+        if (options.ModelNames.Select(CheckModelName).FirstOrDefault(e => e is not null) is { } badName)
+        {
+            throw new FluxServerConfigurationException(badName);
         }
 
         if (options.PublicBaseUrl is { Length: > 0 } url && !Uri.TryCreate(url, UriKind.Absolute, out _))

@@ -41,6 +41,13 @@ public sealed record FluxServerOptions
     /// <summary>The smallest side this server accepts: <see cref="MinImageSide"/>, or its default for the mode.</summary>
     public int EffectiveMinImageSide => MinImageSide ?? (Demo ? DemoModels.MinSide : DefaultMinImageSide);
 
+    /// <summary>
+    /// The Replicate model names (<c>owner/name</c>) this server answers to; the first is recorded on predictions that
+    /// name no model. Default: the loaded variant's, <c>black-forest-labs/flux-dev</c> or <c>black-forest-labs/flux-schnell</c>.
+    /// OpenAI's model id is the name part (<c>flux-dev</c>). A request for any other model is a 404.
+    /// </summary>
+    public IReadOnlyList<string> ModelNames { get; init; } = [];
+
     /// <summary>The SQLite database of predictions (created when missing).</summary>
     public string DatabasePath { get; init; } = "flux-server.db";
 

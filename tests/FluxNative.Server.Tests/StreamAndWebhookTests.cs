@@ -136,8 +136,8 @@ public sealed class StreamAndWebhookTests
 
         await using var receiver = await WebhookReceiver.StartAsync(failFirst: 0);
         await using ServerHost server = await ServerHost.StartAsync(kestrel: true);
-        Reply literal = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}},"webhook":"{{receiver.Url}}/x"}""");
-        literal.AssertError(HttpStatusCode.BadRequest, "loopback, link-local or private", "webhook");
+        Reply literal = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{ServerHost.QuickInput}},"webhook":"{{receiver.Url}}/x"}""");
+        literal.AssertError(HttpStatusCode.UnprocessableEntity, "loopback, link-local or private", "webhook");
 
         // A name that passed the create-time check but resolves to an inside address is refused when connecting.
         WebhookDispatcher dispatcher = server.App.Services.GetRequiredService<WebhookDispatcher>();
@@ -146,7 +146,7 @@ public sealed class StreamAndWebhookTests
         {
             Id = "abc",
             Kind = PredictionKind.Replicate,
-            Model = "a/b",
+            Model = "black-forest-labs/flux-dev",
             Status = PredictionStatus.Succeeded,
             Input = "{}",
             CreatedAt = DateTimeOffset.UtcNow,
