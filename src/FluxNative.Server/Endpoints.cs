@@ -132,7 +132,7 @@ internal static partial class Endpoints
         {
             var fields = new JsonFields(body);
             InputContract.RefuseOthers(fields, InputContract.ReplicateRequestFields, "a field of a prediction request",
-                hintFor: name => InputParsing.ReplicateInputNames(options).Contains(name) ? "inputs go in input: {\"input\": {\"prompt\": …}}" : null);
+                hintFor: field => InputParsing.ReplicateInputNames(options).Contains(field) ? "inputs go in input: {\"input\": {\"prompt\": …}}" : null);
             string? version = fields.String("version", 200);
             if (model is null)
             {

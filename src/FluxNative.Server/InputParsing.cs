@@ -113,8 +113,8 @@ internal static class InputParsing
         if (fields.Bool("stream") == true)
         {
             throw InputContract.Unsupported("stream",
-                "streaming partial images is not implemented; leave stream out (the answer comes when the images are done), or follow the generation " +
-                "with Replicate's GET /v1/predictions/{id}/stream (the id is in the X-Prediction-Id header).");
+                "streaming partial images is not implemented; leave stream out (the answer comes when the images are done), or create the " +
+                "prediction through Replicate's POST /v1/models/{owner}/{name}/predictions and follow its stream URL for progress.");
         }
 
         if (fields.Int("partial_images", 0, 3) is > 0)
