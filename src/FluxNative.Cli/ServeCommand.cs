@@ -30,6 +30,18 @@ internal static class ServeCommand
         var ae = CliOptions.ExistingPath("--ae", "The autoencoder (BFL ae.safetensors or diffusers vae/); overrides --model's.");
         var clip = CliOptions.ExistingPath("--clip", "The CLIP text encoder folder (tokenizer inside or in tokenizer/ beside it); overrides --model's.");
         var t5 = CliOptions.ExistingPath("--t5", "The T5 encoder folder (tokenizer inside or in tokenizer_2/ beside it); overrides --model's.");
+        var modelNames = new Option<string[]>("--model-name")
+        {
+            Description = "A Replicate model name (owner/name) to answer to; repeat for several, the first is recorded when a request names none. " +
+                "Default: the loaded variant's, black-forest-labs/flux-dev or black-forest-labs/flux-schnell. Other names are 404.",
+        };
+        modelNames.Validators.Add(result =>
+        {
+            if ((result.GetValueOrDefault<string[]>() ?? []).Select(FluxServer.CheckModelName).FirstOrDefault(e => e is not null) is { } problem)
+            {
+                result.AddError($"--model-name: {problem}");
+            }
+        });
         var database = new Option<string>("--database") { Description = "The SQLite database of predictions.", DefaultValueFactory = _ => "flux-server.db" };
         var outputDir = new Option<string>("--output-dir") { Description = "Where generated images are written.", DefaultValueFactory = _ => "flux-outputs" };
         var retention = CliOptions.Number("--retention-hours", "Hours output files are kept.", 0.001, 24.0 * 365 * 100, 24.0);
@@ -45,6 +57,7 @@ internal static class ServeCommand
             + $"Sides outside {FluxPipeline.TrainedMinSide}-{FluxPipeline.TrainedMaxSide} run with a warning in the prediction's logs.", smallest, largest);
         var maxSide = CliOptions.Number("--max-side", $"Size policy: the largest image side a request may ask for, {smallest}-{largest} pixels.", smallest, largest, FluxServerOptions.DefaultMaxImageSide);
         var privateWebhooks = new Option<bool>("--allow-private-webhooks") { Description = "Allow webhooks to loopback, link-local and private addresses (refused by default)." };
+        var webhookConcurrency = CliOptions.Number("--webhook-concurrency", "Webhook requests on the wire at once, at most; more wait for a slot.", 1, 10_000, 16);
         var publicUrl = new Option<string?>("--public-url") { Description = "The base of the URLs handed out (default: from each request's Host)." };
         var weights = new Option<string>("--weights-dtype") { Description = "How the transformer holds its weights: stored, f32, bf16 or fp8.", DefaultValueFactory = _ => "stored" };
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
@@ -55,8 +68,8 @@ internal static class ServeCommand
 
         var command = new Command("serve", "Serve FLUX over HTTP: OpenAI's POST /v1/images/generations and Replicate's predictions API.")
         {
-            urls, demo, demoDir, model, transformer, ae, clip, t5, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
-            privateWebhooks, publicUrl, weights, activations, threads, device,
+            urls, demo, demoDir, model, transformer, ae, clip, t5, modelNames, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
+            privateWebhooks, webhookConcurrency, publicUrl, weights, activations, threads, device,
         };
         command.Validators.Add(result =>
         {
@@ -108,6 +121,7 @@ internal static class ServeCommand
                         ModelDirectory = modelDir, Transformer = transformerPath, Autoencoder = aePath, Clip = parsed.GetValue(clip), T5 = parsed.GetValue(t5),
                     },
                 Pipeline = pipeline,
+                ModelNames = parsed.GetValue(modelNames) ?? [],
                 DatabasePath = parsed.GetValue(database)!,
                 OutputDirectory = parsed.GetValue(outputDir)!,
                 OutputRetention = TimeSpan.FromHours(parsed.GetValue(retention)),
@@ -120,6 +134,7 @@ internal static class ServeCommand
                 MinImageSide = parsed.GetValue(minSide),
                 MaxImageSide = parsed.GetValue(maxSide),
                 AllowPrivateWebhookTargets = parsed.GetValue(privateWebhooks),
+                WebhookMaxConcurrency = parsed.GetValue(webhookConcurrency),
                 PublicBaseUrl = parsed.GetValue(publicUrl),
             };
 

@@ -8,6 +8,12 @@ using Microsoft.AspNetCore.WebUtilities;
 
 namespace FluxNative.Server;
 
+/// <summary>One field a request got wrong, as Replicate's <c>invalid_fields</c> lists them.</summary>
+/// <param name="Field">The field's path (<c>input.prompt</c>).</param>
+/// <param name="Description">What is wrong with it.</param>
+/// <param name="Type"><c>invalid</c> (a bad value), <c>unsupported</c> (a feature this server does not implement) or <c>unknown</c> (no such field).</param>
+internal sealed record InvalidField(string Field, string Description, string Type = "invalid");
+
 /// <summary>A request the server refuses: an HTTP status, a message that says what is wrong and, when one is, the field at fault.</summary>
 internal sealed class ApiException(int status, string message, string? field = null) : Exception(message)
 {
@@ -15,10 +21,34 @@ internal sealed class ApiException(int status, string message, string? field = n
 
     public string? Field { get; } = field;
 
+    /// <summary>Every field at fault (the one <see cref="Field"/> unless set), for <c>invalid_fields</c>.</summary>
+    public IReadOnlyList<InvalidField> InvalidFields
+    {
+        get => invalidFields ?? (Field is null ? [] : [new InvalidField(Field, Message)]);
+        init => invalidFields = value;
+    }
+
+    private readonly IReadOnlyList<InvalidField>? invalidFields;
+
     /// <summary>Seconds for a Retry-After header (429, 503), or null.</summary>
     public int? RetryAfterSeconds { get; init; }
 
     public static ApiException BadRequest(string message, string? field = null) => new(StatusCodes.Status400BadRequest, message, field);
+
+    /// <summary>A 422 listing every field at fault: Replicate's answer to invalid input, and both APIs' answer to a feature this server does not implement.</summary>
+    public static ApiException Unprocessable(IReadOnlyList<InvalidField> fields)
+    {
+        string message = fields.Count == 1
+            ? fields[0].Description
+            : string.Join("\n", fields.Select(f => $"- {f.Field}: {f.Description}"));
+        return new ApiException(StatusCodes.Status422UnprocessableEntity, message, fields[0].Field) { InvalidFields = fields };
+    }
+
+    /// <summary>This refusal as Replicate answers invalid input: a 400 that names a field becomes a 422; anything else stays.</summary>
+    public ApiException AsValidationError() =>
+        Status == StatusCodes.Status400BadRequest && Field is not null
+            ? new ApiException(StatusCodes.Status422UnprocessableEntity, Message, Field) { InvalidFields = InvalidFields }
+            : this;
 }
 
 /// <summary>
@@ -30,8 +60,9 @@ internal static class ApiErrors
     /// <summary>How every JSON answer is written: UTF-8 text as is (no \u002B for '+'); the content type is always JSON.</summary>
     public static readonly JsonSerializerOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    public static JsonObject Body(int status, string message, string? field = null)
+    public static JsonObject Body(int status, string message, string? field = null, IReadOnlyList<InvalidField>? fields = null)
     {
+        fields ??= field is null ? [] : [new InvalidField(field, message)];
         string type = status switch
         {
             401 => "authentication_error",
@@ -50,26 +81,27 @@ internal static class ApiErrors
                 ["param"] = field,
                 ["code"] = type,
             },
-            ["title"] = ReasonPhrases.GetReasonPhrase(status),
+            // Replicate's title for invalid input.
+            ["title"] = status == StatusCodes.Status422UnprocessableEntity && fields.Count > 0 ? "Input validation failed" : ReasonPhrases.GetReasonPhrase(status),
             ["detail"] = message,
             ["status"] = status,
         };
-        if (field is not null)
+        if (fields.Count > 0)
         {
-            body["invalid_fields"] = new JsonArray(new JsonObject { ["type"] = "invalid", ["field"] = field, ["description"] = message });
+            body["invalid_fields"] = new JsonArray([.. fields.Select(f => (JsonNode)new JsonObject { ["type"] = f.Type, ["field"] = f.Field, ["description"] = f.Description })]);
         }
 
         return body;
     }
 
-    public static IResult Result(ApiException e) => new ErrorResult(e.Status, e.Message, e.Field, e.RetryAfterSeconds);
+    public static IResult Result(ApiException e) => new ErrorResult(e.Status, e.Message, e.Field, e.RetryAfterSeconds, e.InvalidFields);
 
-    public static IResult Result(int status, string message, string? field = null) => new ErrorResult(status, message, field, null);
+    public static IResult Result(int status, string message, string? field = null) => new ErrorResult(status, message, field, null, null);
 
     public static Task WriteAsync(HttpContext context, int status, string message, string? field = null, int? retryAfter = null) =>
-        new ErrorResult(status, message, field, retryAfter).ExecuteAsync(context);
+        new ErrorResult(status, message, field, retryAfter, null).ExecuteAsync(context);
 
-    private sealed class ErrorResult(int status, string message, string? field, int? retryAfter) : IResult
+    private sealed class ErrorResult(int status, string message, string? field, int? retryAfter, IReadOnlyList<InvalidField>? fields) : IResult
     {
         public async Task ExecuteAsync(HttpContext httpContext)
         {
@@ -86,7 +118,7 @@ internal static class ApiErrors
             }
 
             response.ContentType = "application/json; charset=utf-8";
-            await response.WriteAsync(Body(status, message, field).ToJsonString(ApiErrors.JsonOptions), Encoding.UTF8, httpContext.RequestAborted).ConfigureAwait(false);
+            await response.WriteAsync(Body(status, message, field, fields).ToJsonString(ApiErrors.JsonOptions), Encoding.UTF8, httpContext.RequestAborted).ConfigureAwait(false);
         }
     }
 }
@@ -96,6 +128,7 @@ internal static class JsonBody
 {
     public static async Task<JsonElement> ReadObjectAsync(HttpRequest request, long maxBytes)
     {
+        JsonRequestChecks.RequireJsonContentType(request);
         if (request.ContentLength > maxBytes)
         {
             throw new ApiException(StatusCodes.Status413PayloadTooLarge, $"The request body is {request.ContentLength} bytes; the limit is {maxBytes}.");
@@ -150,6 +183,8 @@ internal static class JsonBody
             {
                 throw ApiException.BadRequest($"The request body must be a JSON object, not {Describe(document.RootElement)}.");
             }
+
+            JsonRequestChecks.RequireText(document.RootElement);
 
             return document.RootElement.Clone();
         }

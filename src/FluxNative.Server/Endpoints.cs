@@ -28,8 +28,9 @@ internal static partial class Endpoints
         app.MapGet("/v1/predictions/{id}", GetPrediction);
         app.MapPost("/v1/predictions/{id}/cancel", CancelPrediction);
         app.MapGet("/v1/predictions/{id}/stream", StreamPrediction);
-        app.MapGet("/v1/files/{id}/{name}", OutputFile);
+        app.MapMethods("/v1/files/{id}/{name}", [HttpMethods.Get, HttpMethods.Head], OutputFile);
         app.MapGet("/v1/webhooks/default/secret", (WebhookDispatcher webhooks) => Json(new JsonObject { ["key"] = webhooks.Secret }));
+        MapModels(app);
     }
 
     private static IResult Ready(ModelHost host, PredictionService service)
@@ -52,15 +53,17 @@ internal static partial class Endpoints
     }
 
     /// <summary>OpenAI's <c>POST /v1/images/generations</c>: synchronous; the images as URLs or base64.</summary>
-    private static async Task<IResult> ImagesGenerations(HttpContext context, FluxServerOptions options, PredictionService service, OutputFiles files)
+    private static async Task<IResult> ImagesGenerations(
+        HttpContext context, FluxServerOptions options, PredictionService service, OutputFiles files, ServedModel served)
     {
         JsonElement body = await JsonBody.ReadObjectAsync(context.Request, options.MaxRequestBodyBytes).ConfigureAwait(false);
         OpenAiImageRequest request = InputParsing.ParseOpenAi(body, options);
+        string model = served.ResolveOpenAi(request.Model);
         string baseUrl = BaseUrl(context, options);
         Prediction p = service.Create(new PredictionOrder
         {
             Kind = PredictionKind.OpenAi,
-            Model = request.Model,
+            Model = model,
             Input = body.GetRawText(),
             Spec = request.Spec,
             WebhookEvents = [],
@@ -107,78 +110,77 @@ internal static partial class Endpoints
         }
     }
 
-    /// <summary>Replicate's <c>POST /v1/predictions</c> (with <c>version</c>) and <c>POST /v1/models/{owner}/{name}/predictions</c>.</summary>
+    /// <summary>
+    /// Replicate's <c>POST /v1/predictions</c> (with <c>version</c>) and <c>POST /v1/models/{owner}/{name}/predictions</c>.
+    /// As Replicate: a model not served is a 404, invalid input a 422 naming the fields, <c>Cancel-After</c> cancels it in time.
+    /// </summary>
     private static async Task<IResult> CreatePrediction(HttpContext context, string? owner, string? name)
     {
         IServiceProvider services = context.RequestServices;
         FluxServerOptions options = services.GetRequiredService<FluxServerOptions>();
         PredictionService service = services.GetRequiredService<PredictionService>();
         WebhookDispatcher webhooks = services.GetRequiredService<WebhookDispatcher>();
+        ServedModel served = services.GetRequiredService<ServedModel>();
 
-        if (owner is not null && (!ModelPart().IsMatch(owner) || !ModelPart().IsMatch(name ?? string.Empty)))
-        {
-            throw new ApiException(StatusCodes.Status404NotFound, $"No model '{owner}/{name}': owner and name are letters, digits, '.', '_' and '-'.");
-        }
-
+        string? model = owner is null ? null : ResolveModel(served, $"{owner}/{name}");
         TimeSpan? wait = PreferWait(context.Request, options.MaxWait);
+        TimeSpan? cancelAfter = CancelAfter.Parse(context.Request.Headers[CancelAfter.Header]);
         JsonElement body = await JsonBody.ReadObjectAsync(context.Request, options.MaxRequestBodyBytes).ConfigureAwait(false);
-        var fields = new JsonFields(body);
-        string? version = fields.String("version", 200);
-        string model;
-        if (owner is not null)
+        string baseUrl = BaseUrl(context, options);
+        Prediction p;
+        try
         {
-            model = $"{owner}/{name}";
-        }
-        else if (string.IsNullOrWhiteSpace(version))
-        {
-            throw ApiException.BadRequest("version is required: the model version to run (any id; this server serves one model), " +
-                "or use POST /v1/models/{owner}/{name}/predictions.", "version");
-        }
-        else if (version.Split(':') is [var modelPart, var versionPart] && modelPart.Contains('/', StringComparison.Ordinal))
-        {
-            (model, version) = (modelPart, versionPart);
-        }
-        else if (version.Contains('/', StringComparison.Ordinal))
-        {
-            (model, version) = (version, null);
-        }
-        else
-        {
-            model = "fluxnative/flux";
-        }
-
-        JsonFields input = fields.Object("input");
-        string? webhook = fields.String("webhook", 2048);
-        IReadOnlyList<string> events = EventsFilter(fields);
-        if (fields.String("webhook_completed", 2048) is { } completedOnly)
-        {
-            // Replicate's older field: a URL told only of completion.
-            if (webhook is not null)
+            var fields = new JsonFields(body);
+            InputContract.RefuseOthers(fields, InputContract.ReplicateRequestFields, "a field of a prediction request",
+                hintFor: field => InputParsing.ReplicateInputNames(options).Contains(field) ? "inputs go in input: {\"input\": {\"prompt\": …}}" : null);
+            string? version = fields.String("version", 200);
+            if (model is null)
             {
-                throw ApiException.BadRequest("Give webhook (with webhook_events_filter) or webhook_completed, not both.", "webhook_completed");
+                (model, version) = ModelAndVersion(served, version);
             }
 
-            (webhook, events) = (completedOnly, ["completed"]);
+            JsonFields input = fields.Object("input");
+            string? webhook = fields.String("webhook", 2048);
+            IReadOnlyList<string> events = EventsFilter(fields);
+            if (fields.String("webhook_completed", 2048) is { } completedOnly)
+            {
+                // Replicate's older field: a URL told only of completion.
+                if (webhook is not null)
+                {
+                    throw ApiException.BadRequest("Give webhook (with webhook_events_filter) or webhook_completed, not both.", "webhook_completed");
+                }
+
+                (webhook, events) = (completedOnly, ["completed"]);
+            }
+
+            if (webhook is not null)
+            {
+                await webhooks.ValidateAsync(webhook, fields.Has("webhook") ? "webhook" : "webhook_completed", context.RequestAborted).ConfigureAwait(false);
+            }
+
+            _ = fields.Bool("stream");   // accepted; every prediction has a stream URL
+            GenerationSpec spec = InputParsing.ParseReplicateInput(input, options);
+            p = service.Create(new PredictionOrder
+            {
+                Kind = PredictionKind.Replicate,
+                Model = model,
+                Version = version ?? served.VersionId(),
+                Input = input.Value.GetRawText(),
+                Spec = spec,
+                Webhook = webhook,
+                WebhookEvents = events,
+                BaseUrl = baseUrl,
+            });
+        }
+        catch (ApiException e)
+        {
+            throw e.AsValidationError();   // Replicate answers invalid input with 422
         }
 
-        if (webhook is not null)
+        if (cancelAfter is { } after)
         {
-            webhooks.Validate(webhook, fields.Has("webhook") ? "webhook" : "webhook_completed");
+            CancelAfter.Schedule(service, p, after);
         }
-        _ = fields.Bool("stream");   // accepted; every prediction has a stream URL
-        GenerationSpec spec = InputParsing.ParseReplicateInput(input, options);
-        string baseUrl = BaseUrl(context, options);
-        Prediction p = service.Create(new PredictionOrder
-        {
-            Kind = PredictionKind.Replicate,
-            Model = model,
-            Version = version ?? "fluxnative",
-            Input = input.Value.GetRawText(),
-            Spec = spec,
-            Webhook = webhook,
-            WebhookEvents = events,
-            BaseUrl = baseUrl,
-        });
 
         if (wait is { } duration)
         {
@@ -190,12 +192,44 @@ internal static partial class Endpoints
         return Json(service.RenderJson(view, baseUrl), StatusCodes.Status201Created);
     }
 
+    /// <summary>
+    /// The model and version of <c>POST /v1/predictions</c>'s <c>version</c>: <c>owner/name:id</c> or <c>owner/name</c>
+    /// name the model, which must be served; a bare id is any version of the served model.
+    /// </summary>
+    private static (string Model, string? Version) ModelAndVersion(ServedModel served, string? version)
+    {
+        if (string.IsNullOrWhiteSpace(version))
+        {
+            throw ApiException.BadRequest("version is required: the model version to run (a version id, or owner/name of the served model), " +
+                "or use POST /v1/models/{owner}/{name}/predictions.", "version");
+        }
+
+        int colon = version.IndexOf(':', StringComparison.Ordinal);
+        string modelPart = colon >= 0 ? version[..colon] : version;
+        if (modelPart.Contains('/', StringComparison.Ordinal))
+        {
+            return (ResolveModel(served, modelPart), colon >= 0 ? version[(colon + 1)..] : null);
+        }
+
+        return (served.Primary, version);
+    }
+
+    /// <summary>The served name that <paramref name="model"/> asks for; a 404 (not a field error) for any other model.</summary>
+    private static string ResolveModel(ServedModel served, string model) => served.Resolve(model);
+
     private static IResult GetPrediction(string id, HttpContext context, FluxServerOptions options, PredictionService service) =>
         service.Get(id) is { } view ? Json(service.RenderJson(view, BaseUrl(context, options))) : throw UnknownPrediction(id);
 
     private static IResult ListPredictions(HttpContext context, FluxServerOptions options, PredictionService service)
     {
         string? cursor = context.Request.Query["cursor"].ToString() is { Length: > 0 } c ? c : null;
+        if (cursor is not null && (!CursorPattern().IsMatch(cursor) || service.Get(cursor) is null))
+        {
+            // A cursor is the id of the last prediction of a page this server handed out; anything else would answer an empty page.
+            throw ApiException.BadRequest(
+                $"cursor '{(cursor.Length > 64 ? cursor[..64] + "…" : cursor)}' is not a cursor this server handed out: follow the next URL of a page.", "cursor");
+        }
+
         string baseUrl = BaseUrl(context, options);
         IReadOnlyList<PredictionView> page = service.List(PageSize, cursor);
         return Json(new JsonObject
@@ -208,6 +242,7 @@ internal static partial class Endpoints
 
     private static async Task<IResult> CancelPrediction(string id, HttpContext context, FluxServerOptions options, PredictionService service)
     {
+        JsonRequestChecks.RequireJsonContentTypeIfBody(context.Request);
         PredictionView view = await service.CancelAsync(id, context.RequestAborted).ConfigureAwait(false) ?? throw UnknownPrediction(id);
         return Json(service.RenderJson(view, BaseUrl(context, options)));
     }
@@ -394,6 +429,6 @@ internal static partial class Endpoints
     private static IResult Json(JsonNode body, int status = StatusCodes.Status200OK) =>
         Results.Text(body.ToJsonString(ApiErrors.JsonOptions), "application/json; charset=utf-8", Encoding.UTF8, status);
 
-    [GeneratedRegex("^[A-Za-z0-9._-]{1,100}$")]
-    private static partial Regex ModelPart();
+    [GeneratedRegex("^[a-z0-9]{1,64}$")]
+    private static partial Regex CursorPattern();
 }

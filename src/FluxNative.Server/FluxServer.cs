@@ -58,10 +58,12 @@ public static class FluxServer
         services.AddSingleton(options);
         services.AddSingleton(_ => new PredictionStore(options.DatabasePath));
         services.AddSingleton<OutputFiles>();
+        services.AddSingleton(_ => new WebhookTargets(options));
         services.AddSingleton<WebhookDispatcher>();
         services.AddSingleton(provider => new ServerMetrics(provider.GetRequiredService<IMeterFactory>()));
         services.AddSingleton(provider => new ApiKeyAuthentication(keys, options.InsecureNoAuth, provider.GetRequiredService<OutputFiles>()));
         services.AddSingleton<ModelHost>();
+        services.AddSingleton<ServedModel>();
         services.AddSingleton<PredictionService>();
         services.AddSingleton<RetentionSweeper>();
         services.AddHostedService(provider => provider.GetRequiredService<ModelHost>());
@@ -154,6 +156,13 @@ public static class FluxServer
         }
     }
 
+    /// <summary>Why <paramref name="name"/> cannot be a model name to serve (<see cref="FluxServerOptions.ModelNames"/>), or null when it can.</summary>
+    public static string? CheckModelName(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return ServedModel.IsModelName(name) ? null : $"'{name}' is not a model name: owner/name, each letters, digits, '.', '_' or '-'.";
+    }
+
     /// <summary>The addresses a started server listens on (with the real port when the URL asked for port 0).</summary>
     public static IReadOnlyList<string> Addresses(WebApplication app)
     {
@@ -183,6 +192,7 @@ public static class FluxServer
             (options.MaxRequestBodyBytes < 1024, $"The body limit must be at least 1024 bytes (got {options.MaxRequestBodyBytes})."),
             (options.MaxPromptLength < 1, "The prompt limit must be at least 1 character."),
             (options.WebhookMaxAttempts < 1, "Webhook attempts must be at least 1."),
+            (options.WebhookMaxConcurrency < 1, $"Concurrent webhook deliveries must be at least 1 (got {options.WebhookMaxConcurrency})."),
             (options.MaxWait < TimeSpan.FromSeconds(1), "The longest wait must be at least 1 s."),
             (options.Urls.Count == 0, "Give at least one URL to listen on."),
             (badUrl is not null, badUrl ?? string.Empty),
@@ -199,6 +209,11 @@ public static class FluxServer
             {
                 throw new FluxServerConfigurationException(what);
             }
+        }
+
+        if (options.ModelNames.Select(CheckModelName).FirstOrDefault(e => e is not null) is { } badName)
+        {
+            throw new FluxServerConfigurationException(badName);
         }
 
         if (options.PublicBaseUrl is { Length: > 0 } url && !Uri.TryCreate(url, UriKind.Absolute, out _))

@@ -41,6 +41,13 @@ public sealed record FluxServerOptions
     /// <summary>The smallest side this server accepts: <see cref="MinImageSide"/>, or its default for the mode.</summary>
     public int EffectiveMinImageSide => MinImageSide ?? (Demo ? DemoModels.MinSide : DefaultMinImageSide);
 
+    /// <summary>
+    /// The Replicate model names (<c>owner/name</c>) this server answers to; the first is recorded on predictions that
+    /// name no model. Default: the loaded variant's, <c>black-forest-labs/flux-dev</c> or <c>black-forest-labs/flux-schnell</c>.
+    /// OpenAI's model id is the name part (<c>flux-dev</c>). A request for any other model is a 404.
+    /// </summary>
+    public IReadOnlyList<string> ModelNames { get; init; } = [];
+
     /// <summary>The SQLite database of predictions (created when missing).</summary>
     public string DatabasePath { get; init; } = "flux-server.db";
 
@@ -98,6 +105,12 @@ public sealed record FluxServerOptions
 
     /// <summary>How long one webhook delivery may take (default 10 s).</summary>
     public TimeSpan WebhookTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Webhook requests on the wire at once, at most (default 16); more wait for a free slot. Keeps a burst of events, or
+    /// receivers that hold each request until the timeout, from opening sockets without bound.
+    /// </summary>
+    public int WebhookMaxConcurrency { get; init; } = 16;
 
     /// <summary>The base of the URLs this server hands out (default: the scheme and host of each request).</summary>
     public string? PublicBaseUrl { get; init; }

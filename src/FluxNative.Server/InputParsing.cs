@@ -35,8 +35,8 @@ internal sealed record GenerationSpec
     public required IReadOnlyDictionary<string, string> FieldNames { get; init; }
 }
 
-/// <summary>The body of <c>POST /v1/images/generations</c>.</summary>
-internal sealed record OpenAiImageRequest(GenerationSpec Spec, bool Base64, string Model);
+/// <summary>The body of <c>POST /v1/images/generations</c>; <c>Model</c> as asked for (null: the served one; <see cref="ServedModel.ResolveOpenAi"/>).</summary>
+internal sealed record OpenAiImageRequest(GenerationSpec Spec, bool Base64, string? Model);
 
 /// <summary>Parses the OpenAI and Replicate request shapes into a <see cref="GenerationSpec"/>.</summary>
 internal static class InputParsing
@@ -69,13 +69,58 @@ internal static class InputParsing
         ["prompt"] = "input.prompt",
     };
 
+    /// <summary>OpenAI's <c>quality</c> values: those this server honours (its default steps), and those it refuses, with why.</summary>
+    private static readonly OpenAiChoice Quality = new("quality", ["auto", "standard"], new()
+    {
+        ["hd"] = HowToSetQuality,
+        ["high"] = HowToSetQuality,
+        ["medium"] = HowToSetQuality,
+        ["low"] = HowToSetQuality,
+    });
+
+    private static readonly OpenAiChoice Style = new("style", [], new()
+    {
+        ["vivid"] = "FLUX has no style switch; describe the style in the prompt",
+        ["natural"] = "FLUX has no style switch; describe the style in the prompt",
+    });
+
+    private static readonly OpenAiChoice Background = new("background", ["auto", "opaque"], new()
+    {
+        ["transparent"] = "FLUX generates opaque images; there is no alpha channel",
+    });
+
+    private static readonly OpenAiChoice Moderation = new("moderation", ["low"], new()
+    {
+        ["auto"] = "this server has no content moderation; only 'low' (no filtering) describes what it does",
+    });
+
+    private const string HowToSetQuality = "this server has no quality tiers; trade speed for detail with num_inference_steps (1-50) instead";
+
     public static OpenAiImageRequest ParseOpenAi(JsonElement body, FluxServerOptions options)
     {
         var fields = new JsonFields(body);
+        InputContract.RefuseOthers(fields, InputContract.OpenAiFields, "a parameter of POST /v1/images/generations");
         var notes = new List<string>();
         string prompt = Prompt(fields, options);
-        string model = fields.String("model") ?? "flux";
+        string? model = fields.String("model");
         int n = fields.Int("n", 1, FluxPipeline.MaxImages) ?? 1;
+        _ = fields.String("user", 256);   // kept with the prediction's input, as OpenAI keeps it for abuse monitoring
+        foreach (OpenAiChoice choice in new[] { Quality, Style, Background, Moderation })
+        {
+            choice.Check(fields);
+        }
+
+        if (fields.Bool("stream") == true)
+        {
+            throw InputContract.Unsupported("stream",
+                "streaming partial images is not implemented; leave stream out (the answer comes when the images are done), or create the " +
+                "prediction through Replicate's POST /v1/models/{owner}/{name}/predictions and follow its stream URL for progress.");
+        }
+
+        if (fields.Int("partial_images", 0, 3) is > 0)
+        {
+            throw InputContract.Unsupported("partial_images", "partial images need streaming, which is not implemented.");
+        }
 
         string responseFormat = fields.String("response_format") ?? "url";
         bool base64 = responseFormat switch
@@ -133,19 +178,31 @@ internal static class InputParsing
         return new OpenAiImageRequest(spec, base64, model);
     }
 
+    /// <summary>The names of the inputs <see cref="ParseReplicateInput"/> reads (the schema's).</summary>
+    public static IEnumerable<string> ReplicateInputNames(FluxServerOptions options) => InputContract.ReplicateInputs(options, null).Select(i => i.Name);
+
     /// <summary>Parses Replicate's <c>input</c> object (the fields of the FLUX models on Replicate).</summary>
     public static GenerationSpec ParseReplicateInput(JsonFields input, FluxServerOptions options)
     {
+        InputContract.RefuseOthers(input, ReplicateInputNames(options), "an input of this model");
         var notes = new List<string>();
         string prompt = Prompt(input, options);
         if (input.String("speed_mode", 100) is { } speed && !DefaultSpeedModes.Contains(speed.Trim(), StringComparer.OrdinalIgnoreCase))
         {
-            throw ApiException.BadRequest(
-                $"input.speed_mode '{speed}' is not available: speed modes do not exist yet in this server; leave speed_mode out (or pass \"default\").",
-                input.Name("speed_mode"));
+            throw InputContract.Unsupported(input.Name("speed_mode"),
+                $"'{speed}' is not available: speed modes do not exist yet in this server; leave speed_mode out (or pass \"default\").");
         }
 
-        _ = input.Bool("disable_safety_checker");   // accepted: there is no safety checker to disable
+        if (input.Bool("prompt_upsampling") == true)
+        {
+            throw InputContract.Unsupported(input.Name("prompt_upsampling"), InputContract.Unimplemented["prompt_upsampling"] + ".");
+        }
+
+        if (input.Bool("disable_safety_checker") == false)
+        {
+            // Asked for a safety checker that does not exist: said in the logs rather than passed over in silence.
+            notes.Add("disable_safety_checker is false, but this server has no safety checker: the images are not filtered.");
+        }
         int? width = input.Int("width"), height = input.Int("height");
         string? ratio = input.String("aspect_ratio", 32);
         if (ratio is not null && ratio.Equals("custom", StringComparison.OrdinalIgnoreCase))
@@ -283,5 +340,25 @@ internal static class InputParsing
         }
 
         throw ApiException.BadRequest($"resolution must be a tier such as 0.5K, 1K or 2K, or the longest side in pixels (got '{text}').", field);
+    }
+}
+
+/// <summary>An OpenAI enumerated option: the values honoured, those refused with a reason (422), and any other value (400).</summary>
+internal sealed record OpenAiChoice(string Field, string[] Honoured, Dictionary<string, string> Refused)
+{
+    public void Check(JsonFields fields)
+    {
+        if (fields.String(Field, 32) is not { } value || Honoured.Contains(value, StringComparer.Ordinal))
+        {
+            return;
+        }
+
+        if (Refused.TryGetValue(value, out string? reason))
+        {
+            throw InputContract.Unsupported(Field, $"'{value}': {reason}.");
+        }
+
+        throw ApiException.BadRequest(
+            $"{Field} must be one of {string.Join(", ", Honoured.Concat(Refused.Keys).Select(v => $"'{v}'"))} (got '{value}').", Field);
     }
 }

@@ -15,15 +15,22 @@ public sealed class ServerMetrics
     public const string MeterName = "FluxNative.Server";
 
     private readonly Counter<long> images;
-    private readonly Counter<long> created;
-    private readonly Counter<long> completed;
+    private readonly Counter<long> createdCounter;
+    private readonly Counter<long> completedCounter;
     private readonly Counter<long> rejected;
     private readonly Histogram<double> stepDuration;
     private readonly Histogram<double> generationDuration;
     private readonly object gate = new();
-    private readonly Dictionary<string, long> totals = new(StringComparer.Ordinal);
-    private double stepSeconds;
-    private long stepCount;
+    private readonly Dictionary<string, long> created = new(StringComparer.Ordinal) { [PredictionKind.Replicate] = 0, [PredictionKind.OpenAi] = 0 };
+    private readonly Dictionary<string, long> completed = new(StringComparer.Ordinal)
+    {
+        [PredictionStatus.Succeeded] = 0, [PredictionStatus.Failed] = 0, [PredictionStatus.Canceled] = 0,
+    };
+
+    private readonly PrometheusHistogram steps = new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]);
+    private readonly PrometheusHistogram generations = new([0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600]);
+    private long rejectedTotal;
+    private long imagesTotal;
     private Func<int> queueLength = () => 0;
     private Func<int> running = () => 0;
 
@@ -31,8 +38,8 @@ public sealed class ServerMetrics
     {
         Meter = factory.Create(new MeterOptions(MeterName));
         images = Meter.CreateCounter<long>("flux.images.generated", "{image}", "Images generated.");
-        created = Meter.CreateCounter<long>("flux.predictions.created", "{prediction}", "Predictions accepted, by API.");
-        completed = Meter.CreateCounter<long>("flux.predictions.completed", "{prediction}", "Predictions finished, by final status.");
+        createdCounter = Meter.CreateCounter<long>("flux.predictions.created", "{prediction}", "Predictions accepted, by API.");
+        completedCounter = Meter.CreateCounter<long>("flux.predictions.completed", "{prediction}", "Predictions finished, by final status.");
         rejected = Meter.CreateCounter<long>("flux.predictions.rejected", "{prediction}", "Predictions refused because the queue was full.");
         stepDuration = Meter.CreateHistogram<double>("flux.step.duration", "s", "Wall time of one denoising step.");
         generationDuration = Meter.CreateHistogram<double>("flux.generation.duration", "s", "Wall time of one generation (prepare to encode).");
@@ -51,26 +58,32 @@ public sealed class ServerMetrics
 
     internal void Created(string api)
     {
-        created.Add(1, new KeyValuePair<string, object?>("api", api));
-        Add($"flux_predictions_created_total{{api=\"{api}\"}}", 1);
+        createdCounter.Add(1, new KeyValuePair<string, object?>("api", api));
+        lock (gate)
+        {
+            created[api] = created.GetValueOrDefault(api) + 1;
+        }
     }
 
     internal void Completed(string status)
     {
-        completed.Add(1, new KeyValuePair<string, object?>("status", status));
-        Add($"flux_predictions_completed_total{{status=\"{status}\"}}", 1);
+        completedCounter.Add(1, new KeyValuePair<string, object?>("status", status));
+        lock (gate)
+        {
+            completed[status] = completed.GetValueOrDefault(status) + 1;
+        }
     }
 
     internal void Rejected()
     {
         rejected.Add(1);
-        Add("flux_predictions_rejected_total", 1);
+        Interlocked.Increment(ref rejectedTotal);
     }
 
     internal void ImagesGenerated(int count)
     {
         images.Add(count);
-        Add("flux_images_generated_total", count);
+        Interlocked.Add(ref imagesTotal, count);
     }
 
     internal void Step(double seconds)
@@ -78,44 +91,107 @@ public sealed class ServerMetrics
         stepDuration.Record(seconds);
         lock (gate)
         {
-            stepSeconds += seconds;
-            stepCount++;
+            steps.Observe(seconds);
         }
     }
 
-    internal void Generation(double seconds) => generationDuration.Record(seconds);
+    internal void Generation(double seconds)
+    {
+        generationDuration.Record(seconds);
+        lock (gate)
+        {
+            generations.Observe(seconds);
+        }
+    }
 
-    /// <summary>The counters in the Prometheus text format.</summary>
+    /// <summary>
+    /// The metrics in Prometheus' text exposition format (version 0.0.4): every family with its <c># HELP</c> and
+    /// <c># TYPE</c>, the durations as histograms with cumulative buckets, <c>_sum</c> and <c>_count</c>.
+    /// </summary>
     internal string Prometheus()
     {
         var text = new StringBuilder();
         lock (gate)
         {
-            text.Append("# TYPE flux_queue_length gauge\n").Append(CultureInfo.InvariantCulture, $"flux_queue_length {queueLength()}\n");
-            text.Append("# TYPE flux_generation_active gauge\n").Append(CultureInfo.InvariantCulture, $"flux_generation_active {running()}\n");
-            text.Append("# TYPE flux_step_duration_seconds summary\n")
-                .Append(CultureInfo.InvariantCulture, $"flux_step_duration_seconds_sum {stepSeconds}\n")
-                .Append(CultureInfo.InvariantCulture, $"flux_step_duration_seconds_count {stepCount}\n");
-            text.Append("# TYPE flux_images_generated_total counter\n");
-            if (!totals.ContainsKey("flux_images_generated_total"))
+            Family(text, "flux_queue_length", "gauge", "Predictions waiting for the pipeline.");
+            Sample(text, "flux_queue_length", null, queueLength());
+            Family(text, "flux_generation_active", "gauge", "Predictions the pipeline is running (0 or 1).");
+            Sample(text, "flux_generation_active", null, running());
+            Family(text, "flux_predictions_created_total", "counter", "Predictions accepted, by API (prediction: Replicate's, openai: OpenAI's).");
+            foreach ((string api, long value) in created.OrderBy(c => c.Key, StringComparer.Ordinal))
             {
-                text.Append("flux_images_generated_total 0\n");
+                Sample(text, "flux_predictions_created_total", ("api", api), value);
             }
 
-            foreach ((string name, long value) in totals.OrderBy(t => t.Key, StringComparer.Ordinal))
+            Family(text, "flux_predictions_completed_total", "counter", "Predictions finished, by final status.");
+            foreach ((string status, long value) in completed.OrderBy(c => c.Key, StringComparer.Ordinal))
             {
-                text.Append(CultureInfo.InvariantCulture, $"{name} {value}\n");
+                Sample(text, "flux_predictions_completed_total", ("status", status), value);
             }
+
+            Family(text, "flux_predictions_rejected_total", "counter", "Predictions refused because the queue was full.");
+            Sample(text, "flux_predictions_rejected_total", null, Interlocked.Read(ref rejectedTotal));
+            Family(text, "flux_images_generated_total", "counter", "Images generated.");
+            Sample(text, "flux_images_generated_total", null, Interlocked.Read(ref imagesTotal));
+            Family(text, "flux_step_duration_seconds", "histogram", "Wall time of one denoising step, in seconds.");
+            steps.Write(text, "flux_step_duration_seconds");
+            Family(text, "flux_generation_duration_seconds", "histogram", "Wall time of one generation (prepare to encode), in seconds.");
+            generations.Write(text, "flux_generation_duration_seconds");
         }
 
         return text.ToString();
     }
 
-    private void Add(string series, long value)
+    private static void Family(StringBuilder text, string name, string type, string help) =>
+        text.Append("# HELP ").Append(name).Append(' ').Append(help.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal)).Append('\n')
+            .Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
+
+    internal static void Sample(StringBuilder text, string name, (string Name, string Value)? label, double value)
     {
-        lock (gate)
+        text.Append(name);
+        if (label is { } l)
         {
-            totals[series] = totals.GetValueOrDefault(series) + value;
+            string escaped = l.Value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+            text.Append('{').Append(l.Name).Append("=\"").Append(escaped).Append("\"}");
+        }
+
+        text.Append(' ').Append(Number(value)).Append('\n');
+    }
+
+    internal static string Number(double value) =>
+        double.IsPositiveInfinity(value) ? "+Inf" : double.IsNegativeInfinity(value) ? "-Inf" : value.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>A Prometheus histogram: counts per upper bound (cumulative when written), their sum and count. Not thread-safe: the caller locks.</summary>
+    private sealed class PrometheusHistogram(double[] bounds)
+    {
+        private readonly long[] counts = new long[bounds.Length];
+        private double sum;
+        private long count;
+
+        public void Observe(double value)
+        {
+            int bucket = Array.FindIndex(bounds, b => value <= b);
+            if (bucket >= 0)
+            {
+                counts[bucket]++;
+            }
+
+            sum += value;
+            count++;
+        }
+
+        public void Write(StringBuilder text, string name)
+        {
+            long cumulative = 0;
+            for (int k = 0; k < bounds.Length; k++)
+            {
+                cumulative += counts[k];
+                Sample(text, name + "_bucket", ("le", Number(bounds[k])), cumulative);
+            }
+
+            Sample(text, name + "_bucket", ("le", "+Inf"), count);
+            Sample(text, name + "_sum", null, sum);
+            Sample(text, name + "_count", null, count);
         }
     }
 }

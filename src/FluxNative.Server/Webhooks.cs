@@ -13,8 +13,8 @@ namespace FluxNative.Server;
 /// <c>webhook-id</c>, <c>webhook-timestamp</c> (Unix seconds) and <c>webhook-signature: v1,BASE64</c>, where BASE64 is
 /// HMAC-SHA256 over <c>{id}.{timestamp}.{body}</c> keyed with the base64 part of the <c>whsec_…</c> secret. A failed
 /// delivery (a connection error, 408, 429 or 5xx) is retried with exponential backoff; the webhook-id stays the same.
-/// Targets on loopback, link-local and private addresses are refused unless allowed (checked when the prediction is
-/// created, and again on the address actually connected to, so DNS cannot point a public name at an inside host).
+/// A redirect is neither followed nor retried (it could lead inside). Targets inside are refused (<see cref="WebhookTargets"/>),
+/// and at most <see cref="FluxServerOptions.WebhookMaxConcurrency"/> deliveries are on the wire at once.
 /// </summary>
 internal sealed class WebhookDispatcher : IDisposable
 {
@@ -27,11 +27,18 @@ internal sealed class WebhookDispatcher : IDisposable
     private readonly byte[] key;
     private readonly ConcurrentDictionary<Task, byte> inFlight = new();
     private readonly CancellationTokenSource stopping = new();
+    private readonly WebhookTargets targets;
 
-    public WebhookDispatcher(FluxServerOptions options, PredictionStore store, ILogger<WebhookDispatcher> logger)
+    // Bounds the requests on the wire, not the deliveries waiting: a burst of events (or a slow receiver holding each
+    // request until its timeout) cannot open an unbounded number of sockets.
+    private readonly SemaphoreSlim sending;
+
+    public WebhookDispatcher(FluxServerOptions options, PredictionStore store, WebhookTargets targets, ILogger<WebhookDispatcher> logger)
     {
         this.options = options;
         this.logger = logger;
+        this.targets = targets;
+        sending = new SemaphoreSlim(options.WebhookMaxConcurrency);
         Secret = options.WebhookSecret
             ?? (Environment.GetEnvironmentVariable("FLUX_WEBHOOK_SECRET") is { Length: > 0 } fromEnvironment
                 ? fromEnvironment
@@ -75,57 +82,8 @@ internal sealed class WebhookDispatcher : IDisposable
     public static string Sign(byte[] key, string id, long timestamp, string body) =>
         "v1," + Convert.ToBase64String(HMACSHA256.HashData(key, Encoding.UTF8.GetBytes($"{id}.{timestamp.ToString(CultureInfo.InvariantCulture)}.{body}")));
 
-    /// <summary>Checks a webhook URL when a prediction is created: absolute http(s), and not an inside address unless allowed.</summary>
-    public void Validate(string url, string field)
-    {
-        if (url.Length > 2048 || !Uri.TryCreate(url, UriKind.Absolute, out Uri? uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
-        {
-            throw ApiException.BadRequest($"{field} must be an absolute http or https URL (got '{(url.Length > 100 ? url[..100] + "…" : url)}').", field);
-        }
-
-        if (!options.AllowPrivateWebhookTargets)
-        {
-            string host = uri.IdnHost;
-            bool inside = IPAddress.TryParse(host, out IPAddress? address)
-                ? IsInside(address)
-                : host.Equals("localhost", StringComparison.OrdinalIgnoreCase) || host.EndsWith(".localhost", StringComparison.OrdinalIgnoreCase);
-            if (inside)
-            {
-                throw ApiException.BadRequest(
-                    $"{field} points at a loopback, link-local or private address ({uri.Host}); such targets are refused unless the server allows them (--allow-private-webhooks).",
-                    field);
-            }
-        }
-    }
-
-    /// <summary>True for addresses a webhook must not reach: loopback, link-local, private, unspecified, shared, multicast.</summary>
-    public static bool IsInside(IPAddress address)
-    {
-        if (address.IsIPv4MappedToIPv6)
-        {
-            address = address.MapToIPv4();
-        }
-
-        if (IPAddress.IsLoopback(address) || address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any) || address.Equals(IPAddress.Broadcast))
-        {
-            return true;
-        }
-
-        if (address.AddressFamily == AddressFamily.InterNetwork)
-        {
-            byte[] b = address.GetAddressBytes();
-            return b[0] == 0 || b[0] == 10 || b[0] == 127
-                || (b[0] == 169 && b[1] == 254)
-                || (b[0] == 172 && b[1] >= 16 && b[1] <= 31)
-                || (b[0] == 192 && b[1] == 168)
-                || (b[0] == 100 && b[1] >= 64 && b[1] <= 127)
-                || b[0] >= 224;
-        }
-
-        byte[] v6 = address.GetAddressBytes();
-        return address.IsIPv6LinkLocal || address.IsIPv6SiteLocal || address.IsIPv6Multicast
-            || (v6[0] & 0xFE) == 0xFC;   // unique local fc00::/7
-    }
+    /// <summary>Checks a webhook URL when a prediction is created (see <see cref="WebhookTargets.CheckAsync"/>).</summary>
+    public Task ValidateAsync(string url, string field, CancellationToken cancellationToken) => targets.CheckAsync(url, field, cancellationToken);
 
     /// <summary>Sends <paramref name="body"/> (the prediction) for <paramref name="eventName"/>, when the prediction asked for it.</summary>
     public void Send(PredictionView prediction, string eventName, string body)
@@ -153,6 +111,7 @@ internal sealed class WebhookDispatcher : IDisposable
         stopping.Cancel();
         client.Dispose();
         stopping.Dispose();
+        sending.Dispose();
     }
 
     private async Task DeliverAsync(string url, string id, string predictionId, string eventName, string body)
@@ -174,15 +133,33 @@ internal sealed class WebhookDispatcher : IDisposable
                 request.Headers.Add("webhook-signature", Sign(key, id, timestamp, body));
                 request.Headers.Add("webhook-event", eventName);
                 request.Headers.UserAgent.ParseAdd("FluxNative-Server/1.0");
-                using HttpResponseMessage response = await client.SendAsync(request, stopping.Token).ConfigureAwait(false);
-                int status = (int)response.StatusCode;
-                if (response.IsSuccessStatusCode)
+                int status;
+                await sending.WaitAsync(stopping.Token).ConfigureAwait(false);
+                try
+                {
+                    using HttpResponseMessage response = await client.SendAsync(request, stopping.Token).ConfigureAwait(false);
+                    status = (int)response.StatusCode;
+                }
+                finally
+                {
+                    sending.Release();
+                }
+
+                if (status is >= 200 and < 300)
                 {
                     return;
                 }
 
                 failure = $"HTTP {status}";
-                if (status is >= 400 and < 500 and not 408 and not 429)
+                if (status is >= 300 and < 400)
+                {
+                    // Following it could lead to an inside host, and retrying gets the same answer.
+                    logger.LogWarning("Webhook {Event} of {Prediction} to {Url} answered a redirect ({Status}); redirects are not followed nor retried",
+                        eventName, predictionId, url, status);
+                    return;
+                }
+
+                if (status is < 500 and not 408 and not 429)
                 {
                     logger.LogWarning("Webhook {Event} of {Prediction} to {Url} refused with {Status}; not retried", eventName, predictionId, url, status);
                     return;
@@ -225,15 +202,8 @@ internal sealed class WebhookDispatcher : IDisposable
 
     private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
     {
-        string host = context.DnsEndPoint.Host;
-        IPAddress[] addresses = IPAddress.TryParse(host, out IPAddress? literal)
-            ? [literal]
-            : await Dns.GetHostAddressesAsync(host, cancellationToken).ConfigureAwait(false);
-        if (!options.AllowPrivateWebhookTargets && addresses.FirstOrDefault(IsInside) is { } inside)
-        {
-            throw new WebhookTargetRefusedException($"{host} resolves to {inside}, a loopback, link-local or private address.");
-        }
-
+        // The addresses connected to are the ones checked: no second lookup can answer differently.
+        IPAddress[] addresses = await targets.ResolveForConnectAsync(context.DnsEndPoint.Host, cancellationToken).ConfigureAwait(false);
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
@@ -246,6 +216,4 @@ internal sealed class WebhookDispatcher : IDisposable
             throw;
         }
     }
-
-    private sealed class WebhookTargetRefusedException(string message) : Exception(message);
 }

@@ -39,6 +39,8 @@ public sealed class ServeCommandTests : IDisposable
     [InlineData("--queue-size 0", "flux: --queue-size must be between 1 and 1000000 (got 0).")]
     [InlineData("--request-timeout soon", "flux: --request-timeout must be a number, not 'soon'.")]
     [InlineData("--public-url not/absolute", "flux: --public-url must be an absolute URL (got 'not/absolute').")]
+    [InlineData("--webhook-concurrency 0", "flux: --webhook-concurrency must be between 1 and 10000 (got 0).")]
+    [InlineData("--model-name flux-dev", "flux: --model-name: 'flux-dev' is not a model name: owner/name, each letters, digits, '.', '_' or '-'.")]
     public void Bad_settings_are_one_line_naming_the_option(string options, string message)
     {
         CliResult result = CliRunner.Run(["serve", "--demo", "--insecure-no-auth", .. options.Split(' '), .. State]);

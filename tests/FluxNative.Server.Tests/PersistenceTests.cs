@@ -17,7 +17,7 @@ public sealed class PersistenceTests
         string id, url;
         await using (ServerHost first = await ServerHost.StartAsync(directory: directory.Path))
         {
-            Reply reply = await first.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait"));
+            Reply reply = await first.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait"));
             id = reply.Json.GetProperty("id").GetString()!;
             url = reply.Json.GetProperty("output")[0].GetString()!;
             Assert.Equal("succeeded", reply.Json.GetProperty("status").GetString());
@@ -37,7 +37,7 @@ public sealed class PersistenceTests
     public async Task Outputs_past_the_retention_are_removed_but_the_prediction_stays()
     {
         await using ServerHost server = await ServerHost.StartAsync(o => o with { OutputRetention = TimeSpan.FromSeconds(1) });
-        Reply reply = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait"));
+        Reply reply = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait"));
         string id = reply.Json.GetProperty("id").GetString()!;
         string url = reply.Json.GetProperty("output")[0].GetString()!;
         JsonElement p = await server.WaitForAsync(id, v => v.GetProperty("data_removed").GetBoolean(), seconds: 10);
@@ -164,7 +164,7 @@ public sealed class PersistenceTests
 
     private static async Task<string> CreateAsync(HttpClient client, string input, bool wait)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/models/a/b/predictions")
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/models/black-forest-labs/flux-dev/predictions")
         {
             Content = new StringContent($$"""{"input":{{input}}}""", Encoding.UTF8, "application/json"),
         };

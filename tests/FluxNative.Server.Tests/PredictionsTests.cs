@@ -6,6 +6,8 @@ namespace FluxNative.Server.Tests;
 /// <summary>Replicate's predictions API on the test host: create, get, list, wait, errors.</summary>
 public sealed class PredictionsTests : IAsyncLifetime
 {
+    private const string ModelPath = "/v1/models/black-forest-labs/flux-dev/predictions";
+
     private ServerHost server = null!;
 
     public async Task InitializeAsync() => server = await ServerHost.StartAsync();
@@ -60,11 +62,11 @@ public sealed class PredictionsTests : IAsyncLifetime
     public async Task Versioned_create_starts_and_can_be_polled_to_success()
     {
         Reply reply = await server.PostAsync("/v1/predictions",
-            $$"""{"version":"black-forest-labs/flux-schnell:abc123","input":{{ServerHost.QuickInput}}}""");
+            $$"""{"version":"black-forest-labs/flux-dev:abc123","input":{{ServerHost.QuickInput}}}""");
         Assert.True(reply.Status == HttpStatusCode.Created, reply.Text);
         JsonElement created = reply.Json;
         Assert.Contains(created.GetProperty("status").GetString(), new[] { "starting", "processing", "succeeded" });
-        Assert.Equal("black-forest-labs/flux-schnell", created.GetProperty("model").GetString());
+        Assert.Equal("black-forest-labs/flux-dev", created.GetProperty("model").GetString());
         Assert.Equal("abc123", created.GetProperty("version").GetString());
         Assert.EndsWith($"/v1/predictions/{created.GetProperty("id").GetString()}", reply.Headers.Location?.ToString(), StringComparison.Ordinal);
 
@@ -78,7 +80,7 @@ public sealed class PredictionsTests : IAsyncLifetime
     {
         Reply reply = await server.PostAsync("/v1/predictions", $$"""{"version":"any","input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait=20"));
         Assert.Equal("succeeded", reply.Json.GetProperty("status").GetString());
-        Assert.Equal("fluxnative/flux", reply.Json.GetProperty("model").GetString());
+        Assert.Equal("black-forest-labs/flux-dev", reply.Json.GetProperty("model").GetString());   // a bare version id runs the served model
 
         JsonElement list = (await server.GetAsync("/v1/predictions")).Json;
         Assert.Contains(list.GetProperty("results").EnumerateArray(), p => p.GetProperty("id").GetString() == reply.Json.GetProperty("id").GetString());
@@ -88,11 +90,12 @@ public sealed class PredictionsTests : IAsyncLifetime
     [Fact]
     public async Task Speed_mode_other_than_the_default_is_refused()
     {
-        Reply reply = await server.PostAsync("/v1/models/prunaai/flux.1-dev/predictions",
+        Reply reply = await server.PostAsync(ModelPath,
             """{"input":{"prompt":"x","speed_mode":"Extra Juiced 🚀 (even more speed)"}}""");
-        reply.AssertError(HttpStatusCode.BadRequest, "speed modes do not exist yet", "input.speed_mode");
+        reply.AssertError(HttpStatusCode.UnprocessableEntity, "speed modes do not exist yet", "input.speed_mode");
+        Assert.Equal("unsupported", reply.Json.GetProperty("invalid_fields")[0].GetProperty("type").GetString());
 
-        Reply fine = await server.PostAsync("/v1/models/prunaai/flux.1-dev/predictions",
+        Reply fine = await server.PostAsync(ModelPath,
             """{"input":{"prompt":"x","speed_mode":"default","image_size":64,"num_inference_steps":1}}""", ("Prefer", "wait"));
         Assert.Equal("succeeded", fine.Json.GetProperty("status").GetString());
     }
@@ -100,34 +103,38 @@ public sealed class PredictionsTests : IAsyncLifetime
     [Theory]
     [InlineData("/v1/predictions", """{"input":{"prompt":"x"}}""", "version is required", "version")]
     [InlineData("/v1/predictions", """{"version":5,"input":{"prompt":"x"}}""", "version must be a string", "version")]
-    [InlineData("/v1/models/a/b/predictions", """{"prompt":"x"}""", "input is required", "input")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":"a cat"}""", "input must be an object", "input")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{}}""", "input.prompt is required", "input.prompt")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","num_inference_steps":"many"}}""", "input.num_inference_steps must be an integer", "input.num_inference_steps")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","num_inference_steps":51}}""", "steps must be between 1 and 50", "input.num_inference_steps")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","num_outputs":9}}""", "input.num_outputs must be between 1 and 8", "input.num_outputs")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","output_format":"bmp"}}""", "input.output_format must be webp, jpg or png", "input.output_format")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","aspect_ratio":"custom"}}""", "needs input.width and input.height", "input.aspect_ratio")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","width":64}}""", "Give both width and height", "input.height")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","image_size":32}}""", "image_size must be between 64 and 2048", "input.image_size")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","seed":"lucky"}}""", "input.seed must be an integer", "input.seed")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x","megapixels":"4"}}""", "input.megapixels must be", "input.megapixels")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x"},"webhook":"ftp://example.com/x"}""", "absolute http or https URL", "webhook")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x"},"webhook":"http://127.0.0.1:9/hook"}""", "loopback, link-local or private", "webhook")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x"},"webhook":"http://10.1.2.3/hook"}""", "loopback, link-local or private", "webhook")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x"},"webhook":"http://localhost/hook"}""", "loopback, link-local or private", "webhook")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x"},"webhook":"https://example.com/h","webhook_events_filter":["finished"]}""", "webhook_events_filter may hold only", "webhook_events_filter")]
-    [InlineData("/v1/models/a/b/predictions", """{"input":{"prompt":"x"},"webhook_events_filter":"completed"}""", "webhook_events_filter must be an array", "webhook_events_filter")]
-    public async Task Bad_creates_are_400_naming_the_field(string path, string body, string message, string field)
+    [InlineData(ModelPath, """{"prompt":"x"}""", "prompt is not a field of a prediction request (inputs go in input", "prompt")]
+    [InlineData(ModelPath, """{"webhook":"https://example.com/h"}""", "input is required", "input")]
+    [InlineData(ModelPath, """{"input":"a cat"}""", "input must be an object", "input")]
+    [InlineData(ModelPath, """{"input":{}}""", "input.prompt is required", "input.prompt")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","num_inference_steps":"many"}}""", "input.num_inference_steps must be an integer", "input.num_inference_steps")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","num_inference_steps":51}}""", "steps must be between 1 and 50", "input.num_inference_steps")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","num_outputs":9}}""", "input.num_outputs must be between 1 and 8", "input.num_outputs")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","output_format":"bmp"}}""", "input.output_format must be webp, jpg or png", "input.output_format")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","aspect_ratio":"custom"}}""", "needs input.width and input.height", "input.aspect_ratio")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","width":64}}""", "Give both width and height", "input.height")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","image_size":32}}""", "image_size must be between 64 and 2048", "input.image_size")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","seed":"lucky"}}""", "input.seed must be an integer", "input.seed")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","megapixels":"4"}}""", "input.megapixels must be", "input.megapixels")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x"},"webhook":"ftp://example.com/x"}""", "absolute http or https URL", "webhook")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x"},"webhook":"http://127.0.0.1:9/hook"}""", "loopback, link-local or private", "webhook")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x"},"webhook":"http://10.1.2.3/hook"}""", "loopback, link-local or private", "webhook")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x"},"webhook":"http://localhost/hook"}""", "loopback, link-local or private", "webhook")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x"},"webhook":"https://example.com/h","webhook_events_filter":["finished"]}""", "webhook_events_filter may hold only", "webhook_events_filter")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x"},"webhook_events_filter":"completed"}""", "webhook_events_filter must be an array", "webhook_events_filter")]
+    public async Task Bad_creates_are_422_naming_the_field(string path, string body, string message, string field)
     {
+        // Replicate answers invalid input with 422 "Input validation failed" and the fields in invalid_fields.
         Reply reply = await server.PostAsync(path, body);
-        reply.AssertError(HttpStatusCode.BadRequest, message, field);
+        reply.AssertError(HttpStatusCode.UnprocessableEntity, message, field);
+        Assert.Equal("Input validation failed", reply.Json.GetProperty("title").GetString());
+        Assert.Equal(field, reply.Json.GetProperty("invalid_fields")[0].GetProperty("field").GetString());
     }
 
     [Fact]
     public async Task Bad_prefer_header_and_model_names()
     {
-        Reply wait = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait=600"));
+        Reply wait = await server.PostAsync(ModelPath, $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait=600"));
         wait.AssertError(HttpStatusCode.BadRequest, "Prefer: wait=N needs N between 1 and 60");
 
         Reply name = await server.PostAsync("/v1/models/a%20b/c/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""");

@@ -28,7 +28,7 @@ public sealed class SchedulingTests
 
         // Canceling again answers the same final state; the pipeline is free for the next one.
         Assert.Equal("canceled", (await server.PostAsync($"/v1/predictions/{id}/cancel", "")).Json.GetProperty("status").GetString());
-        Reply next = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait"));
+        Reply next = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait"));
         Assert.Equal("succeeded", next.Json.GetProperty("status").GetString());
     }
 
@@ -40,7 +40,7 @@ public sealed class SchedulingTests
         await server.WaitStepAsync(running);
         string waiting = await server.CreateAsync(ServerHost.QuickInput);
 
-        Reply full = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""");
+        Reply full = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""");
         full.AssertError(HttpStatusCode.TooManyRequests, "queue is full");
         Assert.True(int.Parse(full.Headers.RetryAfter!.ToString(), CultureInfo.InvariantCulture) >= 1);
         (await server.PostAsync("/v1/images/generations", """{"prompt":"x","size":"64x64"}""")).AssertError(HttpStatusCode.TooManyRequests, "queue is full");
@@ -129,7 +129,7 @@ public sealed class SchedulingTests
         Assert.Contains("Batched with other predictions: up to 3 images per step", pa.GetProperty("logs").GetString(), StringComparison.Ordinal);
 
         // Image for image what each would have got alone: its own prompt and seed went with it.
-        Reply alone = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{First}}}""", ("Prefer", "wait"));
+        Reply alone = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{First}}}""", ("Prefer", "wait"));
         Assert.Equal(1, alone.Json.GetProperty("metrics").GetProperty("batch_size").GetInt32());
         byte[] batched = await Pixels(server, pa.GetProperty("output")[0].GetString()!);
         byte[] single = await Pixels(server, alone.Json.GetProperty("output")[0].GetString()!);
@@ -160,8 +160,8 @@ public sealed class SchedulingTests
     {
         FluxPipelineSources tiny = ModelHost.WriteDemoModels(ServerHost.DemoDirectory);
         await using ServerHost server = await ServerHost.StartAsync(o => o with { Demo = false, Model = tiny, Pipeline = DemoModels.Options, MinImageSide = 64 });
-        Reply reply = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""");
-        reply.AssertError(HttpStatusCode.BadRequest, "text encoders", "input.prompt");
+        Reply reply = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{ServerHost.QuickInput}}}""");
+        reply.AssertError(HttpStatusCode.UnprocessableEntity, "text encoders", "input.prompt");
         Reply openai = await server.PostAsync("/v1/images/generations", """{"prompt":"a cat","size":"64x64"}""");
         openai.AssertError(HttpStatusCode.BadRequest, "text encoders", "prompt");
         Assert.Equal(0, server.Predictions.QueueLength);

@@ -58,8 +58,12 @@ internal sealed class ServerHost : IAsyncDisposable
         Urls = ["http://127.0.0.1:0"],
     };
 
-    /// <summary>Starts a server; <paramref name="directory"/> (kept) or a fresh temp folder (deleted with the host) holds its state.</summary>
-    public static async Task<ServerHost> StartAsync(Func<FluxServerOptions, FluxServerOptions>? change = null, bool kestrel = false, string? directory = null)
+    /// <summary>
+    /// Starts a server; <paramref name="directory"/> (kept) or a fresh temp folder (deleted with the host) holds its state;
+    /// <paramref name="services"/> replaces services (a webhook resolver) after the server's own are registered.
+    /// </summary>
+    public static async Task<ServerHost> StartAsync(
+        Func<FluxServerOptions, FluxServerOptions>? change = null, bool kestrel = false, string? directory = null, Action<IServiceCollection, FluxServerOptions>? services = null)
     {
         TempDirectory? owned = directory is null ? new TempDirectory() : null;
         FluxServerOptions options = DefaultOptions(directory ?? owned!.Path);
@@ -67,6 +71,7 @@ internal sealed class ServerHost : IAsyncDisposable
         WebApplication app = FluxServer.Build(options, builder =>
         {
             builder.Logging.ClearProviders();
+            services?.Invoke(builder.Services, options);
             if (!kestrel)
             {
                 builder.WebHost.UseTestServer();

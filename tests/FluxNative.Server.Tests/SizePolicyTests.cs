@@ -35,8 +35,8 @@ public sealed class SizePolicyTests : IDisposable
             .AssertError(HttpStatusCode.BadRequest, "The image width must be between 256 and 2048 pixels", "size");
         (await server.PostAsync("/v1/images/generations", """{"prompt":"x","size":"256x2560"}"""))
             .AssertError(HttpStatusCode.BadRequest, "The image height must be between 256 and 2048 pixels", "size");
-        (await server.PostAsync("/v1/models/a/b/predictions", """{"input":{"prompt":"x","image_size":128}}"""))
-            .AssertError(HttpStatusCode.BadRequest, "image_size must be between 256 and 2048 (got 128)", "input.image_size");
+        (await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", """{"input":{"prompt":"x","image_size":128}}"""))
+            .AssertError(HttpStatusCode.UnprocessableEntity, "image_size must be between 256 and 2048 (got 128)", "input.image_size");
         Assert.Equal(0, server.Predictions.QueueLength);
     }
 

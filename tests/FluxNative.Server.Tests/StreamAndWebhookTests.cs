@@ -122,22 +122,22 @@ public sealed class StreamAndWebhookTests
     [Fact]
     public async Task Webhook_to_a_private_address_is_refused_at_create_and_at_connect()
     {
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("127.0.0.1")));
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("169.254.169.254")));
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("192.168.1.10")));
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("172.20.0.1")));
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("::1")));
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("fd00::1")));
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("fe80::1")));
-        Assert.True(WebhookDispatcher.IsInside(IPAddress.Parse("::ffff:10.0.0.1")));
-        Assert.False(WebhookDispatcher.IsInside(IPAddress.Parse("93.184.216.34")));
-        Assert.False(WebhookDispatcher.IsInside(IPAddress.Parse("172.32.0.1")));
-        Assert.False(WebhookDispatcher.IsInside(IPAddress.Parse("2606:4700::1111")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("127.0.0.1")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("169.254.169.254")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("192.168.1.10")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("172.20.0.1")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("::1")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("fd00::1")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("fe80::1")));
+        Assert.True(WebhookTargets.IsInside(IPAddress.Parse("::ffff:10.0.0.1")));
+        Assert.False(WebhookTargets.IsInside(IPAddress.Parse("93.184.216.34")));
+        Assert.False(WebhookTargets.IsInside(IPAddress.Parse("172.32.0.1")));
+        Assert.False(WebhookTargets.IsInside(IPAddress.Parse("2606:4700::1111")));
 
         await using var receiver = await WebhookReceiver.StartAsync(failFirst: 0);
         await using ServerHost server = await ServerHost.StartAsync(kestrel: true);
-        Reply literal = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{ServerHost.QuickInput}},"webhook":"{{receiver.Url}}/x"}""");
-        literal.AssertError(HttpStatusCode.BadRequest, "loopback, link-local or private", "webhook");
+        Reply literal = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{ServerHost.QuickInput}},"webhook":"{{receiver.Url}}/x"}""");
+        literal.AssertError(HttpStatusCode.UnprocessableEntity, "loopback, link-local or private", "webhook");
 
         // A name that passed the create-time check but resolves to an inside address is refused when connecting.
         WebhookDispatcher dispatcher = server.App.Services.GetRequiredService<WebhookDispatcher>();
@@ -146,7 +146,7 @@ public sealed class StreamAndWebhookTests
         {
             Id = "abc",
             Kind = PredictionKind.Replicate,
-            Model = "a/b",
+            Model = "black-forest-labs/flux-dev",
             Status = PredictionStatus.Succeeded,
             Input = "{}",
             CreatedAt = DateTimeOffset.UtcNow,
@@ -215,7 +215,7 @@ internal sealed class WebhookReceiver : IAsyncDisposable
     private readonly ConcurrentQueue<Delivery> deliveries = new();
     private int failuresLeft;
 
-    private WebhookReceiver(int failFirst)
+    private WebhookReceiver(int failFirst, Func<HttpContext, Task<int?>>? respond)
     {
         failuresLeft = failFirst;
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
@@ -226,7 +226,7 @@ internal sealed class WebhookReceiver : IAsyncDisposable
         {
             using var reader = new StreamReader(context.Request.Body);
             string body = await reader.ReadToEndAsync();
-            int status = Interlocked.Decrement(ref failuresLeft) >= 0 ? 500 : 200;
+            int status = (respond is null ? null : await respond(context)) ?? (Interlocked.Decrement(ref failuresLeft) >= 0 ? 500 : 200);
             deliveries.Enqueue(new Delivery(
                 context.Request.Path, context.Request.Headers["webhook-id"].ToString(), context.Request.Headers["webhook-timestamp"].ToString(),
                 context.Request.Headers["webhook-signature"].ToString(), context.Request.Headers["webhook-event"].ToString(), body, status));
@@ -238,9 +238,10 @@ internal sealed class WebhookReceiver : IAsyncDisposable
 
     public Delivery[] Deliveries => [.. deliveries];
 
-    public static async Task<WebhookReceiver> StartAsync(int failFirst)
+    /// <summary>Starts a receiver that fails the first <paramref name="failFirst"/> deliveries, or answers what <paramref name="respond"/> says (null: as usual).</summary>
+    public static async Task<WebhookReceiver> StartAsync(int failFirst, Func<HttpContext, Task<int?>>? respond = null)
     {
-        var receiver = new WebhookReceiver(failFirst);
+        var receiver = new WebhookReceiver(failFirst, respond);
         await receiver.app.StartAsync();
         receiver.Url = FluxServer.Addresses(receiver.app)[0];
         return receiver;

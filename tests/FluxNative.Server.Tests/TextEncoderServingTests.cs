@@ -65,7 +65,7 @@ public sealed class TextEncoderServingTests : IAsyncLifetime
         Assert.True(DateTimeOffset.Parse(p2.GetProperty("completed_at").GetString()!) < DateTimeOffset.Parse(p1.GetProperty("completed_at").GetString()!),
             "the short one left the batch when its steps were done");
 
-        Reply alone = await server.PostAsync("/v1/models/a/b/predictions", $$"""{"input":{{Joiner}}}""", ("Prefer", "wait"));
+        Reply alone = await server.PostAsync("/v1/models/black-forest-labs/flux-dev/predictions", $$"""{"input":{{Joiner}}}""", ("Prefer", "wait"));
         Assert.Equal(1, alone.Json.GetProperty("metrics").GetProperty("batch_size").GetInt32());
         byte[] single = await Pixels(alone.Json.GetProperty("output")[0].GetString()!);
         byte[] batched = await Pixels(p2.GetProperty("output")[0].GetString()!);
