@@ -18,9 +18,17 @@ internal sealed record InputField(string Name, string Type, string Description)
 
     public bool Required { get; init; }
 
+    /// <summary>The JSON Schema string format ("uri"), or null.</summary>
+    public string? Format { get; init; }
+
     public JsonObject Schema(int order)
     {
         var schema = new JsonObject { ["type"] = Type, ["title"] = Title(Name), ["description"] = Description, ["x-order"] = order };
+        if (Format is { } format)
+        {
+            schema["format"] = format;
+        }
+
         if (Minimum is { } min)
         {
             schema["minimum"] = min;
@@ -75,13 +83,13 @@ internal static class InputContract
     /// </summary>
     public static readonly IReadOnlyDictionary<string, string> Unimplemented = new Dictionary<string, string>(StringComparer.Ordinal)
     {
-        ["image"] = "image-to-image (an input image) is not implemented by this server; it generates from the prompt only",
-        ["input_image"] = "image-to-image (an input image) is not implemented by this server; it generates from the prompt only",
+        ["image"] = "an input image is image-to-image, which OpenAI's API does through POST /v1/images/edits (not implemented by this server yet); " +
+            "on the Replicate routes, use image and prompt_strength",
+        ["input_image"] = "this is FLUX Kontext's image input, which this server does not implement; for image-to-image use image and prompt_strength",
         ["image_prompt"] = "image prompts (FLUX Redux) are not implemented by this server",
         ["image_prompt_strength"] = "image prompts (FLUX Redux) are not implemented by this server",
         ["control_image"] = "control images (FLUX Canny/Depth) are not implemented by this server",
-        ["prompt_strength"] = "prompt_strength applies to image-to-image, which this server does not implement",
-        ["strength"] = "strength applies to image-to-image, which this server does not implement",
+        ["strength"] = "this is diffusers' name; this server's field is prompt_strength",
         ["mask"] = "inpainting (a mask) is not implemented by this server",
         ["lora_weights"] = "LoRA weights are not implemented by this server",
         ["lora_scale"] = "LoRA weights are not implemented by this server",
@@ -125,6 +133,14 @@ internal static class InputContract
             new("width", "integer", $"The width in pixels ({side}); with height, and with aspect_ratio 'custom' or none.") { Minimum = min, Maximum = max },
             new("height", "integer", $"The height in pixels ({side}); with width.") { Minimum = min, Maximum = max },
             new("megapixels", "string", "The image's area instead of image_size: '1' (1024 px longest side) or '0.25' (512 px).") { Enum = ["1", "0.25"] },
+            new("image", "string",
+                "Image-to-image: the image to start from, as a data: URI (base64 PNG, JPEG or WebP; URLs are not fetched). The output takes its size " +
+                "(scaled into the size limits) unless width and height, aspect_ratio or image_size are given.") { Format = "uri" },
+            new("prompt_strength", "number",
+                $"Image-to-image: how much of the image is replaced, over 0 up to 1; the steps start at (1 - prompt_strength) of the way.")
+            {
+                Maximum = 1, Default = FluxPipeline.DefaultStrength,   // no minimum: 0 itself is refused (it would return the image)
+            },
             new("num_outputs", "integer", "How many images to generate (seeds seed, seed+1, …).") { Minimum = 1, Maximum = FluxPipeline.MaxImages, Default = 1 },
             new("num_inference_steps", "integer", "Denoising steps.") { Minimum = 1, Maximum = 50, Default = defaultSteps is { } steps ? JsonValue.Create(steps) : null },
             new("guidance", "number", "Guidance scale (FLUX.1 [dev]'s distilled guidance).") { Minimum = 0, Maximum = 10, Default = FluxPipeline.DefaultGuidance },

@@ -28,6 +28,12 @@ internal sealed record GenerationSpec
 
     public int Quality { get; init; } = 80;
 
+    /// <summary>Image-to-image: the decoded input image, or null.</summary>
+    public RgbImage? Image { get; init; }
+
+    /// <summary>Image-to-image strength (null: the pipeline's default with an image).</summary>
+    public double? Strength { get; init; }
+
     /// <summary>What the server changed in the request (a ratio mapped to the nearest one), for the logs.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
@@ -67,6 +73,8 @@ internal static class InputParsing
         ["output_format"] = "input.output_format",
         ["output_quality"] = "input.output_quality",
         ["prompt"] = "input.prompt",
+        ["image"] = "input.image",
+        ["strength"] = "input.prompt_strength",
     };
 
     /// <summary>OpenAI's <c>quality</c> values: those this server honours (its default steps), and those it refuses, with why.</summary>
@@ -243,6 +251,8 @@ internal static class InputParsing
             NumImages = input.Int("num_outputs", 1, FluxPipeline.MaxImages) ?? 1,
             Format = Format(input, "output_format", ImageFormat.Webp, "webp, jpg or png"),
             Quality = Math.Max(1, input.Int("output_quality", 0, 100) ?? 80),
+            Image = input.Get("image") is not null ? InputImages.Read(input.String("image", int.MaxValue), input.Name("image")) : null,
+            Strength = input.Number("prompt_strength"),
             Notes = notes,
             FieldNames = ReplicateFields,
         };

@@ -44,7 +44,7 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
             // models have none here, so it uses random embeddings derived from the prompt.
             PromptEmbeddings = options.Demo && p.PromptEncoder is null ? DemoModels.RandomEmbeddings(p.Transformer.Config, PromptSeed(spec.Prompt)) : null,
             AspectRatio = spec.AspectRatio,
-            ImageSize = spec.ImageSize ?? (options.Demo && !sized ? DemoModels.DefaultImageSize : null),
+            ImageSize = spec.ImageSize ?? (options.Demo && !sized && spec.Image is null ? DemoModels.DefaultImageSize : null),
             Width = spec.Width,
             Height = spec.Height,
             Steps = spec.Steps,
@@ -53,6 +53,8 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
             NumImages = spec.NumImages,
             OutputFormat = spec.Format,
             OutputQuality = spec.Quality,
+            Image = spec.Image,
+            Strength = spec.Strength,
         };
 
         GenerationPlan plan;

@@ -21,9 +21,9 @@ public sealed class ReplicateContractTests : IAsyncLifetime
     public async Task DisposeAsync() => await server.DisposeAsync();
 
     [Theory]
-    [InlineData("image", "\"https://example.com/in.png\"", "image-to-image")]
-    [InlineData("input_image", "\"data:image/png;base64,AAAA\"", "image-to-image")]
-    [InlineData("prompt_strength", "0.8", "image-to-image")]
+    [InlineData("image", "\"https://example.com/in.png\"", "does not fetch image URLs")]
+    [InlineData("input_image", "\"data:image/png;base64,AAAA\"", "Kontext")]
+    [InlineData("strength", "0.8", "prompt_strength")]
     [InlineData("image_prompt", "\"https://example.com/in.png\"", "Redux")]
     [InlineData("mask", "\"https://example.com/mask.png\"", "inpainting")]
     [InlineData("lora_weights", "\"fofr/flux-80s\"", "LoRA")]
@@ -54,15 +54,41 @@ public sealed class ReplicateContractTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_image_as_a_data_uri_runs_image_to_image_at_its_size()
+    {
+        var rgb = new byte[96 * 64 * 3];
+        for (int i = 0; i < rgb.Length; i++)
+        {
+            rgb[i] = (byte)(i * 7 % 256);
+        }
+
+        string uri = "data:image/png;base64," + Convert.ToBase64String(Images.Encode(rgb, 96, 64, ImageFormat.Png));
+        Reply reply = await server.PostAsync(ModelPath,
+            $$$"""{"input":{"prompt":"x","image":"{{{uri}}}","prompt_strength":0.5,"num_inference_steps":4,"output_format":"png"}}""", ("Prefer", "wait"));
+        Assert.True(reply.Json.GetProperty("status").GetString() == "succeeded", reply.Text);
+        byte[] file = await server.Client.GetByteArrayAsync(reply.Json.GetProperty("output")[0].GetString());
+        RgbImage image = Images.Decode(file, out _);
+        Assert.Equal((96, 64), (image.Width, image.Height));
+        Assert.Contains("2/2 [", reply.Json.GetProperty("logs").GetString(), StringComparison.Ordinal);   // steps 3 and 4 of 4
+
+        (await server.PostAsync(ModelPath, """{"input":{"prompt":"x","prompt_strength":0.5}}""")).AssertError(HttpStatusCode.UnprocessableEntity, "image", "input.prompt_strength");
+        (await server.PostAsync(ModelPath, $$$"""{"input":{"prompt":"x","image":"{{{uri}}}","prompt_strength":1.5}}""")).AssertError(HttpStatusCode.UnprocessableEntity, "strength", "input.prompt_strength");
+        (await server.PostAsync(ModelPath, """{"input":{"prompt":"x","image":"data:image/png;base64,!!!"}}""")).AssertError(HttpStatusCode.UnprocessableEntity, "base64", "input.image");
+        (await server.PostAsync(ModelPath, """{"input":{"prompt":"x","image":"data:image/png;base64,AAAA"}}""")).AssertError(HttpStatusCode.UnprocessableEntity, "PNG, JPEG or WebP", "input.image");
+        (await server.PostAsync(ModelPath, """{"input":{"prompt":"x","image":"in.png"}}""")).AssertError(HttpStatusCode.UnprocessableEntity, "data: URI", "input.image");
+        Assert.Equal(0, server.Predictions.QueueLength);
+    }
+
+    [Fact]
     public async Task Every_refused_field_is_named_in_one_answer()
     {
-        Reply reply = await server.PostAsync(ModelPath, """{"input":{"prompt":"x","image":"a.png","mask":"m.png","promt":"typo"}}""");
+        Reply reply = await server.PostAsync(ModelPath, """{"input":{"prompt":"x","input_image":"a.png","mask":"m.png","promt":"typo"}}""");
         Assert.Equal(HttpStatusCode.UnprocessableEntity, reply.Status);
         JsonElement[] fields = [.. reply.Json.GetProperty("invalid_fields").EnumerateArray()];
-        Assert.Equal(["input.image", "input.mask", "input.promt"], fields.Select(f => f.GetProperty("field").GetString()));
+        Assert.Equal(["input.input_image", "input.mask", "input.promt"], fields.Select(f => f.GetProperty("field").GetString()));
         Assert.Equal(["unsupported", "unsupported", "unknown"], fields.Select(f => f.GetProperty("type").GetString()));
         string detail = reply.Json.GetProperty("detail").GetString()!;
-        Assert.Contains("- input.image: ", detail, StringComparison.Ordinal);
+        Assert.Contains("- input.input_image: ", detail, StringComparison.Ordinal);
         Assert.Contains("- input.promt: input.promt is not an input of this model (they are: ", detail, StringComparison.Ordinal);
 
         Reply top = await server.PostAsync(ModelPath, """{"inputs":{"prompt":"x"},"input":{"prompt":"x"}}""");
@@ -143,7 +169,8 @@ public sealed class ReplicateContractTests : IAsyncLifetime
         Assert.Equal(64, properties.GetProperty("image_size").GetProperty("minimum").GetInt32());
         Assert.Equal(2048, properties.GetProperty("image_size").GetProperty("maximum").GetInt32());
         Assert.Contains("16:9", properties.GetProperty("aspect_ratio").GetProperty("enum").EnumerateArray().Select(e => e.GetString()));
-        Assert.False(properties.TryGetProperty("image", out _));
+        Assert.Equal("uri", properties.GetProperty("image").GetProperty("format").GetString());
+        Assert.Equal(0.8, properties.GetProperty("prompt_strength").GetProperty("default").GetDouble());
         Assert.False(properties.TryGetProperty("go_fast", out _));
 
         (await server.GetAsync("/v1/models/foo/bar")).AssertError(HttpStatusCode.NotFound, "No model 'foo/bar'");
@@ -169,6 +196,13 @@ public sealed class ReplicateContractTests : IAsyncLifetime
             if (property.Name is "width" or "height")
             {
                 (input["width"], input["height"], input["image_size"]) = (64, 64, null);
+            }
+
+            if (property.Name is "image" or "prompt_strength")
+            {
+                // Image-to-image: a real picture (the strength needs one), at the size it gives.
+                input["image"] = "data:image/png;base64," + Convert.ToBase64String(Images.Encode(new byte[64 * 64 * 3], 64, 64, ImageFormat.Png));
+                input["image_size"] = null;
             }
 
             Reply reply = await server.PostAsync(ModelPath, new JsonObject { ["input"] = input }.ToJsonString());
