@@ -65,11 +65,12 @@ internal static class ServeCommand
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
         var threads = CliOptions.Threads();
         var device = CliOptions.Device();
+        var loras = CliOptions.Loras();
 
         var command = new Command("serve", "Serve FLUX over HTTP: OpenAI's POST /v1/images/generations and Replicate's predictions API.")
         {
             urls, demo, demoDir, model, transformer, ae, clip, t5, modelNames, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
-            privateWebhooks, webhookConcurrency, publicUrl, weights, activations, threads, device,
+            privateWebhooks, webhookConcurrency, publicUrl, weights, activations, threads, device, loras,
         };
         command.Validators.Add(result =>
         {
@@ -108,6 +109,7 @@ internal static class ServeCommand
                 Activations = TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!),
                 Threads = parsed.GetValue(threads),
                 Device = parsed.GetValue(device),
+                Loras = parsed.GetValue(loras) ?? [],   // merged at load: every request runs with them
             };
             var options = new FluxServerOptions
             {

@@ -80,4 +80,20 @@ public sealed class ServeCommandTests : IDisposable
         // It did start (and said where) before the load failed in the background.
         Assert.StartsWith("listening on http://127.0.0.1:", Assert.Single(result.OutputLines));
     }
+
+    [Fact]
+    public void A_lora_that_does_not_fit_the_model_stops_the_server_naming_the_module()
+    {
+        string lora = temp.File("other-model.safetensors");
+        new SafetensorsWriter()
+            .Add("lora_unet_double_blocks_77_img_attn_qkv.lora_down.weight", new float[2 * 8], 2, 8)
+            .Add("lora_unet_double_blocks_77_img_attn_qkv.lora_up.weight", new float[24 * 2], 24, 2)
+            .Write(lora);
+
+        CliResult result = CliRunner.RunProcess(WithKey,
+            ["serve", "--demo", "--demo-dir", temp.File("demo"), "--lora", lora, "--urls", "http://127.0.0.1:0", "--database", temp.File("flux.db"), "--output-dir", temp.File("outputs")]);
+
+        Assert.Equal(ExitCodes.BadInput, result.ExitCode);
+        Assert.Contains("lora_unet_double_blocks_77_img_attn_qkv", result.ErrorLines[^1]);
+    }
 }
