@@ -70,7 +70,7 @@ public sealed record FluxServerOptions
     public int QueueSize { get; init; } = 32;
 
     /// <summary>
-    /// Images one transformer forward may hold (default 8): predictions of the same size share each step, joining the
+    /// Images one transformer forward may hold (default 10, <see cref="FluxPipeline.MaxImages"/>): predictions of the same size share each step, joining the
     /// running batch at a step boundary and leaving when their steps are done (the pipeline's
     /// <see cref="FluxPipelineOptions.MaxBatchImages"/>). 1 runs one prediction at a time.
     /// </summary>

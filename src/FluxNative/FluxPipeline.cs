@@ -144,7 +144,7 @@ public sealed class FluxPipeline : IDisposable
     public const double DefaultGuidance = 3.5;
 
     /// <summary>Most images per request.</summary>
-    public const int MaxImages = 8;
+    public const int MaxImages = 10;
 
     /// <summary>Longest prompt accepted, in characters (the encoders read 77 and 512 tokens of it).</summary>
     public const int MaxPromptLength = 10_000;

@@ -47,7 +47,7 @@ public sealed record GenerationRequest
     /// <summary>The seed; null or −1 draws a random one. Image k of the request uses seed + k. The seed used is in the result.</summary>
     public long? Seed { get; init; }
 
-    /// <summary>Images to generate, 1–8 (default 1), run as one batch.</summary>
+    /// <summary>Images to generate, 1–10 (default 1; OpenAI's n allows 10), run as one batch.</summary>
     public int NumImages { get; init; } = 1;
 
     /// <summary>Output file format (default PNG).</summary>

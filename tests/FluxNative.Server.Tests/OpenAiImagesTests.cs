@@ -93,7 +93,7 @@ public sealed class OpenAiImagesTests : IAsyncLifetime
 
     [Theory]
     [InlineData("""{"prompt":"x","n":"two"}""", "n must be an integer", "n")]
-    [InlineData("""{"prompt":"x","n":20}""", "n must be between 1 and 8", "n")]
+    [InlineData("""{"prompt":"x","n":20}""", "n must be between 1 and 10", "n")]
     [InlineData("""{"prompt":"x","n":1.5}""", "n must be an integer", "n")]
     [InlineData("""{"prompt":"x","size":"big"}""", "size must be WIDTHxHEIGHT", "size")]
     [InlineData("""{"prompt":"x","size":"8000x64"}""", "between 64 and 2048", "size")]

@@ -109,7 +109,7 @@ public sealed class PredictionsTests : IAsyncLifetime
     [InlineData(ModelPath, """{"input":{}}""", "input.prompt is required", "input.prompt")]
     [InlineData(ModelPath, """{"input":{"prompt":"x","num_inference_steps":"many"}}""", "input.num_inference_steps must be an integer", "input.num_inference_steps")]
     [InlineData(ModelPath, """{"input":{"prompt":"x","num_inference_steps":51}}""", "steps must be between 1 and 50", "input.num_inference_steps")]
-    [InlineData(ModelPath, """{"input":{"prompt":"x","num_outputs":9}}""", "input.num_outputs must be between 1 and 8", "input.num_outputs")]
+    [InlineData(ModelPath, """{"input":{"prompt":"x","num_outputs":11}}""", "input.num_outputs must be between 1 and 10", "input.num_outputs")]
     [InlineData(ModelPath, """{"input":{"prompt":"x","output_format":"bmp"}}""", "input.output_format must be webp, jpg or png", "input.output_format")]
     [InlineData(ModelPath, """{"input":{"prompt":"x","aspect_ratio":"custom"}}""", "needs input.width and input.height", "input.aspect_ratio")]
     [InlineData(ModelPath, """{"input":{"prompt":"x","width":64}}""", "Give both width and height", "input.height")]

@@ -84,7 +84,7 @@ public class PipelineTests(TinyPipelines pipelines) : IClassFixture<TinyPipeline
     [InlineData("guidance", 10.5)]
     [InlineData("guidance", double.NaN)]
     [InlineData("num_outputs", 0)]
-    [InlineData("num_outputs", 9)]
+    [InlineData("num_outputs", 11)]
     [InlineData("output_quality", 0)]
     [InlineData("output_quality", 101)]
     [InlineData("seed", -2)]
