@@ -67,6 +67,13 @@ public sealed record GenerationRequest
 
     /// <summary>Return the final latents <c>[NumImages, z, h, w]</c> in the result (before decoding).</summary>
     public bool ReturnLatents { get; init; }
+
+    /// <summary>
+    /// Store the generation parameters (prompt, seed, steps, guidance, size, model) in each image file, as AUTOMATIC1111's
+    /// <c>parameters</c> text (default true; see <see cref="GenerationParameters"/> for the text and where each format
+    /// keeps it). False writes the pixels only, for images whose prompt must not travel with them.
+    /// </summary>
+    public bool WriteMetadata { get; init; } = true;
 }
 
 /// <summary>
