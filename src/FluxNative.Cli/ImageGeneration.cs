@@ -36,6 +36,7 @@ internal sealed record GenerateCliRequest
     public FluxDevice Device { get; init; } = FluxDevice.Cpu;
     public ProgressMode Progress { get; init; }
     public bool Json { get; init; }
+    public bool WriteMetadata { get; init; } = true;
 }
 
 /// <summary>What one <c>flux generate</c> did, for the tests.</summary>
@@ -101,6 +102,7 @@ internal static class ImageGeneration
             Rounding = cli.Rounding,
             InitialLatents = initialLatents,
             ReturnLatents = cli.SaveLatents is not null,
+            WriteMetadata = cli.WriteMetadata,
         };
 
         GenerationPlan plan = pipeline.Plan(request);   // a GenerationRequestException is reported as bad input

@@ -156,6 +156,27 @@ public sealed class GenerateTests : IDisposable
     }
 
     [Fact]
+    public void Files_carry_the_generation_parameters_unless_no_metadata()
+    {
+        string png = temp.File("fox.png"), jpeg = temp.File("fox.jpg"), bare = temp.File("bare.png");
+        string[] common = ["--demo", "a red fox in the snow", "--image-size", "64", "--steps", "2", "--guidance", "2.5", "--seed", "31"];
+        Assert.Equal(0, CliRunner.Run(["generate", .. common, "-o", png]).ExitCode);
+        Assert.Equal(0, CliRunner.Run(["generate", .. common, "-o", jpeg]).ExitCode);
+        CliResult off = CliRunner.Run(["generate", .. common, "--no-metadata", "-o", bare]);
+        Assert.True(off.ExitCode == 0, off.Error);
+
+        foreach (string file in new[] { png, jpeg })
+        {
+            (string prompt, Dictionary<string, string> pairs) = ImageMetadataReader.Split(ImageMetadataReader.Parameters(File.ReadAllBytes(file))!);
+            Assert.Equal("a red fox in the snow", prompt);
+            Assert.Equal(("31", "2", "2.5", "64x64"), (pairs["Seed"], pairs["Steps"], pairs["Guidance"], pairs["Size"]));
+        }
+
+        Assert.Null(ImageMetadataReader.Parameters(File.ReadAllBytes(bare)));
+        Assert.Equal(Images.Decode(File.ReadAllBytes(png), out _).Rgb, Images.Decode(File.ReadAllBytes(bare), out _).Rgb);
+    }
+
+    [Fact]
     public void Model_is_required_unless_demo()
     {
         CliResult result = CliRunner.Run("generate", "a prompt");
