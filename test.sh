@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every FluxNative test: builds everything (`dotnet build` drives the native CMake build),
-# then the native GoogleTest suites (ctest) and the xunit projects. Prints one summary line.
+# Runs every FluxNative test: brings in the system packages the build needs when some are missing,
+# builds everything (`dotnet build` drives the native CMake build), then runs the native GoogleTest
+# suites (ctest) and the xunit projects. Prints one summary line.
 #   ./test.sh            Release build, all tests
 #   FX_CUDA=ON ./test.sh  fail the build if the CUDA backend cannot be compiled (CI sets this)
 set -uo pipefail
@@ -8,6 +9,14 @@ cd "$(dirname "$0")"
 config=${CONFIGURATION:-Release}
 log_dir=build/test-logs
 mkdir -p "$log_dir"
+
+# A fresh machine needs only the .NET SDK: the Debian packages come in here (as root; one dpkg query
+# when they are all there), or the message names them and the command that installs them.
+if ! command -v dotnet > /dev/null; then
+  echo "test.sh: the .NET 10 SDK is needed and dotnet is not on PATH (https://learn.microsoft.com/dotnet/core/install/linux-debian)" >&2
+  exit 1
+fi
+bash .ci/install-deps --needed || exit 1
 
 cmake_args="-DFX_CUDA=${FX_CUDA:-AUTO}"
 echo "== build (dotnet build -c $config; native: cmake $cmake_args)"

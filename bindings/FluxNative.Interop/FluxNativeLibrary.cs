@@ -23,7 +23,7 @@ namespace FluxNative.Interop;
 public static class FluxNativeLibrary
 {
     /// <summary>The <c>FX_ABI_VERSION</c> of the <c>fluxnative.h</c> this binding mirrors.</summary>
-    public const uint AbiVersion = 1;
+    public const uint AbiVersion = 2;
 
     /// <summary>The environment variable that names the library file to load.</summary>
     public const string PathEnvironmentVariable = "FLUXNATIVE_LIBRARY";

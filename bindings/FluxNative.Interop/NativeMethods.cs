@@ -16,6 +16,9 @@ internal static unsafe partial class NativeMethods
     /// <summary><c>FX_MAX_DIMS</c>.</summary>
     public const int MaxDims = 8;
 
+    /// <summary><c>FX_IMAGE_MAX_PARAMETERS_BYTES</c>: the longest generation-parameters text an image file takes, in UTF-8 bytes.</summary>
+    public const int MaxParametersBytes = 32000;
+
     // Registering the resolver loads nothing: the library is loaded (and its ABI checked) by the
     // resolver on the first call, or earlier by FluxNativeLibrary.EnsureLoaded/Diagnose. Doing it here
     // guarantees it happens before any declaration below is bound, whichever is called first.
@@ -184,7 +187,10 @@ internal static unsafe partial class NativeMethods
     public static partial FluxStatus fx_rgb8_to_pixels(byte* rgb, int width, int height, float* pixels, nuint pixelCount);
 
     [LibraryImport(LibraryName)]
-    public static partial FluxStatus fx_image_encode(byte* rgb, int width, int height, int format, int quality, out BlobHandle blob);
+    public static partial void fx_image_encode_params_init(FxImageEncodeParams* parameters);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_image_encode(byte* rgb, int width, int height, FxImageEncodeParams* parameters, out BlobHandle blob);
 
     [LibraryImport(LibraryName)]
     public static partial FluxStatus fx_image_decode(void* data, nuint size, int* width, int* height, int* format, out BlobHandle rgb);

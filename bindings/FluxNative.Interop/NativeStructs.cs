@@ -132,3 +132,17 @@ internal unsafe struct FxTextLoadParams
     public int NumThreads;
     public byte* Device;
 }
+
+/// <summary>
+/// Mirror of <c>fx_image_encode_params</c>. <see cref="ParametersText"/> is null or caller-owned NUL-terminated
+/// UTF-8, read only during <c>fx_image_encode</c>.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FxImageEncodeParams
+{
+    public uint StructSize;
+    public int Format;
+    public int Quality;
+    public int Reserved;
+    public byte* ParametersText;
+}

@@ -50,7 +50,7 @@ extern "C" {
 
 /* Raised whenever a struct layout, an enum value or a function signature changes incompatibly.
  * The .NET binding refuses a library whose fx_abi_version() differs from the one it was built for. */
-#define FX_ABI_VERSION 1u
+#define FX_ABI_VERSION 2u /* 2: fx_image_encode takes fx_image_encode_params */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Status and errors                                                                               */
@@ -470,10 +470,30 @@ typedef enum fx_image_format {
   FX_IMAGE_WEBP = 3  /* libwebp, lossy; quality 100 is still lossy */
 } fx_image_format;
 
+/* The longest parameters_text, in UTF-8 bytes: what always fits one JPEG Exif segment as UTF-16. */
+#define FX_IMAGE_MAX_PARAMETERS_BYTES 32000
+
+typedef struct fx_image_encode_params {
+  uint32_t struct_size;
+  int32_t format;              /* fx_image_format (init: FX_IMAGE_PNG) */
+  int32_t quality;             /* 1..100 for JPEG and WebP; PNG accepts 0..100 and ignores it (init: 80) */
+  int32_t reserved;            /* must be 0 (keeps the pointer below at one offset on every platform) */
+  const char* parameters_text; /* NULL or "": none. Otherwise the generation parameters, UTF-8, at most
+                                  FX_IMAGE_MAX_PARAMETERS_BYTES bytes, in AUTOMATIC1111's "parameters"
+                                  layout (prompt, then "Steps: 28, Sampler: Euler, ..."), stored as:
+                                  PNG: a tEXt chunk "parameters" (Latin-1) before IDAT, or an uncompressed
+                                  iTXt chunk (UTF-8) when the text is not all Latin-1;
+                                  JPEG: an APP1 Exif segment, Exif IFD UserComment "UNICODE\0" + UTF-16BE;
+                                  WebP: the same Exif (TIFF, big-endian) in an EXIF chunk (VP8X file). */
+} fx_image_encode_params;
+
+FX_API void fx_image_encode_params_init(fx_image_encode_params* params);
+
 /* Encodes interleaved 8-bit RGB [height, width, 3] as a file in memory. Sides 1..16384 (WebP: 16383).
- * quality 1..100 for JPEG and WebP; PNG accepts 0..100 and ignores it (zlib level 6). */
-FX_API fx_status fx_image_encode(const uint8_t* rgb, int32_t width, int32_t height, int32_t format,
-                                 int32_t quality, fx_blob** out);
+ * PNG is zlib level 6. FX_ERR_INVALID_ARGUMENT for a bad format or quality, and for a parameters_text
+ * that is too long or not valid UTF-8 (nothing is cut or replaced silently). */
+FX_API fx_status fx_image_encode(const uint8_t* rgb, int32_t width, int32_t height,
+                                 const fx_image_encode_params* params, fx_blob** out);
 /* Decodes a PNG, JPEG or WebP file in memory (format from its signature) into interleaved 8-bit RGB
  * (alpha dropped, grey expanded). All four outputs are required; they are zeroed on failure.
  * FX_ERR_FORMAT for anything else, a corrupt or truncated file, or a side above 16384 (checked before

@@ -92,7 +92,11 @@ TEST(ApiErrors, MessagesNameTheEntryPoint) {
   EXPECT_TRUE(starts_with("fx_abi_struct_size")) << fx_last_error();
   uint8_t rgb[3] = {1, 2, 3};
   fx_blob* blob = nullptr;
-  EXPECT_NE(fx_image_encode(rgb, 1, 1, FX_IMAGE_JPEG, 0, &blob), FX_OK);
+  fx_image_encode_params jpeg_quality_0;
+  fx_image_encode_params_init(&jpeg_quality_0);
+  jpeg_quality_0.format = FX_IMAGE_JPEG;
+  jpeg_quality_0.quality = 0;
+  EXPECT_NE(fx_image_encode(rgb, 1, 1, &jpeg_quality_0, &blob), FX_OK);
   EXPECT_TRUE(starts_with("fx_image_encode")) << fx_last_error();
 }
 

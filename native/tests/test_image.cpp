@@ -63,9 +63,18 @@ double psnr(const Bytes& a, const Bytes& b) {
 
 fx_blob* const kPoisonBlob = reinterpret_cast<fx_blob*>(uintptr_t{0x1});
 
+// fx_image_encode's parameters: a format and a quality, no generation parameters.
+const fx_image_encode_params* as(int format, int quality) {
+  thread_local fx_image_encode_params params;
+  fx_image_encode_params_init(&params);
+  params.format = format;
+  params.quality = quality;
+  return &params;
+}
+
 Bytes encode(const Bytes& rgb, int width, int height, int format, int quality) {
   fx_blob* blob = kPoisonBlob;
-  const fx_status status = fx_image_encode(rgb.data(), width, height, format, quality, &blob);
+  const fx_status status = fx_image_encode(rgb.data(), width, height, as(format, quality), &blob);
   EXPECT_EQ(status, FX_OK) << last_error();
   if (status != FX_OK) return {};
   const uint8_t* data = nullptr;
@@ -336,7 +345,7 @@ TEST(ImageRoundTrip, MaximumSides) {
   ASSERT_EQ(webp.status, FX_OK) << webp.error;
   EXPECT_EQ(webp.width, 16383);
   fx_blob* blob = kPoisonBlob;
-  EXPECT_EQ(fx_image_encode(row.data(), 16384, 1, FX_IMAGE_WEBP, 90, &blob), FX_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(fx_image_encode(row.data(), 16384, 1, as(FX_IMAGE_WEBP, 90), &blob), FX_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(blob, nullptr);
   EXPECT_TRUE(contains(last_error(), "16383")) << last_error();
 }
@@ -368,7 +377,7 @@ TEST(ImageRoundTrip, EncodersAreDeterministicAndThreadSafe) {
       for (int round = 0; round < 3; ++round) {
         for (int f = 0; f < 3; ++f) {
           fx_blob* blob = nullptr;
-          if (fx_image_encode(rgb.data(), 96, 64, kFormats[f], 80, &blob) != FX_OK) {
+          if (fx_image_encode(rgb.data(), 96, 64, as(kFormats[f], 80), &blob) != FX_OK) {
             ++failures[t];
             continue;
           }
@@ -707,24 +716,24 @@ TEST(ImageArguments, EncodeRefusesBadArguments) {
     EXPECT_TRUE(contains(last_error(), part)) << last_error();
     blob = kPoisonBlob;
   };
-  EXPECT_EQ(fx_image_encode(rgb.data(), 4, 4, FX_IMAGE_PNG, 0, nullptr), FX_ERR_INVALID_ARGUMENT);
-  expect_invalid(fx_image_encode(nullptr, 4, 4, FX_IMAGE_PNG, 0, &blob), "rgb is NULL");
+  EXPECT_EQ(fx_image_encode(rgb.data(), 4, 4, as(FX_IMAGE_PNG, 0), nullptr), FX_ERR_INVALID_ARGUMENT);
+  expect_invalid(fx_image_encode(nullptr, 4, 4, as(FX_IMAGE_PNG, 0), &blob), "rgb is NULL");
   for (const auto& [w, h] : {std::pair{0, 4}, {4, 0}, {-1, 4}, {4, -5}, {16385, 1}, {1, 16385}}) {
-    expect_invalid(fx_image_encode(rgb.data(), w, h, FX_IMAGE_PNG, 0, &blob), "1..16384");
+    expect_invalid(fx_image_encode(rgb.data(), w, h, as(FX_IMAGE_PNG, 0), &blob), "1..16384");
   }
-  expect_invalid(fx_image_encode(rgb.data(), 4, 4, 0, 90, &blob), "format");
-  expect_invalid(fx_image_encode(rgb.data(), 4, 4, 4, 90, &blob), "format");
+  expect_invalid(fx_image_encode(rgb.data(), 4, 4, as(0, 90), &blob), "format");
+  expect_invalid(fx_image_encode(rgb.data(), 4, 4, as(4, 90), &blob), "format");
   for (const int format : {FX_IMAGE_JPEG, FX_IMAGE_WEBP}) {
     for (const int quality : {0, -1, 101, 1000}) {
-      expect_invalid(fx_image_encode(rgb.data(), 4, 4, format, quality, &blob), "quality must be 1..100");
+      expect_invalid(fx_image_encode(rgb.data(), 4, 4, as(format, quality), &blob), "quality must be 1..100");
     }
   }
-  expect_invalid(fx_image_encode(rgb.data(), 4, 4, FX_IMAGE_PNG, -1, &blob), "quality must be 0..100");
-  expect_invalid(fx_image_encode(rgb.data(), 4, 4, FX_IMAGE_PNG, 101, &blob), "quality must be 0..100");
+  expect_invalid(fx_image_encode(rgb.data(), 4, 4, as(FX_IMAGE_PNG, -1), &blob), "quality must be 0..100");
+  expect_invalid(fx_image_encode(rgb.data(), 4, 4, as(FX_IMAGE_PNG, 101), &blob), "quality must be 0..100");
   // The edges that are allowed.
   for (const auto& [format, quality] : {std::pair{FX_IMAGE_PNG, 0}, {FX_IMAGE_PNG, 100}, {FX_IMAGE_JPEG, 1},
                                         {FX_IMAGE_JPEG, 100}, {FX_IMAGE_WEBP, 1}, {FX_IMAGE_WEBP, 100}}) {
-    ASSERT_EQ(fx_image_encode(rgb.data(), 4, 4, format, quality, &blob), FX_OK) << last_error();
+    ASSERT_EQ(fx_image_encode(rgb.data(), 4, 4, as(format, quality), &blob), FX_OK) << last_error();
     fx_blob_free(blob);
   }
 }

@@ -81,11 +81,16 @@ internal static class GenerateCommand
         var progress = new Option<string>("--progress") { Description = "Progress on standard error: auto (a bar on a terminal, lines otherwise), bar, lines or none.", DefaultValueFactory = _ => "auto" };
         progress.AcceptOnlyFromAmong(ProgressDisplay.ModeNames);
         var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on standard output (files, seeds, size, timings, warnings)." };
+        var noMetadata = new Option<bool>("--no-metadata")
+        {
+            Description = "Leave the generation parameters (prompt, seed, steps, guidance, size, model) out of the image files; by default they are stored as A1111's "
+                + "'parameters' text (PNG text chunk, JPEG/WebP Exif UserComment).",
+        };
 
         var command = new Command("generate", "Generate images: noise -> FLUX transformer steps -> autoencoder -> image files. Standard output lists the files written.")
         {
             prompt, model, transformer, ae, clip, t5, maxLength, demo, aspect, imageSize, width, height, steps, guidance, seed, count, format, quality,
-            outPath, latents, image, strength, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, loras, progress, json,
+            outPath, latents, image, strength, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, loras, progress, json, noMetadata,
         };
         command.Validators.Add(result =>
         {
@@ -167,6 +172,7 @@ internal static class GenerateCommand
                 Loras = parsed.GetValue(loras) ?? [],
                 Progress = ProgressDisplay.ParseMode(parsed.GetValue(progress)!),
                 Json = parsed.GetValue(json),
+                WriteMetadata = !parsed.GetValue(noMetadata),
             };
             await ImageGeneration.RunAsync(request, console, cancellationToken).ConfigureAwait(false);
             return ExitCodes.Success;

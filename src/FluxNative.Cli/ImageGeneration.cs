@@ -40,6 +40,7 @@ internal sealed record GenerateCliRequest
     public IReadOnlyList<FluxLora> Loras { get; init; } = [];
     public ProgressMode Progress { get; init; }
     public bool Json { get; init; }
+    public bool WriteMetadata { get; init; } = true;
 }
 
 /// <summary>What one <c>flux generate</c> did, for the tests.</summary>
@@ -109,6 +110,7 @@ internal static class ImageGeneration
             ReturnLatents = cli.SaveLatents is not null,
             Image = image,
             Strength = cli.Strength,
+            WriteMetadata = cli.WriteMetadata,
         };
 
         GenerationPlan plan = pipeline.Plan(request);   // a GenerationRequestException is reported as bad input

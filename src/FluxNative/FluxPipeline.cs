@@ -469,7 +469,7 @@ public sealed class FluxPipeline : IDisposable
         {
             cancellationToken.ThrowIfCancellationRequested();
             byte[] rgb = Images.ToRgb8(pixels[k], plan.Width, plan.Height, request.Rounding);
-            byte[] file = Images.Encode(rgb, plan.Width, plan.Height, plan.Format, plan.Quality);
+            byte[] file = Images.Encode(rgb, plan.Width, plan.Height, plan.Format, plan.Quality, GenerationParameters.For(this, request, plan, k));
             images[k] = new GeneratedImage(file, plan.Format, plan.Width, plan.Height, request.InitialLatents is null ? plan.Seed + k : null);
         }
 

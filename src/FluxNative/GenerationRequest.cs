@@ -81,6 +81,13 @@ public sealed record GenerationRequest
     /// t·noise + (1 − t)·image latents. 1 keeps nothing of the image but its size.
     /// </summary>
     public double? Strength { get; init; }
+
+    /// <summary>
+    /// Store the generation parameters (prompt, seed, steps, guidance, size, model) in each image file, as AUTOMATIC1111's
+    /// <c>parameters</c> text (default true; see <see cref="GenerationParameters"/> for the text and where each format
+    /// keeps it). False writes the pixels only, for images whose prompt must not travel with them.
+    /// </summary>
+    public bool WriteMetadata { get; init; } = true;
 }
 
 /// <summary>

@@ -92,14 +92,27 @@ public static class Images
         return pixels;
     }
 
+    /// <summary>
+    /// The longest <c>parameters</c> text <see cref="Encode"/> takes, in UTF-8 bytes: what always fits JPEG's one Exif
+    /// segment (as UTF-16).
+    /// </summary>
+    public const int MaxParametersBytes = NativeMethods.MaxParametersBytes;
+
     /// <summary>Encodes interleaved 8-bit RGB as an image file in memory.</summary>
     /// <param name="rgb">Pixels, <c>[height, width, 3]</c>.</param>
     /// <param name="width">Width in pixels.</param>
     /// <param name="height">Height in pixels.</param>
     /// <param name="format">The file format.</param>
     /// <param name="quality">1–100 for JPEG and WebP; PNG accepts 0–100 and ignores it.</param>
+    /// <param name="parameters">
+    /// Null or empty for none; otherwise the generation parameters in AUTOMATIC1111's layout (see
+    /// <see cref="GenerationParameters"/>), stored as PNG's <c>parameters</c> text chunk (tEXt, or iTXt for text that is not
+    /// Latin-1), or as the Exif UserComment of a JPEG (APP1) or WebP (EXIF chunk) file. At most
+    /// <see cref="MaxParametersBytes"/> UTF-8 bytes, without NUL characters.
+    /// </param>
+    /// <exception cref="ArgumentException"><paramref name="parameters"/> holds a NUL character or is too long.</exception>
     /// <exception cref="FluxNativeException">A bad size or quality (<see cref="FluxStatus.InvalidArgument"/>), or an encoder failure.</exception>
-    public static unsafe byte[] Encode(ReadOnlySpan<byte> rgb, int width, int height, ImageFormat format, int quality = 80)
+    public static unsafe byte[] Encode(ReadOnlySpan<byte> rgb, int width, int height, ImageFormat format, int quality = 80, string? parameters = null)
     {
         CheckSize(width, height);
         if (!Enum.IsDefined(format))
@@ -112,10 +125,17 @@ public static class Images
             throw new ArgumentException($"rgb has {rgb.Length} bytes but [{height}, {width}, 3] needs {3L * width * height}.", nameof(rgb));
         }
 
+        byte[]? text = ParametersUtf8Z(parameters);
+        FxImageEncodeParams native;
+        NativeMethods.fx_image_encode_params_init(&native);
+        native.Format = (int)format;
+        native.Quality = quality;
         BlobHandle blob;
         fixed (byte* source = rgb)
+        fixed (byte* textZ = text)
         {
-            NativeStatus.ThrowIfFailed(NativeMethods.fx_image_encode(source, width, height, (int)format, quality, out blob));
+            native.ParametersText = textZ;   // null when there is no text: no chunk
+            NativeStatus.ThrowIfFailed(NativeMethods.fx_image_encode(source, width, height, &native, out blob));
         }
 
         using (blob)
@@ -140,6 +160,33 @@ public static class Images
             format = (ImageFormat)nativeFormat;
             return new RgbImage(width, height, blob.ToArray());
         }
+    }
+
+    // NUL-terminated UTF-8 for the C ABI, or null for no text. A NUL inside would end the C string early and cut
+    // the text without a word, so it is refused here; lone surrogates become U+FFFD (the encoder's replacement), so
+    // the library always receives valid UTF-8.
+    private static byte[]? ParametersUtf8Z(string? parameters)
+    {
+        if (string.IsNullOrEmpty(parameters))
+        {
+            return null;
+        }
+
+        int nul = parameters.IndexOf('\0', StringComparison.Ordinal);
+        if (nul >= 0)
+        {
+            throw new ArgumentException($"The parameters text holds a NUL character (at {nul}), which no image text chunk can carry.", nameof(parameters));
+        }
+
+        int count = System.Text.Encoding.UTF8.GetByteCount(parameters);
+        if (count > MaxParametersBytes)
+        {
+            throw new ArgumentException($"The parameters text is {count} UTF-8 bytes; image files take at most {MaxParametersBytes}.", nameof(parameters));
+        }
+
+        byte[] bytes = new byte[count + 1];
+        System.Text.Encoding.UTF8.GetBytes(parameters, bytes);
+        return bytes;
     }
 
     private static void CheckSize(int width, int height)

@@ -172,7 +172,8 @@ public sealed class GenerateTests : IDisposable
             .. common, "-o", temp.File("embeds.png")]);
         Assert.True(fromText.ExitCode == 0, fromText.Error);
         Assert.True(fromEmbeds.ExitCode == 0, fromEmbeds.Error);
-        Assert.Equal(File.ReadAllBytes(temp.File("text.png")), File.ReadAllBytes(temp.File("embeds.png")));
+        // The pixels: the files' metadata differ (the prompt, against "(prompt embeddings)").
+        Assert.Equal(Images.Decode(File.ReadAllBytes(temp.File("text.png")), out _).Rgb, Images.Decode(File.ReadAllBytes(temp.File("embeds.png")), out _).Rgb);
     }
 
     [Fact]
@@ -203,6 +204,27 @@ public sealed class GenerateTests : IDisposable
         Assert.Contains("T5 256 tokens", result.Error);                // schnell's T5 length (BFL)
         RgbImage image = Images.Decode(File.ReadAllBytes(output), out ImageFormat format);
         Assert.Equal((ImageFormat.Jpeg, 256, 256), (format, image.Width, image.Height));
+    }
+
+    [Fact]
+    public void Files_carry_the_generation_parameters_unless_no_metadata()
+    {
+        string png = temp.File("fox.png"), jpeg = temp.File("fox.jpg"), bare = temp.File("bare.png");
+        string[] common = ["--demo", "a red fox in the snow", "--image-size", "64", "--steps", "2", "--guidance", "2.5", "--seed", "31"];
+        Assert.Equal(0, CliRunner.Run(["generate", .. common, "-o", png]).ExitCode);
+        Assert.Equal(0, CliRunner.Run(["generate", .. common, "-o", jpeg]).ExitCode);
+        CliResult off = CliRunner.Run(["generate", .. common, "--no-metadata", "-o", bare]);
+        Assert.True(off.ExitCode == 0, off.Error);
+
+        foreach (string file in new[] { png, jpeg })
+        {
+            (string prompt, Dictionary<string, string> pairs) = ImageMetadataReader.Split(ImageMetadataReader.Parameters(File.ReadAllBytes(file))!);
+            Assert.Equal("a red fox in the snow", prompt);
+            Assert.Equal(("31", "2", "2.5", "64x64"), (pairs["Seed"], pairs["Steps"], pairs["Guidance"], pairs["Size"]));
+        }
+
+        Assert.Null(ImageMetadataReader.Parameters(File.ReadAllBytes(bare)));
+        Assert.Equal(Images.Decode(File.ReadAllBytes(png), out _).Rgb, Images.Decode(File.ReadAllBytes(bare), out _).Rgb);
     }
 
     [Fact]

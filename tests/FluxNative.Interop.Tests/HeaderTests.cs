@@ -67,6 +67,7 @@ public partial class HeaderTests
         var defines = Defines(@"#define\s+(FX_\w+)\s+(\d+)u?\b");
 
         Assert.Equal(NativeMethods.MaxDims, defines["FX_MAX_DIMS"]);
+        Assert.Equal(NativeMethods.MaxParametersBytes, defines["FX_IMAGE_MAX_PARAMETERS_BYTES"]);
         Assert.Equal((long)FluxBackends.Cpu, defines["FX_BACKEND_CPU"]);
         Assert.Equal((long)FluxBackends.Cuda, defines["FX_BACKEND_CUDA"]);
         Assert.Equal((long)CpuFeatures.Avx2, defines["FX_CPU_AVX2"]);

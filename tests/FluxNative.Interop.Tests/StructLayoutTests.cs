@@ -104,6 +104,14 @@ public class StructLayoutTests
         data.Add("fx_text_load_params", "weight_format", nameof(x.WeightFormat), (byte*)&x.WeightFormat - text);
         data.Add("fx_text_load_params", "num_threads", nameof(x.NumThreads), (byte*)&x.NumThreads - text);
         data.Add("fx_text_load_params", "device", nameof(x.Device), (byte*)&x.Device - text);
+
+        FxImageEncodeParams e;
+        var encode = (byte*)&e;
+        data.Add("fx_image_encode_params", "struct_size", nameof(e.StructSize), (byte*)&e.StructSize - encode);
+        data.Add("fx_image_encode_params", "format", nameof(e.Format), (byte*)&e.Format - encode);
+        data.Add("fx_image_encode_params", "quality", nameof(e.Quality), (byte*)&e.Quality - encode);
+        data.Add("fx_image_encode_params", "reserved", nameof(e.Reserved), (byte*)&e.Reserved - encode);
+        data.Add("fx_image_encode_params", "parameters_text", nameof(e.ParametersText), (byte*)&e.ParametersText - encode);
         return data;
     }
 
@@ -118,6 +126,7 @@ public class StructLayoutTests
         { "fx_flux_inputs", Unsafe.SizeOf<FxFluxInputs>() },
         { "fx_ae_load_params", Unsafe.SizeOf<FxAeLoadParams>() },
         { "fx_text_load_params", Unsafe.SizeOf<FxTextLoadParams>() },
+        { "fx_image_encode_params", Unsafe.SizeOf<FxImageEncodeParams>() },
     };
 
     [Theory]
@@ -152,6 +161,7 @@ public class StructLayoutTests
             [typeof(FxFluxInputs)] = "fx_flux_inputs",
             [typeof(FxAeLoadParams)] = "fx_ae_load_params",
             [typeof(FxTextLoadParams)] = "fx_text_load_params",
+            [typeof(FxImageEncodeParams)] = "fx_image_encode_params",
         };
         foreach ((Type type, string cName) in structs)
         {
@@ -196,5 +206,10 @@ public class StructLayoutTests
         FxFluxInputs inputs;
         NativeMethods.fx_flux_inputs_init(&inputs);
         Assert.Equal((uint)sizeof(FxFluxInputs), inputs.StructSize);
+
+        FxImageEncodeParams encode;
+        NativeMethods.fx_image_encode_params_init(&encode);
+        Assert.Equal((uint)sizeof(FxImageEncodeParams), encode.StructSize);
+        Assert.True(encode.ParametersText == null, "no generation parameters unless the caller gives some");
     }
 }

@@ -173,6 +173,9 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_ae_load_params, device),
     FX_FIELD(fx_text_load_params, struct_size), FX_FIELD(fx_text_load_params, weight_format),
     FX_FIELD(fx_text_load_params, num_threads), FX_FIELD(fx_text_load_params, device),
+    FX_FIELD(fx_image_encode_params, struct_size), FX_FIELD(fx_image_encode_params, format),
+    FX_FIELD(fx_image_encode_params, quality), FX_FIELD(fx_image_encode_params, reserved),
+    FX_FIELD(fx_image_encode_params, parameters_text),
 };
 #undef FX_FIELD
 
@@ -186,6 +189,7 @@ const StructSize kStructSizes[] = {
     {"fx_flux_inputs", sizeof(fx_flux_inputs)},
     {"fx_ae_load_params", sizeof(fx_ae_load_params)},
     {"fx_text_load_params", sizeof(fx_text_load_params)},
+    {"fx_image_encode_params", sizeof(fx_image_encode_params)},
 };
 }  // namespace
 

@@ -1,6 +1,7 @@
 // C ABI: 8-bit conversion of model pixels and image files (PNG, JPEG, WebP) in memory.
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -93,26 +94,40 @@ FX_API fx_status fx_rgb8_to_pixels(const uint8_t* rgb, int32_t width, int32_t he
   });
 }
 
-FX_API fx_status fx_image_encode(const uint8_t* rgb, int32_t width, int32_t height, int32_t format,
-                                 int32_t quality, fx_blob** out) {
+FX_API void fx_image_encode_params_init(fx_image_encode_params* params) {
+  if (params == nullptr) return;
+  *params = fx_image_encode_params{};
+  params->struct_size = sizeof(fx_image_encode_params);
+  params->format = FX_IMAGE_PNG;
+  params->quality = 80;
+}
+
+FX_API fx_status fx_image_encode(const uint8_t* rgb, int32_t width, int32_t height,
+                                 const fx_image_encode_params* params, fx_blob** out) {
   const char* const function = __func__;  // inside the lambda __func__ is "operator()"
   return guard(function, [&] {
     require(out != nullptr, function, "out is NULL");
     *out = nullptr;
     require(rgb != nullptr, function, "rgb is NULL");
     require_size(width, height, function);
-    require(format == FX_IMAGE_PNG || format == FX_IMAGE_JPEG || format == FX_IMAGE_WEBP, function,
+    fx_image_encode_params defaults;
+    fx_image_encode_params_init(&defaults);
+    const auto p = fx::api::read_versioned(params, function, defaults);
+    require(p.format == FX_IMAGE_PNG || p.format == FX_IMAGE_JPEG || p.format == FX_IMAGE_WEBP, function,
             "format must be FX_IMAGE_PNG (1), FX_IMAGE_JPEG (2) or FX_IMAGE_WEBP (3)");
     // PNG is lossless and ignores quality, but a value outside 0..100 is still a caller's mistake;
     // 0 is accepted for PNG as "no quality".
-    if (format == FX_IMAGE_PNG) {
-      require(quality >= 0 && quality <= 100, function, "quality must be 0..100 (PNG ignores it)");
+    if (p.format == FX_IMAGE_PNG) {
+      require(p.quality >= 0 && p.quality <= 100, function, "quality must be 0..100 (PNG ignores it)");
     } else {
-      require(quality >= 1 && quality <= 100, function, "quality must be 1..100 for JPEG and WebP");
+      require(p.quality >= 1 && p.quality <= 100, function, "quality must be 1..100 for JPEG and WebP");
     }
+    require(p.reserved == 0, function, "reserved must be 0 (call fx_image_encode_params_init first)");
+    const std::string_view parameters = p.parameters_text != nullptr ? p.parameters_text : std::string_view{};
     auto blob = std::make_unique<fx_blob>();
     with_function_name(function, [&] {
-      blob->bytes = fx::image::encode(rgb, width, height, static_cast<fx::image::Format>(format), quality);
+      blob->bytes = fx::image::encode(rgb, width, height, static_cast<fx::image::Format>(p.format), p.quality,
+                                      parameters);
     });
     *out = blob.release();
   });

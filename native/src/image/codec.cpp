@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "image/image_codec.h"
+#include "image/metadata.h"
 
 namespace fx::image {
 
@@ -47,11 +48,12 @@ void check_decoded_size(Format format, uint64_t width, uint64_t height, const De
   // width, height <= max_side <= 16384 here, so width * height * 3 < 2^30 and fits size_t.
 }
 
-Bytes encode(const uint8_t* rgb, int width, int height, Format format, int quality) {
+Bytes encode(const uint8_t* rgb, int width, int height, Format format, int quality, std::string_view parameters) {
+  check_parameters_text(parameters);  // before any pixel work: a bad text costs nothing
   switch (format) {
-    case Format::Png: return encode_png(rgb, width, height);
-    case Format::Jpeg: return encode_jpeg(rgb, width, height, quality);
-    case Format::Webp: return encode_webp(rgb, width, height, quality);
+    case Format::Png: return encode_png(rgb, width, height, parameters);
+    case Format::Jpeg: return encode_jpeg(rgb, width, height, quality, parameters);
+    case Format::Webp: return encode_webp(rgb, width, height, quality, parameters);
   }
   fail(FX_ERR_INVALID_ARGUMENT, "image encode: unknown format " + std::to_string(static_cast<int>(format)));
 }

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -60,11 +61,13 @@ struct Image {
 };
 
 // Encoders. rgb is [height, width, 3]; width and height are 1..kMaxSide (checked by the caller: the
-// C ABI). quality is 1..100 for JPEG and WebP.
-Bytes encode_png(const uint8_t* rgb, int width, int height);
-Bytes encode_jpeg(const uint8_t* rgb, int width, int height, int quality);
-Bytes encode_webp(const uint8_t* rgb, int width, int height, int quality);
-Bytes encode(const uint8_t* rgb, int width, int height, Format format, int quality);
+// C ABI). quality is 1..100 for JPEG and WebP. `parameters` is the generation-parameters text to store
+// in the file (image/metadata.h), empty for none; encode() checks it (length, UTF-8) and the per-format
+// encoders take it as checked.
+Bytes encode_png(const uint8_t* rgb, int width, int height, std::string_view parameters = {});
+Bytes encode_jpeg(const uint8_t* rgb, int width, int height, int quality, std::string_view parameters = {});
+Bytes encode_webp(const uint8_t* rgb, int width, int height, int quality, std::string_view parameters = {});
+Bytes encode(const uint8_t* rgb, int width, int height, Format format, int quality, std::string_view parameters = {});
 
 // The format a file's first bytes announce; false when they match none of PNG, JPEG, WebP.
 bool sniff(const uint8_t* data, size_t size, Format* format);

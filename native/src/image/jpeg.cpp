@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "image/image_codec.h"
+#include "image/metadata.h"
 
 namespace fx::image {
 namespace {
@@ -137,7 +138,8 @@ struct Encoder {
   VectorDest dest;
 };
 
-bool encode_steps(Encoder* e, const uint8_t* rgb, int width, int height, int quality) {
+// `exif` is NULL or the APP1 payload ("Exif\0\0" + TIFF) to write after the JFIF header.
+bool encode_steps(Encoder* e, const uint8_t* rgb, int width, int height, int quality, const Bytes* exif) {
   if (setjmp(e->err.jump)) return false;
   jpeg_create_compress(&e->cinfo);
   e->cinfo.dest = &e->dest.pub;
@@ -156,6 +158,10 @@ bool encode_steps(Encoder* e, const uint8_t* rgb, int width, int height, int qua
   e->cinfo.comp_info[0].v_samp_factor = luma;
   for (int c = 1; c < 3; ++c) e->cinfo.comp_info[c].h_samp_factor = e->cinfo.comp_info[c].v_samp_factor = 1;
   jpeg_start_compress(&e->cinfo, TRUE);
+  // Markers go between jpeg_start_compress (which wrote SOI and JFIF APP0) and the first scanline.
+  if (exif != nullptr) {
+    jpeg_write_marker(&e->cinfo, JPEG_APP0 + 1, exif->data(), static_cast<unsigned int>(exif->size()));
+  }
   const size_t stride = static_cast<size_t>(width) * 3;
   while (e->cinfo.next_scanline < e->cinfo.image_height) {
     JSAMPROW row = const_cast<JSAMPROW>(rgb + e->cinfo.next_scanline * stride);  // libjpeg only reads
@@ -218,9 +224,21 @@ bool decode_steps(Decoder* d, uint8_t* out, uint8_t* cmyk_row) {
 
 }  // namespace
 
-Bytes encode_jpeg(const uint8_t* rgb, int width, int height, int quality) {
+Bytes encode_jpeg(const uint8_t* rgb, int width, int height, int quality, std::string_view parameters) {
   if (quality < 1 || quality > 100) {
     fail(FX_ERR_INVALID_ARGUMENT, "JPEG: quality must be 1..100, got " + std::to_string(quality));
+  }
+  Bytes exif;
+  if (!parameters.empty()) {
+    static const uint8_t kExifHeader[6] = {'E', 'x', 'i', 'f', 0, 0};
+    const Bytes tiff = exif_with_user_comment(decode_utf8(parameters));
+    exif.assign(kExifHeader, kExifHeader + sizeof(kExifHeader));
+    exif.insert(exif.end(), tiff.begin(), tiff.end());
+    // One marker segment holds 65535 bytes including its 2-byte length; kMaxParametersBytes keeps the
+    // longest text inside that, and this guards the arithmetic.
+    if (exif.size() > 65533) {
+      fail(FX_ERR_INTERNAL, "JPEG: the Exif segment is " + std::to_string(exif.size()) + " bytes, over 65533");
+    }
   }
   Bytes out;
   out.resize(static_cast<size_t>(width) * height / 2 + 16384);
@@ -235,7 +253,7 @@ Bytes encode_jpeg(const uint8_t* rgb, int width, int height, int quality) {
     jpeg_compress_struct& cinfo;
     ~Destroy() { jpeg_destroy_compress(&cinfo); }  // safe on a zeroed or partly created struct
   } destroy{encoder.cinfo};
-  if (!encode_steps(&encoder, rgb, width, height, quality)) {
+  if (!encode_steps(&encoder, rgb, width, height, quality, parameters.empty() ? nullptr : &exif)) {
     fail(encoder.dest.out_of_memory ? FX_ERR_OUT_OF_MEMORY : FX_ERR_INTERNAL,
          std::string("JPEG: encoding failed: ") + encoder.err.message);
   }

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "image/image_codec.h"
+#include "image/metadata.h"
 
 namespace fx::image {
 namespace {
@@ -71,11 +72,15 @@ void on_flush(png_structp) {}
 
 // ---- the setjmp frames -----------------------------------------------------------------------------
 
-bool write_steps(PngState* s, png_uint_32 width, png_uint_32 height, png_bytepp rows) {
+// `text` is NULL or the one text chunk to write (its strings live in the caller's frame).
+bool write_steps(PngState* s, png_uint_32 width, png_uint_32 height, png_bytepp rows, png_textp text) {
   if (setjmp(png_jmpbuf(s->png))) return false;
   png_set_write_fn(s->png, s, on_write, on_flush);
   png_set_IHDR(s->png, s->info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  // Set before png_write_info, so the chunk goes before IDAT: readers that stop at the image data
+  // (Pillow's Image.open, browsers' upload previews) still see it.
+  if (text != nullptr) png_set_text(s->png, s->info, text, 1);
   // zlib level 6 (zlib's own default) with libpng's adaptive per-row filters: within a few percent of
   // level 9's size at a fraction of its time.
   png_set_compression_level(s->png, 6);
@@ -117,7 +122,7 @@ bool read_pixels_steps(PngState* s, png_bytepp rows) {
 
 }  // namespace
 
-Bytes encode_png(const uint8_t* rgb, int width, int height) {
+Bytes encode_png(const uint8_t* rgb, int width, int height, std::string_view parameters) {
   const size_t stride = static_cast<size_t>(width) * 3;
   std::vector<png_bytep> rows(static_cast<size_t>(height));
   for (size_t y = 0; y < rows.size(); ++y) rows[y] = const_cast<png_bytep>(rgb + y * stride);  // libpng only reads
@@ -134,7 +139,26 @@ Bytes encode_png(const uint8_t* rgb, int width, int height) {
   } destroy{state};
   state.info = png_create_info_struct(state.png);
   if (state.info == nullptr) fail(FX_ERR_OUT_OF_MEMORY, "PNG: could not create the libpng info structure");
-  if (!write_steps(&state, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), rows.data())) {
+  // The text chunk (metadata.h): tEXt holds Latin-1 only, so other text goes in an uncompressed iTXt
+  // (UTF-8), as Pillow does; both are "uncompressed text" that every PNG reader lists.
+  std::string keyword = "parameters", chunk_text, empty;
+  png_text text{};
+  const bool with_text = !parameters.empty();
+  if (with_text) {
+    text.key = keyword.data();
+    if (to_latin1(decode_utf8(parameters), &chunk_text)) {
+      text.compression = PNG_TEXT_COMPRESSION_NONE;
+    } else {
+      chunk_text.assign(parameters);
+      text.compression = PNG_ITXT_COMPRESSION_NONE;
+      text.lang = empty.data();  // no language tag, no translated keyword
+      text.lang_key = empty.data();
+    }
+    text.text = chunk_text.data();
+    text.text_length = chunk_text.size();
+  }
+  if (!write_steps(&state, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), rows.data(),
+                   with_text ? &text : nullptr)) {
     fail(state.out_of_memory ? FX_ERR_OUT_OF_MEMORY : FX_ERR_INTERNAL,
          std::string("PNG: encoding failed: ") + state.message);
   }

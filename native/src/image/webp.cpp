@@ -1,13 +1,16 @@
 // WebP through libwebp, in memory. libwebp reports through return codes (no longjmp), so ordinary
-// RAII holds its buffers here.
+// RAII holds its buffers here. Generation parameters go in an EXIF chunk through libwebpmux, which
+// also writes the VP8X header that announces it (image/metadata.h says why EXIF and not XMP).
 #include <webp/decode.h>
 #include <webp/encode.h>
+#include <webp/mux.h>
 
 #include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "image/image_codec.h"
+#include "image/metadata.h"
 
 namespace fx::image {
 namespace {
@@ -43,6 +46,42 @@ const char* decode_status_text(VP8StatusCode status) {
   }
 }
 
+const char* mux_error_text(WebPMuxError error) {
+  switch (error) {
+    case WEBP_MUX_OK: return "no error";
+    case WEBP_MUX_NOT_FOUND: return "not found";
+    case WEBP_MUX_INVALID_ARGUMENT: return "invalid argument";
+    case WEBP_MUX_BAD_DATA: return "bad data";
+    case WEBP_MUX_MEMORY_ERROR: return "out of memory";
+    case WEBP_MUX_NOT_ENOUGH_DATA: return "not enough data";
+    default: return "unknown error";
+  }
+}
+
+// The encoded still image with an EXIF chunk added (a VP8X container around the same bitstream).
+Bytes with_exif(const uint8_t* file, size_t size, const Bytes& exif) {
+  struct Release {
+    WebPMux* mux = nullptr;
+    WebPData out;
+    ~Release() {
+      WebPMuxDelete(mux);
+      WebPDataClear(&out);
+    }
+  } r;
+  WebPDataInit(&r.out);
+  r.mux = WebPMuxNew();
+  if (r.mux == nullptr) fail(FX_ERR_OUT_OF_MEMORY, "WebP: could not create the muxer (out of memory)");
+  const WebPData image{file, size}, chunk{exif.data(), exif.size()};
+  WebPMuxError error = WebPMuxSetImage(r.mux, &image, 0);  // 0: no copies; both outlive the muxer
+  if (error == WEBP_MUX_OK) error = WebPMuxSetChunk(r.mux, "EXIF", &chunk, 0);
+  if (error == WEBP_MUX_OK) error = WebPMuxAssemble(r.mux, &r.out);
+  if (error != WEBP_MUX_OK) {
+    fail(error == WEBP_MUX_MEMORY_ERROR ? FX_ERR_OUT_OF_MEMORY : FX_ERR_INTERNAL,
+         std::string("WebP: adding the EXIF chunk failed: ") + mux_error_text(error));
+  }
+  return Bytes(r.out.bytes, r.out.bytes + r.out.size);
+}
+
 uint32_t read_le32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 | static_cast<uint32_t>(p[2]) << 16 |
          static_cast<uint32_t>(p[3]) << 24;
@@ -50,7 +89,7 @@ uint32_t read_le32(const uint8_t* p) {
 
 }  // namespace
 
-Bytes encode_webp(const uint8_t* rgb, int width, int height, int quality) {
+Bytes encode_webp(const uint8_t* rgb, int width, int height, int quality, std::string_view parameters) {
   if (quality < 1 || quality > 100) {
     fail(FX_ERR_INVALID_ARGUMENT, "WebP: quality must be 1..100, got " + std::to_string(quality));
   }
@@ -94,6 +133,7 @@ Bytes encode_webp(const uint8_t* rgb, int width, int height, int quality) {
             : FX_ERR_INTERNAL;
     fail(status, std::string("WebP: encoding failed: ") + encode_error_text(error));
   }
+  if (!parameters.empty()) return with_exif(writer.mem, writer.size, exif_with_user_comment(decode_utf8(parameters)));
   return Bytes(writer.mem, writer.mem + writer.size);
 }
 
