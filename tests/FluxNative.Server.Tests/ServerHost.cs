@@ -58,8 +58,12 @@ internal sealed class ServerHost : IAsyncDisposable
         Urls = ["http://127.0.0.1:0"],
     };
 
-    /// <summary>Starts a server; <paramref name="directory"/> (kept) or a fresh temp folder (deleted with the host) holds its state.</summary>
-    public static async Task<ServerHost> StartAsync(Func<FluxServerOptions, FluxServerOptions>? change = null, bool kestrel = false, string? directory = null)
+    /// <summary>
+    /// Starts a server; <paramref name="directory"/> (kept) or a fresh temp folder (deleted with the host) holds its state;
+    /// <paramref name="configure"/> changes the builder (a service replaced, for fault injection).
+    /// </summary>
+    public static async Task<ServerHost> StartAsync(
+        Func<FluxServerOptions, FluxServerOptions>? change = null, bool kestrel = false, string? directory = null, Action<WebApplicationBuilder>? configure = null)
     {
         TempDirectory? owned = directory is null ? new TempDirectory() : null;
         FluxServerOptions options = DefaultOptions(directory ?? owned!.Path);
@@ -71,6 +75,8 @@ internal sealed class ServerHost : IAsyncDisposable
             {
                 builder.WebHost.UseTestServer();
             }
+
+            configure?.Invoke(builder);
         });
         await app.StartAsync();
         HttpClient client = kestrel ? new HttpClient { BaseAddress = new Uri(FluxServer.Addresses(app)[0]) } : app.GetTestClient();
