@@ -122,7 +122,19 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
     /// fsync, or the wait for a locked database) would hold up every prediction of the batch. Order does not matter:
     /// the store never lets a state on the way replace a final one.
     /// </summary>
-    public void SaveLater(PredictionView view) => ThreadPool.QueueUserWorkItem(state => Save(state), view, preferLocal: false);
+    public void SaveLater(PredictionView view) => ThreadPool.QueueUserWorkItem(state =>
+    {
+        try
+        {
+            Save(state);
+        }
+        catch (Exception e)
+        {
+            // Not a storage fault (Save takes those): the store closed at shutdown, say. An exception left on a pool
+            // thread would end the process.
+            logger.LogError(e, "Saving prediction {Id} failed", state.Id);
+        }
+    }, view, preferLocal: false);
 
     /// <summary>A read of the database.</summary>
     /// <exception cref="ApiException">503 with the reason when the database cannot be read now.</exception>
@@ -241,7 +253,15 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
                 lastWrite = clock.Elapsed;
             }
 
-            Check(write);
+            try
+            {
+                Check(write);
+            }
+            catch (Exception e)
+            {
+                // Not a storage fault (Check takes those): a background service that throws stops the host.
+                logger.LogError(e, "The storage check failed");
+            }
         }
     }
 
