@@ -135,6 +135,32 @@ public sealed class StorageFaultTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task An_output_folder_that_cannot_be_written_fails_that_prediction_with_the_reason_and_shows_in_readiness()
+    {
+        await using ServerHost server = await ServerHost.StartAsync();
+        using (ReadOnlyPaths? readOnly = ReadOnlyPaths.TryMake(server.Options.OutputDirectory))
+        {
+            if (readOnly is null)
+            {
+                output.WriteLine("No way to make a folder read-only here (root without CAP_LINUX_IMMUTABLE): nothing to check.");
+                return;
+            }
+
+            output.WriteLine($"The output folder is read-only for real ({readOnly.How}).");
+            Reply failed = await server.PostAsync(ModelPath, QuickBody, ("Prefer", "wait"));
+            Assert.Equal("failed", failed.Json.GetProperty("status").GetString());
+            Assert.StartsWith("The images were generated but could not be saved: ", failed.Json.GetProperty("error").GetString(), StringComparison.Ordinal);
+            Reply ready = await server.GetAsync("/readyz");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.Status);
+            Assert.Contains("output folder", ready.Json.GetProperty("error").GetString(), StringComparison.Ordinal);
+        }
+
+        await WaitReadinessAsync(server, HttpStatusCode.OK);
+        Reply after = await server.PostAsync(ModelPath, QuickBody, ("Prefer", "wait"));
+        Assert.Equal("succeeded", after.Json.GetProperty("status").GetString());
+    }
+
+    [Fact]
     public async Task Database_files_truncated_or_made_read_only_under_flux_serve_never_kill_it()
     {
         // A child process: before, the database's WAL index was a memory-mapped file, and a write to a mapped page
