@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "test_support.h"
+#include "core/cancel.h"
+#include "core/error.h"
 #include "ops/cpu/attention.h"
 #include "ops/cpu/exp_edges.h"
 
@@ -157,6 +159,27 @@ TEST(AttentionCpu, FluxLikeFusedQkvMatchesReference) {
         if (heads == 3 && seq == 333 && d == 128) continue;  // keeps the double reference quick
         check_against_reference(make_problem(1, heads, seq, seq, d, seed++), pool);
       }
+}
+
+// A set cancel flag stops the kernel before its tiles (core/cancel.h): on every thread of the pool,
+// nothing is written; the model around it reports the cancel. Without the flag it runs as before.
+TEST(AttentionCpu, ACancelledCallWritesNothingOnAnyThread) {
+  fx::ThreadPool pool(3);
+  const Problem p = make_problem(1, 4, 200, 200, 64, 11);
+  volatile int32_t flag = 1;
+  std::vector<float> got = p.make_output();
+  {
+    const fx::CancelScope scope(&flag);
+    fx::cpu::attention(p.shape, p.q, p.k, p.v, p.output(got), pool);
+    EXPECT_THROW(scope.check("attention"), fx::Error);
+  }
+  const int64_t width = p.shape.heads * p.shape.head_dim;
+  for (int64_t r = 0; r < p.shape.seq_q; ++r)
+    for (int64_t c = 0; c < width; ++c) ASSERT_TRUE(std::isnan(got[size_t(r * p.out_row + c)])) << r << ", " << c;
+  EXPECT_FALSE(fx::cancel_requested());  // the scope ended
+  flag = 0;
+  const fx::CancelScope clear(&flag);
+  check_against_reference(p, pool);
 }
 
 TEST(AttentionCpu, BatchOfTwoUsesBatchStrides) {

@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdint>
 #include <stdexcept>
 #include <vector>
 
+#include "core/cancel.h"
+#include "core/error.h"
 #include "core/thread_pool.h"
 
 namespace {
@@ -49,6 +52,31 @@ TEST(ThreadPool, ExceptionsReachTheCallerAfterAllChunksFinish) {
   std::atomic<int> count{0};
   pool.parallel_for(4, [&](int64_t b, int64_t e) { count += static_cast<int>(e - b); });
   EXPECT_EQ(count.load(), 4);
+}
+
+TEST(ThreadPool, WorkersSeeTheCallersCancelFlagForTheCall) {
+  fx::ThreadPool pool(4);
+  volatile int32_t flag = 0;
+  std::atomic<int> seen{0}, chunks{0};
+  auto count = [&](int64_t, int64_t) {
+    ++chunks;
+    if (fx::cancel_requested()) ++seen;
+  };
+  {
+    const fx::CancelScope scope(&flag);
+    pool.parallel_for(4, count);
+    EXPECT_EQ(seen.load(), 0);  // not set yet
+    flag = 1;
+    EXPECT_TRUE(fx::cancel_requested());
+    pool.parallel_for(4, count);
+    EXPECT_EQ(seen.load(), 4);  // every chunk, the caller's and the workers'
+    EXPECT_THROW(scope.check("pool"), fx::Error);
+  }
+  EXPECT_FALSE(fx::cancel_requested());
+  seen = 0;
+  pool.parallel_for(4, count);  // a later call without a scope: the workers' flag is gone too
+  EXPECT_EQ(seen.load(), 0);
+  EXPECT_EQ(chunks.load(), 12);
 }
 
 TEST(ThreadPool, NestedCallsRunInline) {

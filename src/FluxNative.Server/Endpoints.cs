@@ -33,23 +33,36 @@ internal static partial class Endpoints
         MapModels(app);
     }
 
-    private static IResult Ready(ModelHost host, PredictionService service)
+    /// <summary>
+    /// 200 when predictions can be taken: the model is loaded and the storage can be written. No prediction ids (it needs
+    /// no key): counts only.
+    /// </summary>
+    private static IResult Ready(ModelHost host, PredictionService service, StorageMonitor storage)
     {
-        if (host.IsReady)
+        if (host.LoadError is { } error)
         {
-            return Json(new JsonObject
-            {
-                ["status"] = "ready",
-                ["model"] = host.Description,
-                ["demo"] = host.Demo,
-                ["queue_length"] = service.QueueLength,
-                ["running"] = service.Running,
-            });
+            return Json(new JsonObject { ["status"] = "failed", ["error"] = error }, StatusCodes.Status503ServiceUnavailable);
         }
 
-        return host.LoadError is { } error
-            ? Json(new JsonObject { ["status"] = "failed", ["error"] = error }, StatusCodes.Status503ServiceUnavailable)
-            : Json(new JsonObject { ["status"] = "loading" }, StatusCodes.Status503ServiceUnavailable);
+        if (storage.Problem is { } problem)
+        {
+            return Json(new JsonObject { ["status"] = "storage_unavailable", ["error"] = problem, ["unsaved"] = storage.UnsavedCount },
+                StatusCodes.Status503ServiceUnavailable);
+        }
+
+        if (!host.IsReady)
+        {
+            return Json(new JsonObject { ["status"] = "loading" }, StatusCodes.Status503ServiceUnavailable);
+        }
+
+        return Json(new JsonObject
+        {
+            ["status"] = "ready",
+            ["model"] = host.Description,
+            ["demo"] = host.Demo,
+            ["queue_length"] = service.QueueLength,
+            ["running"] = service.RunningCount,
+        });
     }
 
     /// <summary>OpenAI's <c>POST /v1/images/generations</c>: synchronous; the images as URLs or base64.</summary>

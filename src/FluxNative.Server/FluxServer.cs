@@ -57,6 +57,8 @@ public static class FluxServer
         IServiceCollection services = builder.Services;
         services.AddSingleton(options);
         services.AddSingleton(_ => new PredictionStore(options.DatabasePath));
+        services.AddSingleton<IPredictionStore>(provider => provider.GetRequiredService<PredictionStore>());
+        services.AddSingleton<StorageMonitor>();
         services.AddSingleton<OutputFiles>();
         services.AddSingleton(_ => new WebhookTargets(options));
         services.AddSingleton<WebhookDispatcher>();
@@ -69,12 +71,20 @@ public static class FluxServer
         services.AddHostedService(provider => provider.GetRequiredService<ModelHost>());
         services.AddHostedService(provider => provider.GetRequiredService<PredictionService>());
         services.AddHostedService(provider => provider.GetRequiredService<RetentionSweeper>());
+        services.AddHostedService(provider => provider.GetRequiredService<StorageMonitor>());
         configure?.Invoke(builder);
 
         WebApplication app = builder.Build();
         try
         {
             app.Services.GetRequiredService<PredictionService>().RecoverInterrupted();
+        }
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+        {
+            // The database opened and took a write (PredictionStore checks), but failed here: still a start-up
+            // problem of the files, told in one line (no stack trace).
+            (app as IDisposable).Dispose();
+            throw new FluxServerConfigurationException($"Cannot use the database '{options.DatabasePath}' or the output folder '{options.OutputDirectory}': {StorageMonitor.Describe(e)}");
         }
         catch
         {

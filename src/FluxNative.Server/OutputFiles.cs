@@ -41,6 +41,15 @@ internal sealed partial class OutputFiles
         return name;
     }
 
+    /// <summary>Writes and removes a small file in the folder (creating it again if it was removed): throws what an image's write would throw now.</summary>
+    public void Probe()
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        string probe = Path.Combine(Directory, $".probe-{Environment.ProcessId}");
+        File.WriteAllBytes(probe, [1]);
+        File.Delete(probe);
+    }
+
     /// <summary>The signed absolute URL of an output file.</summary>
     public string Url(string baseUrl, string id, string name) => $"{baseUrl}/v1/files/{id}/{name}?sig={Sign(id, name)}";
 

@@ -31,7 +31,8 @@ internal sealed record PredictionOrder
 
 /// <summary>
 /// The predictions in front of the pipeline: a bound on how many may wait (429 beyond it), a deadline per prediction,
-/// cancellation, persistence at every status change, events for the streams, webhooks and metrics. Every accepted
+/// cancellation, persistence at every status change (through <see cref="StorageMonitor"/>, so that a storage fault
+/// fails only the request it concerns), events for the streams, webhooks and metrics. Every accepted
 /// prediction goes straight to <see cref="FluxPipeline.GenerateAsync"/>, whose scheduler batches them (same size:
 /// one forward per step, joining and leaving at step boundaries) in arrival order; a prediction turns "processing"
 /// when its first step starts. The endpoints are thin calls into this.
@@ -43,7 +44,8 @@ internal sealed class PredictionService : BackgroundService
 
     private readonly FluxServerOptions options;
     private readonly ModelHost host;
-    private readonly PredictionStore store;
+    private readonly IPredictionStore store;
+    private readonly StorageMonitor storage;
     private readonly OutputFiles files;
     private readonly WebhookDispatcher webhooks;
     private readonly ServerMetrics metrics;
@@ -56,12 +58,13 @@ internal sealed class PredictionService : BackgroundService
     private double averageSeconds = 5;
 
     public PredictionService(
-        FluxServerOptions options, ModelHost host, PredictionStore store, OutputFiles files, WebhookDispatcher webhooks, ServerMetrics metrics,
-        ILogger<PredictionService> logger)
+        FluxServerOptions options, ModelHost host, IPredictionStore store, StorageMonitor storage, OutputFiles files, WebhookDispatcher webhooks,
+        ServerMetrics metrics, ILogger<PredictionService> logger)
     {
         this.options = options;
         this.host = host;
         this.store = store;
+        this.storage = storage;
         this.files = files;
         this.webhooks = webhooks;
         this.metrics = metrics;
@@ -89,18 +92,6 @@ internal sealed class PredictionService : BackgroundService
             lock (queueGate)
             {
                 return running.Count;
-            }
-        }
-    }
-
-    /// <summary>The id of the longest-running prediction, or null.</summary>
-    public string? Running
-    {
-        get
-        {
-            lock (queueGate)
-            {
-                return running.Count > 0 ? running[0].Id : null;
             }
         }
     }
@@ -137,7 +128,10 @@ internal sealed class PredictionService : BackgroundService
         return unfinished.Count;
     }
 
-    /// <summary>Checks, stores and queues a prediction. Throws <see cref="ApiException"/>: 400 for bad input, 429 when the queue is full.</summary>
+    /// <summary>
+    /// Checks, stores and queues a prediction. Throws <see cref="ApiException"/>: 400 for bad input, 429 when the queue is
+    /// full, 503 when it cannot be stored.
+    /// </summary>
     public Prediction Create(PredictionOrder order)
     {
         if (shuttingDown)
@@ -183,33 +177,53 @@ internal sealed class PredictionService : BackgroundService
                     $"The queue is full ({waiting.Count} predictions waiting); retry in about {retryAfter} s.") { RetryAfterSeconds = retryAfter };
             }
 
-            // Stored before it is acknowledged or run: a crash from here on leaves a record that the restart reports.
-            store.Insert(prediction.View);
-            live[view.Id] = prediction;
-            waiting.Add(prediction);
+            waiting.Add(prediction);   // its place, held while it is stored
         }
 
+        // Stored before it is acknowledged or run: a crash from here on leaves a record that the restart reports. Not
+        // under the queue's lock: a slow or locked database must not hold up the pipeline's threads, which take it.
+        try
+        {
+            storage.Insert(prediction.View);
+        }
+        catch (ApiException)
+        {
+            lock (queueGate)
+            {
+                waiting.Remove(prediction);
+            }
+
+            metrics.Rejected();
+            prediction.Dispose();
+            throw;
+        }
+
+        live[view.Id] = prediction;
         _ = RunAsync(prediction);
         metrics.Created(order.Kind);
         logger.LogInformation("Prediction {Id} queued: {Width}x{Height}, {Steps} steps, {Images} image(s)", view.Id, plan.Width, plan.Height, plan.Steps, plan.NumImages);
         return prediction;
     }
 
-    /// <summary>The prediction now: live when it is not finished, else from the database; null for an unknown id.</summary>
-    public PredictionView? Get(string id) => live.TryGetValue(id, out Prediction? p) ? p.View : store.Get(id);
+    /// <summary>
+    /// The prediction now: live when it is not finished, else from the database (or from memory while its final state
+    /// waits for the database); null for an unknown id. A database that cannot be read is a 503.
+    /// </summary>
+    public PredictionView? Get(string id) =>
+        live.TryGetValue(id, out Prediction? p) ? p.View : storage.Unsaved(id) ?? storage.Read(s => s.Get(id));
 
     /// <summary>The live prediction (not finished), or null.</summary>
     public Prediction? Live(string id) => live.GetValueOrDefault(id);
 
     public IReadOnlyList<PredictionView> List(int limit, string? before) =>
-        store.List(limit, before).Select(v => live.TryGetValue(v.Id, out Prediction? p) ? p.View : v).ToList();
+        storage.Read(s => s.List(limit, before)).Select(v => live.TryGetValue(v.Id, out Prediction? p) ? p.View : storage.Unsaved(v.Id) ?? v).ToList();
 
     /// <summary>Cancels a prediction: a waiting one leaves the queue, a running one stops within a step. Waits (a little) until it is final.</summary>
     public async Task<PredictionView?> CancelAsync(string id, CancellationToken cancellationToken)
     {
         if (!live.TryGetValue(id, out Prediction? p))
         {
-            return store.Get(id);
+            return Get(id);
         }
 
         Stop(p, AbortReason.Canceled);
@@ -242,6 +256,7 @@ internal sealed class PredictionService : BackgroundService
         // Each answers its token within a step; what has not by then is reported interrupted at the next start.
         await Task.WhenAll(unfinished.Select(p => p.Completion)).WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None)
             .ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+        storage.SaveBeforeExit();
         await webhooks.DrainAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
     }
 
@@ -305,7 +320,7 @@ internal sealed class PredictionService : BackgroundService
             return;
         }
 
-        store.Update(started);
+        storage.SaveLater(started);
         webhooks.Send(started, "start", Render(started));
         GenerationPlan plan = p.Plan;
         p.Log($"Using seed: {plan.Seed}");
@@ -321,9 +336,20 @@ internal sealed class PredictionService : BackgroundService
         metrics.Generation(t.Total.TotalSeconds);
         averageSeconds = (0.8 * averageSeconds) + (0.2 * t.Total.TotalSeconds);
         var names = new List<string>();
-        for (int k = 0; k < result.Images.Count; k++)
+        try
         {
-            names.Add(files.Write(p.Id, k, result.Images[k].Format, result.Images[k].Bytes));
+            for (int k = 0; k < result.Images.Count; k++)
+            {
+                names.Add(files.Write(p.Id, k, result.Images[k].Format, result.Images[k].Bytes));
+            }
+        }
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+        {
+            storage.OutputFailed(e);
+            string error = $"The images were generated but could not be saved: {StorageMonitor.Describe(e)}.";
+            p.Log($"Error: {error}");
+            Finish(p, v => v with { Status = PredictionStatus.Failed, Error = error });
+            return;
         }
 
         if (result.PeakBatchImages > plan.NumImages)
@@ -374,7 +400,8 @@ internal sealed class PredictionService : BackgroundService
 
         try
         {
-            store.Update(final);
+            // A final state the database cannot take now stays in memory (answered from there) until it can.
+            storage.Save(final);
         }
         finally
         {

@@ -5,37 +5,80 @@ using Microsoft.Data.Sqlite;
 namespace FluxNative.Server;
 
 /// <summary>
-/// Predictions in an SQLite database (one file, WAL journal): inserted before a prediction is acknowledged, updated at
-/// every status change, so a restart finds every prediction ever accepted.
+/// Where predictions are kept. <see cref="PredictionStore"/> is the SQLite one; <see cref="StorageMonitor"/> lives with
+/// its faults (and the fault-injection tests wrap it). Every method may throw what the storage throws
+/// (<see cref="SqliteException"/>, <see cref="IOException"/>, <see cref="UnauthorizedAccessException"/>).
 /// </summary>
-internal sealed class PredictionStore : IDisposable
+internal interface IPredictionStore
+{
+    /// <summary>The database file.</summary>
+    string Path { get; }
+
+    void Insert(PredictionView p);
+
+    /// <summary>Writes a prediction's state. A state that is not final never replaces a final one (a late write cannot undo a finish).</summary>
+    void Update(PredictionView p);
+
+    PredictionView? Get(string id);
+
+    IReadOnlyList<PredictionView> List(int limit, string? before);
+
+    IReadOnlyList<PredictionView> Unfinished();
+
+    /// <summary>A small write, as a prediction's would be: throws when the database cannot be written now.</summary>
+    void Probe();
+
+    /// <summary>
+    /// When the database file was deleted under the server (its folder with it, say), writes the database back at
+    /// <see cref="Path"/> from the open connection and reopens it there: true when it did. False when the file is there.
+    /// </summary>
+    bool RestoreIfDeleted();
+}
+
+/// <summary>
+/// Predictions in an SQLite database (one file and a rollback journal): inserted before a prediction is acknowledged,
+/// updated at every status change, so a restart finds every prediction ever accepted.
+/// </summary>
+/// <remarks>
+/// The settings turn storage faults into errors, never into a crash or silent loss:
+/// <list type="bullet">
+/// <item><c>mmap_size=0</c> and a rollback journal (<c>journal_mode=DELETE</c>) rather than WAL: nothing of the
+/// database is memory-mapped. WAL keeps its index in a mapped <c>-shm</c> file, and a page of a mapped file that
+/// cannot be written (the file truncated or made immutable, or a full disk) kills the process with SIGBUS instead of
+/// failing a write; through read and write calls the same faults are error codes (SQLITE_FULL, SQLITE_READONLY,
+/// SQLITE_IOERR) that fail one request.</item>
+/// <item>The rollback journal is created next to the database at every write, and SQLite checks then that the file
+/// it has open is still the one at its path (SQLITE_READONLY_DBMOVED): a database deleted under the server fails its
+/// writes instead of taking predictions into a file that no longer exists (which WAL does, silently).</item>
+/// <item><c>synchronous=FULL</c>, the rollback journal's safe setting: writes are few (three per prediction).</item>
+/// </list>
+/// </remarks>
+internal sealed class PredictionStore : IPredictionStore, IDisposable
 {
     private const string Columns =
         "id, kind, model, version, status, input, output, error, logs, metrics, created_at, started_at, completed_at, webhook, webhook_events, base_url";
 
-    private readonly object gate = new();
-    private readonly SqliteConnection connection;
+    /// <summary>How long a statement waits for a database another process holds.</summary>
+    private const int LockTimeoutSeconds = 2;
 
+    private static readonly string Terminal = $"('{PredictionStatus.Succeeded}', '{PredictionStatus.Failed}', '{PredictionStatus.Canceled}')";
+
+    private readonly object gate = new();
+    private SqliteConnection connection;
+
+    /// <summary>Opens (or creates) the database and checks that it can be written.</summary>
+    /// <exception cref="FluxServerConfigurationException">It cannot be opened, read or written; the message says which file and why, in one line.</exception>
     public PredictionStore(string path)
     {
-        string full = Path.GetFullPath(path);
-        if (Path.GetDirectoryName(full) is { } directory)
-        {
-            Directory.CreateDirectory(directory);
-        }
-
-        connection = new SqliteConnection(new SqliteConnectionStringBuilder
-        {
-            DataSource = full,
-            Mode = SqliteOpenMode.ReadWriteCreate,
-            Pooling = false,
-        }.ToString());
+        Path = System.IO.Path.GetFullPath(path);
         try
         {
-            connection.Open();
-            Execute("PRAGMA journal_mode=WAL;");
-            Execute("PRAGMA synchronous=NORMAL;");
-            Execute("PRAGMA busy_timeout=5000;");
+            if (System.IO.Path.GetDirectoryName(Path) is { } directory)
+            {
+                Directory.CreateDirectory(directory);
+            }
+
+            connection = Open(Path);
             Execute("""
                 CREATE TABLE IF NOT EXISTS predictions (
                     id TEXT PRIMARY KEY,
@@ -58,13 +101,18 @@ internal sealed class PredictionStore : IDisposable
                 CREATE INDEX IF NOT EXISTS predictions_status ON predictions (status);
                 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """);
+            // A database that opens but cannot be written (a read-only file or folder, a full disk) would fail every
+            // prediction later: refuse to start now, saying so.
+            Probe();
         }
-        catch (SqliteException e)
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {
-            connection.Dispose();
-            throw new FluxServerConfigurationException($"Cannot open the database '{full}': {e.Message}");
+            connection?.Dispose();
+            throw new FluxServerConfigurationException($"Cannot use the database '{Path}': {StorageMonitor.Describe(e)}");
         }
     }
+
+    public string Path { get; }
 
     public void Insert(PredictionView p)
     {
@@ -84,7 +132,8 @@ internal sealed class PredictionStore : IDisposable
         {
             using SqliteCommand command = connection.CreateCommand();
             command.CommandText = "UPDATE predictions SET status = $status, output = $output, error = $error, logs = $logs, metrics = $metrics, " +
-                "started_at = $started_at, completed_at = $completed_at WHERE id = $id;";
+                "started_at = $started_at, completed_at = $completed_at WHERE id = $id" +
+                (p.IsTerminal ? ";" : $" AND status NOT IN {Terminal};");
             Bind(command, p);
             command.ExecuteNonQuery();
         }
@@ -102,7 +151,6 @@ internal sealed class PredictionStore : IDisposable
         }
     }
 
-    /// <summary>The newest predictions first, <paramref name="limit"/> of them, older than the one with id <paramref name="before"/> when given.</summary>
     public IReadOnlyList<PredictionView> List(int limit, string? before)
     {
         lock (gate)
@@ -128,7 +176,6 @@ internal sealed class PredictionStore : IDisposable
         }
     }
 
-    /// <summary>Predictions that were accepted or running when the last process ended, without finishing.</summary>
     public IReadOnlyList<PredictionView> Unfinished()
     {
         lock (gate)
@@ -146,18 +193,12 @@ internal sealed class PredictionStore : IDisposable
         }
     }
 
-    public int Count(string status)
-    {
-        lock (gate)
-        {
-            using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = "SELECT COUNT(*) FROM predictions WHERE status = $status;";
-            command.Parameters.AddWithValue("$status", status);
-            return Convert.ToInt32(command.ExecuteScalar(), CultureInfo.InvariantCulture);
-        }
-    }
-
-    /// <summary>The setting <paramref name="key"/>, created with <paramref name="create"/> the first time.</summary>
+    /// <summary>
+    /// The secret <paramref name="key"/> (the URL-signing key, the webhook secret), created with <paramref name="create"/>
+    /// the first time. Never created over existing predictions: a new key would silently break every output URL or
+    /// webhook signature handed out so far, so a database that has predictions but lost its key is refused.
+    /// </summary>
+    /// <exception cref="FluxServerConfigurationException">The key is missing but predictions exist.</exception>
     public string GetOrCreateSetting(string key, Func<string> create)
     {
         lock (gate)
@@ -170,6 +211,22 @@ internal sealed class PredictionStore : IDisposable
                 return value;
             }
 
+            using SqliteCommand count = connection.CreateCommand();
+            count.CommandText = "SELECT COUNT(*) FROM predictions;";
+            long predictions = Convert.ToInt64(count.ExecuteScalar(), CultureInfo.InvariantCulture);
+            if (predictions > 0)
+            {
+                string consequence = key switch
+                {
+                    "url_signing_key" => "would make every output URL handed out so far invalid",
+                    "webhook_secret" => "would make webhook receivers reject every signature (FLUX_WEBHOOK_SECRET can give the secret they know)",
+                    _ => "would not match what was handed out with them",
+                };
+                throw new FluxServerConfigurationException(
+                    $"The database '{Path}' holds {predictions} prediction(s) but no {key}: a new one {consequence}. " +
+                    "Restore the database's settings table, or start with another --database.");
+            }
+
             string created = create();
             using SqliteCommand insert = connection.CreateCommand();
             insert.CommandText = "INSERT INTO settings (key, value) VALUES ($key, $value);";
@@ -180,11 +237,95 @@ internal sealed class PredictionStore : IDisposable
         }
     }
 
+    public void Probe()
+    {
+        lock (gate)
+        {
+            using SqliteCommand command = connection.CreateCommand();
+            command.CommandText = "INSERT OR REPLACE INTO settings (key, value) VALUES ('heartbeat', $now);";
+            command.Parameters.AddWithValue("$now", Time(DateTimeOffset.UtcNow));
+            command.ExecuteNonQuery();
+        }
+    }
+
+    public bool RestoreIfDeleted()
+    {
+        lock (gate)
+        {
+            if (File.Exists(Path))
+            {
+                return false;
+            }
+
+            // The open connection still reads the deleted file: copy it (VACUUM INTO writes a consistent copy) beside
+            // the path, move the copy into place, and go on with it.
+            if (System.IO.Path.GetDirectoryName(Path) is { } directory)
+            {
+                Directory.CreateDirectory(directory);
+            }
+
+            string copy = Path + ".restoring";
+            File.Delete(copy);
+            using (SqliteCommand vacuum = connection.CreateCommand())
+            {
+                vacuum.CommandText = "VACUUM INTO $copy;";
+                vacuum.Parameters.AddWithValue("$copy", copy);
+                vacuum.ExecuteNonQuery();
+            }
+
+            File.Move(copy, Path, overwrite: false);
+            SqliteConnection reopened = Open(Path);
+            connection.Dispose();
+            connection = reopened;
+            return true;
+        }
+    }
+
     public void Dispose()
     {
         lock (gate)
         {
             connection.Dispose();
+        }
+    }
+
+    /// <summary>A connection with the settings of the remarks above.</summary>
+    private static SqliteConnection Open(string path)
+    {
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Pooling = false,
+            // Another process holding the database (a backup, the sqlite3 shell) gets this long before a statement
+            // fails as locked (Microsoft.Data.Sqlite retries a busy database up to it; its default is 30 s): short,
+            // because a request waits for it.
+            DefaultTimeout = LockTimeoutSeconds,
+        }.ToString());
+        try
+        {
+            connection.Open();
+            foreach (string pragma in new[]
+            {
+                $"PRAGMA busy_timeout={LockTimeoutSeconds * 1000};",
+                // Before anything is read: no part of the database file is memory-mapped (see the remarks).
+                "PRAGMA mmap_size=0;",
+                // A database from an older version is in WAL mode (a setting kept in the file): this converts it.
+                "PRAGMA journal_mode=DELETE;",
+                "PRAGMA synchronous=FULL;",
+            })
+            {
+                using SqliteCommand command = connection.CreateCommand();
+                command.CommandText = pragma;
+                command.ExecuteNonQuery();
+            }
+
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
         }
     }
 

@@ -377,7 +377,8 @@ public sealed class FluxPipeline : IDisposable
     /// </param>
     /// <param name="cancellationToken">
     /// Cancels this request only: its task is cancelled at once, and it leaves the batch at the next step boundary
-    /// (the running forward stops between blocks when no other request shares it).
+    /// (the running forward stops inside its kernels when no other request shares it; so do a running decode and
+    /// prompt encode).
     /// </param>
     /// <exception cref="GenerationRequestException">The request is invalid.</exception>
     /// <exception cref="ObjectDisposedException">The pipeline is disposed (also the task's fault when it is disposed meanwhile).</exception>
@@ -467,8 +468,11 @@ public sealed class FluxPipeline : IDisposable
         var images = new GeneratedImage[n];
         for (int k = 0; k < n; k++)
         {
+            // The decoder stops inside its kernels when the token fires; an image's file encoding (about a second at
+            // 2 megapixels for PNG or WebP) cannot be interrupted, so it is not started for a cancelled request.
             cancellationToken.ThrowIfCancellationRequested();
             byte[] rgb = Images.ToRgb8(pixels[k], plan.Width, plan.Height, request.Rounding);
+            cancellationToken.ThrowIfCancellationRequested();
             byte[] file = Images.Encode(rgb, plan.Width, plan.Height, plan.Format, plan.Quality, GenerationParameters.For(this, request, plan, k));
             images[k] = new GeneratedImage(file, plan.Format, plan.Width, plan.Height, request.InitialLatents is null ? plan.Seed + k : null);
         }

@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
+using FluxNative.Server;
 using FluxNative.Testing;
+using Xunit.Abstractions;
 
 namespace FluxNative.Cli.Tests;
 
@@ -8,7 +10,7 @@ namespace FluxNative.Cli.Tests;
 /// <c>flux serve</c> failing well: a bad address, a port in use and a model that cannot load are one line on standard
 /// error and a non-zero exit, not a stack trace, and not a server that stays up answering 503.
 /// </summary>
-public sealed class ServeCommandTests : IDisposable
+public sealed class ServeCommandTests(ITestOutputHelper output) : IDisposable
 {
     private readonly TempDirectory temp = new();
 
@@ -61,6 +63,33 @@ public sealed class ServeCommandTests : IDisposable
         Assert.Equal(ExitCodes.BadInput, result.ExitCode);
         Assert.DoesNotContain("   at ", result.Error);
         Assert.StartsWith($"flux: Failed to bind to address http://127.0.0.1:{port}: address already in use.", Assert.Single(result.ErrorLines));
+        Assert.Equal(string.Empty, result.Output);
+    }
+
+    [Fact]
+    public async Task A_database_that_cannot_be_written_is_one_line_and_exit_code_2()
+    {
+        // A real read-only database: one the server made, then read-only (chmod, or chattr +i as root). Where neither
+        // can be done, a folder in the database's place stands in (a database that cannot be opened).
+        string folder = temp.File("data"), database = Path.Combine(folder, "flux.db");
+        await FluxServer.Build(new FluxServerOptions
+        {
+            Demo = true, InsecureNoAuth = true, DatabasePath = database, OutputDirectory = temp.File("outputs"), DemoDirectory = temp.File("demo"),
+        }).DisposeAsync();
+        using ReadOnlyPaths? readOnly = ReadOnlyPaths.TryMake(folder, database);
+        if (readOnly is null)
+        {
+            File.Delete(database);
+            Directory.CreateDirectory(database);
+        }
+
+        output.WriteLine(readOnly is null ? "A folder in the database's place (no way to make a file read-only here)." : $"Read-only: {readOnly.How}");
+        CliResult result = CliRunner.RunProcess(WithKey, ["serve", "--demo", "--urls", "http://127.0.0.1:0", .. State[2..], "--database", database]);
+
+        output.WriteLine(result.Error);
+        Assert.Equal(ExitCodes.BadInput, result.ExitCode);
+        Assert.DoesNotContain("   at ", result.Error);
+        Assert.StartsWith($"flux: Cannot use the database '{database}': ", Assert.Single(result.ErrorLines));
         Assert.Equal(string.Empty, result.Output);
     }
 

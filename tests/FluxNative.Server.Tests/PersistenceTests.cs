@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Http.Headers;
-using System.Text;
 using System.Text.Json;
 using FluxNative.Testing;
 
@@ -51,23 +49,17 @@ public sealed class PersistenceTests
     {
         using var directory = new TempDirectory();
         string database = directory.File("flux.db"), outputs = directory.File("outputs");
-        using Process child = StartFluxServe(database, outputs);
         string done, running, waiting;
-        try
+        await using (FluxServeProcess child = await FluxServeProcess.StartAsync(database, outputs))
         {
-            string baseUrl = await ListeningAddressAsync(child);
-            using var client = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(60) };
-            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ServerHost.Key);
-            await WaitReadyAsync(client);
-
-            done = await CreateAsync(client, ServerHost.QuickInput, wait: true);
-            running = await CreateAsync(client, ServerHost.LongInput, wait: false);
-            waiting = await CreateAsync(client, ServerHost.QuickInput, wait: false);
+            done = await child.CreateAsync(ServerHost.QuickInput, wait: true);
+            running = await child.CreateAsync(ServerHost.LongInput, wait: false);
+            waiting = await child.CreateAsync(ServerHost.QuickInput, wait: false);
             var clock = Stopwatch.StartNew();
             while (true)
             {
-                JsonElement p = JsonDocument.Parse(await client.GetStringAsync($"/v1/predictions/{running}")).RootElement;
-                if (p.GetProperty("status").GetString() == "processing" && p.GetProperty("logs").GetString()!.Contains("| 1/50 [", StringComparison.Ordinal))
+                JsonElement p = JsonDocument.Parse(await child.Client.GetStringAsync($"/v1/predictions/{running}")).RootElement;
+                if (p.GetProperty("status").GetString() == "processing" && p.GetProperty("logs").GetString()!.Contains("| 2/50 [", StringComparison.Ordinal))
                 {
                     break;
                 }
@@ -75,12 +67,7 @@ public sealed class PersistenceTests
                 Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), "the long prediction never started");
                 await Task.Delay(20);
             }
-        }
-        finally
-        {
-            child.Kill(entireProcessTree: true);   // a crash: no shutdown, no chance to mark anything
-            await child.WaitForExitAsync();
-        }
+        }   // killed: a crash, no shutdown, no chance to mark anything
 
         await using ServerHost restarted = await ServerHost.StartAsync(directory: directory.Path);
         JsonElement finished = (await restarted.GetAsync($"/v1/predictions/{done}")).Json;
@@ -99,89 +86,5 @@ public sealed class PersistenceTests
         Assert.Equal("failed", neverRan.GetProperty("status").GetString());
         Assert.Contains("before this prediction started", neverRan.GetProperty("error").GetString(), StringComparison.Ordinal);
         Assert.Equal(JsonValueKind.Null, neverRan.GetProperty("started_at").ValueKind);
-    }
-
-    private static Process StartFluxServe(string database, string outputs)
-    {
-        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string arg in new[]
-        {
-            Path.Combine(AppContext.BaseDirectory, "flux.dll"), "serve", "--demo", "--demo-dir", ServerHost.DemoDirectory,
-            "--urls", "http://127.0.0.1:0", "--database", database, "--output-dir", outputs,
-        })
-        {
-            start.ArgumentList.Add(arg);
-        }
-
-        start.Environment["FLUX_API_KEYS"] = ServerHost.Key;
-        start.Environment["Logging__LogLevel__Default"] = "Warning";
-        return Process.Start(start)!;
-    }
-
-    private static async Task<string> ListeningAddressAsync(Process child)
-    {
-        var errors = new StringBuilder();
-        child.ErrorDataReceived += (_, e) => { lock (errors) { errors.AppendLine(e.Data); } };
-        child.BeginErrorReadLine();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        while (await child.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
-        {
-            if (line.StartsWith("listening on ", StringComparison.Ordinal))
-            {
-                // Keep draining standard output so the child never blocks on a full pipe.
-                _ = child.StandardOutput.ReadToEndAsync(CancellationToken.None);
-                return line["listening on ".Length..].Trim();
-            }
-        }
-
-        lock (errors)
-        {
-            throw new InvalidOperationException($"flux serve exited ({(child.HasExited ? child.ExitCode : -1)}) before listening: {errors}");
-        }
-    }
-
-    private static async Task WaitReadyAsync(HttpClient client)
-    {
-        var clock = Stopwatch.StartNew();
-        while (true)
-        {
-            using HttpResponseMessage ready = await client.GetAsync("/readyz");
-            if (ready.StatusCode == HttpStatusCode.OK)
-            {
-                return;
-            }
-
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), "flux serve never became ready");
-            await Task.Delay(50);
-        }
-    }
-
-    private static async Task<string> CreateAsync(HttpClient client, string input, bool wait)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/models/black-forest-labs/flux-dev/predictions")
-        {
-            Content = new StringContent($$"""{"input":{{input}}}""", Encoding.UTF8, "application/json"),
-        };
-        if (wait)
-        {
-            request.Headers.Add("Prefer", "wait");
-        }
-
-        using HttpResponseMessage response = await client.SendAsync(request);
-        string text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == HttpStatusCode.Created, text);
-        JsonElement p = JsonDocument.Parse(text).RootElement;
-        if (wait)
-        {
-            Assert.Equal("succeeded", p.GetProperty("status").GetString());
-        }
-
-        return p.GetProperty("id").GetString()!;
     }
 }

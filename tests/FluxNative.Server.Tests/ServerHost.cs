@@ -60,10 +60,12 @@ internal sealed class ServerHost : IAsyncDisposable
 
     /// <summary>
     /// Starts a server; <paramref name="directory"/> (kept) or a fresh temp folder (deleted with the host) holds its state;
-    /// <paramref name="services"/> replaces services (a webhook resolver) after the server's own are registered.
+    /// <paramref name="services"/> replaces services (a webhook resolver) after the server's own are registered;
+    /// <paramref name="configure"/> changes the builder (a service replaced, for fault injection).
     /// </summary>
     public static async Task<ServerHost> StartAsync(
-        Func<FluxServerOptions, FluxServerOptions>? change = null, bool kestrel = false, string? directory = null, Action<IServiceCollection, FluxServerOptions>? services = null)
+        Func<FluxServerOptions, FluxServerOptions>? change = null, bool kestrel = false, string? directory = null, Action<IServiceCollection, FluxServerOptions>? services = null,
+        Action<WebApplicationBuilder>? configure = null)
     {
         TempDirectory? owned = directory is null ? new TempDirectory() : null;
         FluxServerOptions options = DefaultOptions(directory ?? owned!.Path);
@@ -76,6 +78,8 @@ internal sealed class ServerHost : IAsyncDisposable
             {
                 builder.WebHost.UseTestServer();
             }
+
+            configure?.Invoke(builder);
         });
         await app.StartAsync();
         HttpClient client = kestrel ? new HttpClient { BaseAddress = new Uri(FluxServer.Addresses(app)[0]) } : app.GetTestClient();

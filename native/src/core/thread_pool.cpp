@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "core/cancel.h"
+
 namespace fx {
 
 namespace {
@@ -56,6 +58,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   {
     std::lock_guard<std::mutex> lock(mutex_);
     body_ = &body;
+    cancel_ = current_cancel_flag();
     n_ = n;
     chunks_ = chunks;
     pending_ = chunks - 1;  // workers 1..chunks-1; the caller runs chunk 0
@@ -87,6 +90,7 @@ void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     const std::function<void(int64_t, int64_t)>* body;
+    const volatile int32_t* cancel;
     int64_t n;
     int chunks;
     {
@@ -95,12 +99,14 @@ void ThreadPool::worker_loop(int index) {
       if (stopping_) return;
       seen = generation_;
       body = body_;
+      cancel = cancel_;
       n = n_;
       chunks = chunks_;
     }
     if (index >= chunks) continue;  // not needed for this call (and not counted in pending_)
     std::exception_ptr error;
     try {
+      const CancelScope scope(cancel);
       int64_t begin, end;
       chunk_bounds(n, chunks, index, &begin, &end);
       (*body)(begin, end);

@@ -4,7 +4,8 @@
 // thread takes a chunk itself, so a pool of size T keeps T threads busy (T-1 workers + the caller).
 // Calls are serialised per pool: one parallel_for at a time (a nested call from inside a chunk runs
 // inline on the calling thread instead of deadlocking). Exceptions thrown by a chunk are rethrown on
-// the caller after every chunk has finished.
+// the caller after every chunk has finished. The caller's cancel flag (core/cancel.h) is the workers'
+// while they run its chunks, so a kernel sees the same cancel_requested() on every thread.
 #pragma once
 
 #include <condition_variable>
@@ -42,6 +43,7 @@ class ThreadPool {
   std::condition_variable start_cv_;
   std::condition_variable done_cv_;
   const std::function<void(int64_t, int64_t)>* body_ = nullptr;
+  const volatile int32_t* cancel_ = nullptr;  // the caller's flag, for the workers
   int64_t n_ = 0;
   int chunks_ = 0;
   uint64_t generation_ = 0;

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "core/cancel.h"
 #include "core/error.h"
 #include "models/recognize.h"
 #include "models/weight_loader.h"
@@ -392,6 +393,7 @@ void Autoencoder::decode(const float* latents, int64_t batch, int64_t height, in
   const int64_t f = c.downscale(), z = c.z_channels;
   const Tensor in = be.view_host(latents, DType::F32, {batch, z, height, width});
   const Tensor out = be.host_output(pixels, DType::F32, {batch, c.out_channels, height * f, width * f});
+  const CancelScope scope(cancel);  // the kernels stop inside a block too (core/cancel.h)
   Runner run(c, be, cancel, "decode");
   Workspace ws(be);
   for (int64_t b = 0; b < batch; ++b) {
@@ -417,6 +419,7 @@ void Autoencoder::decode(const float* latents, int64_t batch, int64_t height, in
     run.norm(d.norm_out, ws.image(), true, a);
     run.conv(*d.conv_out, a, out.select(0, b));
   }
+  scope.check("autoencoder decode");  // a kernel may have stopped early: never return its output
   be.download(out, pixels);
 }
 
@@ -434,6 +437,7 @@ void Autoencoder::encode(const float* pixels, int64_t batch, int64_t height, int
   backend::Backend& be = *backend_;
   const Tensor in = be.view_host(pixels, DType::F32, {batch, c.in_channels, height, width});
   const Tensor out = be.host_output(latents, DType::F32, {batch, z, height / f, width / f});
+  const CancelScope scope(cancel);  // the kernels stop inside a block too (core/cancel.h)
   Runner run(c, be, cancel, "encode");
   Workspace ws(be);
   for (int64_t b = 0; b < batch; ++b) {
@@ -457,6 +461,7 @@ void Autoencoder::encode(const float* pixels, int64_t batch, int64_t height, int
     // scale · (mean − shift) (docs/flux-model.md §7.4).
     be.scale_latents(mean, c.scale_factor, c.shift_factor, false, mean);
   }
+  scope.check("autoencoder encode");  // a kernel may have stopped early: never return its output
   be.download(out, latents);
 }
 

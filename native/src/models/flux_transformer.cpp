@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "core/cancel.h"
 #include "core/error.h"
 #include "models/recognize.h"
 #include "models/weight_loader.h"
@@ -195,9 +196,8 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
   auto chunk = [H](const Tensor& t, int64_t i) { return t.select(0, 0).narrow(0, i * H, H); };
   // The first r·n elements of a contiguous buffer as a [r, n] matrix.
   auto scratch = [](const Tensor& t, int64_t r, int64_t n) { return t.reshape({t.numel()}).narrow(0, 0, r * n).reshape({r, n}); };
-  auto check_cancel = [&] {
-    if (in.cancel != nullptr && *in.cancel != 0) fail(FX_ERR_CANCELLED, "flux forward: cancelled");
-  };
+  const CancelScope scope(in.cancel);  // the kernels stop inside a block too (core/cancel.h)
+  auto check_cancel = [&] { scope.check("flux forward"); };
   // The embedding of one timestep-like value through a two-layer MLP: dst = mlp2(SiLU(mlp1(E(value)))).
   auto embed_scalar = [&](float value, const LinearLayer& mlp1, const LinearLayer& mlp2, const Tensor& dst) {
     timestep_embedding(value, c.time_embed_dim, emb.data());
@@ -299,6 +299,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
     be.layernorm_modulate(img, chunk(mod_final, 0), chunk(mod_final, 1), norm_eps, a_img);
     be.linear(a_img, *m.final_linear, Activation::None, out_t.select(0, b));
   }
+  check_cancel();  // a kernel may have stopped early: never return its output
   be.download(out_t, out);
 }
 

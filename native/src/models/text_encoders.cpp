@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "core/cancel.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "models/recognize.h"
@@ -234,10 +235,12 @@ void TextEncoder::encode(const int32_t* ids, int64_t batch, int64_t length, floa
                                           std::to_string(c.vocab_size) + ")");
     }
   if (hidden == nullptr && pooled == nullptr) return;  // nothing asked for
+  const CancelScope scope(cancel);  // the kernels stop inside a block too (core/cancel.h)
   if (c.kind == TextEncoderKind::ClipText)
     encode_clip(ids, batch, length, hidden, pooled, cancel);
   else
     encode_t5(ids, batch, length, hidden, cancel);
+  scope.check((std::string(c.kind_name()) + " encode").c_str());  // a kernel may have stopped early: never return its output
 }
 
 namespace {

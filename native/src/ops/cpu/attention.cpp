@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/cancel.h"
 #include "core/cpu_features.h"
 #include "ops/cpu/attention_avx2.h"
 #include "ops/cpu/exp_edges.h"
@@ -350,6 +351,7 @@ void run(const AttentionShape& s, const AttentionOperand& q, const AttentionOper
   pool.parallel_for(tasks, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch;
     for (int64_t t = begin; t < end; ++t) {
+      if (cancel_requested()) return;  // the output is undefined; the model reports the cancel (core/cancel.h)
       const int64_t tile = t % plan.tiles;
       const int64_t bh = t / plan.tiles;
       const int64_t b = bh / s.heads, h = bh % s.heads;

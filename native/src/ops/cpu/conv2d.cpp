@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/cancel.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "fluxnative.h"
@@ -420,6 +421,7 @@ void run_conv(const float* x, int64_t batch, const Conv2dShape& s, const PackedC
   const bool pixels_outer = kk == 1;
   pool.parallel_for(batch * bands * groups, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
+      if (cancel_requested()) return;  // the output is undefined; the model reports the cancel (core/cancel.h)
       const int64_t g = task % groups, bi = (task / groups) % bands, b = task / (groups * bands);
       const int64_t oy0 = bi * band, oy1 = std::min(Ho, oy0 + band);
       const int64_t cb0 = g * blocks_per_group, cb1 = std::min(co_blocks, cb0 + blocks_per_group);

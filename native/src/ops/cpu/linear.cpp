@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/cancel.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "fluxnative.h"
@@ -608,6 +609,7 @@ void run_linear(const PathImpl& impl, const float* x, int64_t m, int64_t ldx, co
     pool.parallel_for(n_blocks * m_blocks, [&](int64_t tb, int64_t te) {
       alignas(64) float edge[kMaxMR * kPanel];
       for (int64_t task = tb; task < te; ++task) {
+        if (cancel_requested()) return;  // the output is undefined; the model reports the cancel (core/cancel.h)
         const int64_t nb = task / m_blocks, mb = task % m_blocks;
         const int64_t tile0 = mb * tiles_per_block, tile1 = std::min(tiles, tile0 + tiles_per_block);
         const int64_t p0 = nb * panels_per_block, p1 = std::min(panels, p0 + panels_per_block);
