@@ -59,7 +59,9 @@ void copy_convert(DType src_dtype, const void* src, int64_t rows, int64_t cols, 
 // statistics, tensor cores where the architecture has them. Operands are [batch, seq, heads·head_dim]
 // with the given batch and row strides (heads contiguous inside a row, head h at column h·head_dim).
 // bias: optional [heads, seq_q, seq_kv] f32 shared by the batch. A query row whose keys are all masked
-// gets zeros. head_dim: any multiple of 8 up to 256 (FLUX: 128; T5-XXL: 64; CLIP-L: 64).
+// gets zeros. head_dim: any multiple of 8 up to 512 (FLUX: 128; T5-XXL: 64; CLIP-L: 64; the autoencoder's
+// mid-block attention: one head of 512). Above 256 the CUDA-core kernel runs (bf16 included), with K and
+// V taking turns in one shared buffer (~100 KB: sm_80, sm_86, sm_89, sm_90 have room for it).
 struct AttentionArgs {
   DType act = DType::BF16;
   const void* q = nullptr;
