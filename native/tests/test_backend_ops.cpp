@@ -143,7 +143,10 @@ TEST(BackendOps, LinearWithBiasAndActivationsOnStridedViews) {
         if (format == fx::backend::WeightFormat::BF16)
           for (float& v : wr) v = fx::bf16_to_f32(fx::f32_to_bf16(v));
         std::vector<float> want(size_t(m * n));
-        const auto xd = x.dense();
+        auto xd = x.dense();
+        // A device backend's bf16 GEMM takes bf16 activations too (backend/cuda_backend.cu rounds x first).
+        if (format == fx::backend::WeightFormat::BF16 && be.device().kind != fx::backend::DeviceKind::Cpu)
+          for (float& v : xd) v = fx::bf16_to_f32(fx::f32_to_bf16(v));
         fx::cpu::linear_reference(xd.data(), m, k, {DType::F32, wr.data(), n, k, nullptr}, bias.data(),
                                   static_cast<fx::cpu::Activation>(static_cast<int>(act)), want.data(), n);
         EXPECT_LE(relative_l2(y.fetch(be), want), 1e-5) << "act " << int(act) << " format " << int(format);
@@ -385,6 +388,168 @@ TEST(BackendOps, ImageOperations) {
     for (size_t i = 0; i < x.size(); ++i) sw[i] = float(double(x[i]) / 0.3611 + 0.1159);
     EXPECT_EQ(download(be, scaled), sw);
   });
+}
+
+// Attention as the encoders call it: CLIP's causal mask (77 tokens), T5's additive bias over query slices
+// against every key (scale 1), the autoencoder's one head of 512 channels.
+TEST(BackendOps, AttentionAtEncoderShapes) {
+  for_each_backend([](Backend& be) {
+    struct Case {
+      const char* name;
+      int64_t batch, seq, heads, hd, q0, nq;
+      bool causal, bias;
+      float scale;
+    };
+    for (const Case& c : {Case{"clip", 2, 77, 2, 64, 0, 77, true, false, 0.125f},
+                          Case{"t5 slice", 2, 40, 3, 64, 16, 17, false, true, 1.0f},
+                          Case{"ae", 1, 40, 1, 512, 0, 40, false, false, 0.044194f}}) {
+      SCOPED_TRACE(c.name);
+      const int64_t H = c.heads * c.hd;
+      const std::vector<float> qkv_host = random_values(size_t(c.batch * c.seq * 3 * H), 90, 0.5f);
+      const Tensor qkv = be.to_device(qkv_host.data(), DType::F32, {c.batch, c.seq, 3 * H});
+      const std::vector<float> bias_host = random_values(size_t(c.heads * c.nq * c.seq), 91);
+      const Tensor bias = be.to_device(bias_host.data(), DType::F32, {c.heads * c.nq * c.seq});
+      std::vector<float> out_host(size_t(c.batch * c.seq * H), kNaN);
+      const Tensor out = be.to_device(out_host.data(), DType::F32, {c.batch, c.seq, H});
+      fx::backend::AttentionParams p;
+      p.heads = c.heads;
+      p.scale = c.scale;
+      p.causal = c.causal;
+      p.bias = c.bias ? &bias : nullptr;
+      const Tensor q = qkv.narrow(2, 0, H).narrow(1, c.q0, c.nq);
+      be.attention(q, qkv.narrow(2, H, H), qkv.narrow(2, 2 * H, H), out.narrow(1, c.q0, c.nq), p);
+      std::vector<float> want = out_host;
+      fx::cpu::AttentionShape s;
+      s.batch = c.batch;
+      s.heads = c.heads;
+      s.seq_q = c.nq;
+      s.seq_kv = c.seq;
+      s.head_dim = c.hd;
+      s.scale = c.scale;
+      s.causal = c.causal;
+      s.bias = c.bias ? bias_host.data() : nullptr;
+      const float* base = qkv_host.data();
+      const int64_t bs = c.seq * 3 * H;
+      fx::cpu::attention_reference(s, {base + c.q0 * 3 * H, bs, 3 * H, c.hd}, {base + H, bs, 3 * H, c.hd},
+                                   {base + 2 * H, bs, 3 * H, c.hd}, {want.data() + c.q0 * H, c.seq * H, H, c.hd});
+      EXPECT_LE(relative_l2(download(be, out), want), 1e-5);  // the rows outside the slice stay NaN
+    }
+  });
+}
+
+// Convolutions at the autoencoder's geometries with channel counts that cross the CUDA kernels' tiles, and
+// GroupNorm over groups longer than one of their chunks, in place, with and without SiLU.
+TEST(BackendOps, ImageOperationsAtWiderShapes) {
+  for_each_backend([](Backend& be) {
+    const int64_t h = 13, w = 11;
+    struct Case {
+      int64_t cin, cout, k, stride, pt, pb, pl, pr;
+    };
+    for (const Case& c : {Case{40, 70, 3, 1, 1, 1, 1, 1}, Case{40, 70, 3, 2, 0, 1, 0, 1}, Case{96, 66, 1, 1, 0, 0, 0, 0},
+                          Case{3, 33, 3, 1, 1, 1, 1, 1}}) {
+      SCOPED_TRACE("conv " + std::to_string(c.cin) + "->" + std::to_string(c.cout) + " k" + std::to_string(c.k) + " s" +
+                   std::to_string(c.stride));
+      const std::vector<float> x = random_values(size_t(c.cin * h * w), 80);
+      const std::vector<float> wt = random_values(size_t(c.cout * c.cin * c.k * c.k), 81, 0.1f);
+      const std::vector<float> bias = random_values(size_t(c.cout), 82);
+      auto layer = be.conv_layer(wt.data(), c.cout, c.cin, c.k, c.k, bias);
+      fx::backend::ConvGeometry g;
+      g.stride = c.stride;
+      g.pad_top = c.pt, g.pad_bottom = c.pb, g.pad_left = c.pl, g.pad_right = c.pr;
+      fx::cpu::Conv2dShape s;
+      s.in_channels = c.cin, s.out_channels = c.cout, s.height = h, s.width = w, s.kernel_h = s.kernel_w = c.k;
+      s.stride = c.stride, s.pad_top = c.pt, s.pad_bottom = c.pb, s.pad_left = c.pl, s.pad_right = c.pr;
+      const std::vector<float> prior = random_values(size_t(c.cout * s.out_height() * s.out_width()), 83);
+      for (bool accumulate : {false, true}) {
+        const Tensor y = be.to_device(prior.data(), DType::F32, {c.cout, s.out_height(), s.out_width()});
+        be.conv2d(be.to_device(x.data(), DType::F32, {c.cin, h, w}), *layer, g, accumulate, y);
+        std::vector<float> want = prior;
+        fx::cpu::conv2d_reference(x.data(), 1, s, wt.data(), bias.data(), fx::cpu::Activation::None, accumulate,
+                                  want.data());
+        EXPECT_LE(relative_l2(download(be, y), want), 1e-5) << "accumulate " << accumulate;
+      }
+    }
+    const int64_t c = 64, groups = 32, hw = 64 * 65;  // 2 × 4160 values a group
+    const std::vector<float> gx = random_values(size_t(c * hw), 84);
+    const std::vector<float> gamma = random_values(size_t(c), 85), beta = random_values(size_t(c), 86);
+    for (bool silu : {false, true}) {
+      const Tensor x = be.to_device(gx.data(), DType::F32, {c, 64, 65});
+      be.group_norm(x, groups, be.to_device(gamma), be.to_device(beta), 1e-6f, silu, x);
+      std::vector<float> want(gx.size());
+      fx::cpu::group_norm_reference(gx.data(), 1, c, hw, groups, gamma.data(), beta.data(), 1e-6f, silu, want.data());
+      EXPECT_LE(relative_l2(download(be, x), want), 2e-6) << "group_norm in place, silu " << silu;
+    }
+    // Transpose of a column block into a column block, both ways, = and +=.
+    for (bool accumulate : {false, true}) {
+      Strided src(be, 130, 67, 5, 87), dst(be, 67, 130, 3, 88);
+      be.transpose(src.view, dst.view, accumulate);
+      std::vector<float> want = dst.dense();
+      const auto sd = src.dense();
+      for (int64_t r = 0; r < 130; ++r)
+        for (int64_t q = 0; q < 67; ++q) {
+          float& o = want[size_t(q * 130 + r)];
+          o = accumulate ? o + sd[size_t(r * 67 + q)] : sd[size_t(r * 67 + q)];
+        }
+      EXPECT_EQ(dst.fetch(be), want) << "transpose accumulate " << accumulate;
+    }
+  });
+}
+
+// The device backends' bf16 activations (the CPU backend is f32 only): the convolution then runs on the
+// tensor cores with bf16 weights made from the layer's f32 ones; against the references on bf16-rounded values.
+TEST(BackendOps, Bf16ImageOperationsOnDeviceBackends) {
+  for (const auto& named : backends_under_test()) {
+    Backend& be = *named.backend;
+    if (be.device().kind == fx::backend::DeviceKind::Cpu) continue;
+    SCOPED_TRACE("backend " + named.name);
+    auto bf16 = [](std::vector<float> v) {
+      for (float& x : v) x = fx::bf16_to_f32(fx::f32_to_bf16(x));
+      return v;
+    };
+    auto upload = [&](const std::vector<float>& v, std::vector<int64_t> shape) {
+      std::vector<uint16_t> bits(v.size());
+      for (size_t i = 0; i < v.size(); ++i) bits[i] = fx::f32_to_bf16(v[i]);
+      return be.to_device(bits.data(), DType::BF16, std::move(shape));
+    };
+    auto fetch = [&](const Tensor& t) {
+      std::vector<uint16_t> bits(size_t(t.numel()));
+      be.download(t, bits.data());
+      std::vector<float> v(bits.size());
+      for (size_t i = 0; i < v.size(); ++i) v[i] = fx::bf16_to_f32(bits[i]);
+      return v;
+    };
+    const int64_t cin = 40, cout = 70, h = 13, w = 11;
+    const std::vector<float> x = bf16(random_values(size_t(cin * h * w), 100));
+    const std::vector<float> wt = random_values(size_t(cout * cin * 9), 101, 0.1f), bias = random_values(size_t(cout), 102);
+    auto layer = be.conv_layer(wt.data(), cout, cin, 3, 3, bias);
+    fx::backend::ConvGeometry g;
+    g.pad_top = g.pad_bottom = g.pad_left = g.pad_right = 1;
+    fx::cpu::Conv2dShape s;
+    s.in_channels = cin, s.out_channels = cout, s.height = h, s.width = w;
+    s.pad_top = s.pad_bottom = s.pad_left = s.pad_right = 1;
+    const std::vector<float> prior = bf16(random_values(size_t(cout * h * w), 103));
+    for (int round = 0; round < 2; ++round) {  // the second call reuses the bf16 weights made by the first
+      const Tensor y = upload(prior, {cout, h, w});
+      be.conv2d(upload(x, {cin, h, w}), *layer, g, true, y);
+      std::vector<float> want = prior;
+      fx::cpu::conv2d_reference(x.data(), 1, s, bf16(wt).data(), bias.data(), fx::cpu::Activation::None, true,
+                                want.data());
+      EXPECT_LE(relative_l2(fetch(y), want), 1e-2) << "conv2d, round " << round;
+    }
+    const int64_t c = 64, hw = 100;
+    const std::vector<float> gx = bf16(random_values(size_t(c * hw), 104));
+    const std::vector<float> gamma = random_values(size_t(c), 105), beta = random_values(size_t(c), 106);
+    const Tensor gy = upload(std::vector<float>(gx.size(), kNaN), {c, hw});
+    be.group_norm(upload(gx, {c, hw}), 32, be.to_device(gamma), be.to_device(beta), 1e-6f, true, gy);
+    std::vector<float> want(gx.size());
+    fx::cpu::group_norm_reference(gx.data(), 1, c, hw, 32, gamma.data(), beta.data(), 1e-6f, true, want.data());
+    EXPECT_LE(relative_l2(fetch(gy), want), 1e-2) << "group_norm";
+    const Tensor up = upload(std::vector<float>(size_t(cin * 4 * h * w), kNaN), {cin, 2 * h, 2 * w});
+    be.upsample_nearest2x(upload(x, {cin, h, w}), up);
+    std::vector<float> up_want(size_t(cin * 4 * h * w));
+    fx::cpu::upsample_nearest2x_reference(x.data(), cin, h, w, up_want.data());
+    EXPECT_EQ(fetch(up), up_want) << "upsample_nearest2x";
+  }
 }
 
 TEST(BackendSelection, DevicesParseAndCudaIsRefusedWithTheReason) {

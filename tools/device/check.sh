@@ -6,10 +6,14 @@
 #   device: run(command="bash tools/device/check.sh", carry=[".device-deps"], timeout_s=480)
 #
 # It builds the native library and its tests for sm_90 with every core, runs the CUDA tests (the kernels
-# against the CPU references, and every backend operation of the CUDA backend against the CPU backend),
-# and writes a report (GPU, driver, toolkit, commit, test results, timings) to $OUT/report.md and
-# $OUT/report.json, to commit under benchmarks/results/. Each step is timed and bounded; a failing step
-# is recorded and the script goes on to the next, so one call always brings back a report.
+# against the CPU references: CudaKernels for the transformer's, CudaEncoderOps for the autoencoder's and
+# the text encoders'; every backend operation of the CUDA backend against the CPU backend: BackendOps; the
+# tiny autoencoder, CLIP and T5 on the CUDA backend against the CPU backend: CudaModels), runs the
+# operation tests once more under compute-sanitizer's memcheck, and writes a report (GPU, driver, toolkit,
+# commit, test results per suite, timings) to $OUT/report.md and $OUT/report.json, to commit under
+# benchmarks/results/. Each step is timed and bounded (the bounds are ceilings; the whole is expected to
+# take well under 8 minutes on 16 cores, not yet measured: no GPU run so far); a failing step is recorded
+# and the script goes on to the next, so one call always brings back a report.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/fx-device-out}
@@ -45,7 +49,16 @@ step configure 120 cmake -S . -B build/device -G Ninja -DCMAKE_BUILD_TYPE=Releas
   -DZLIB_INCLUDE_DIR="$deps/root/usr/include" -DZLIB_LIBRARY="$deps/root/usr/lib/x86_64-linux-gnu/libz.so"
 step build 300 cmake --build build/device -j "$jobs" --target fluxnative_tests
 tests=build/device/native/fluxnative_tests
+# Every CUDA suite: CudaKernels, CudaKernelArguments, CudaConvert, CudaEncoderOps, CudaEncoderOpArguments,
+# CudaModels, and the backend-operation tests that include the CUDA backend.
 step cuda-tests 240 "$tests" --gtest_filter='Cuda*:BackendOps*:BackendSelection*' --gtest_output=json:"$out/cuda-tests.json"
+# Out-of-bounds and misaligned accesses in the new kernels (slow under the tool: the smaller suites only).
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$tests" \
+    --gtest_filter='CudaEncoderOps.*:CudaKernels.AttentionAtModelShapes:BackendOps.ImageOperations*'
+else
+  echo "== memcheck: no compute-sanitizer on this machine" | tee -a "$log"
+fi
 step cpu-tests 240 "$tests" --gtest_filter='-Cuda*' --gtest_brief=1
 
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
@@ -61,19 +74,34 @@ commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
   echo
   echo "| step | rc | seconds |"
   echo "|---|---|---|"
-  for name in gtest configure build cuda-tests cpu-tests; do
+  for name in gtest configure build cuda-tests memcheck cpu-tests; do
     echo "| $name | ${status[$name]:-not run} | ${seconds[$name]:-} |"
   done
   echo
+  # Per suite, from the GoogleTest JSON: run, failed, skipped (a skipped CUDA suite means no GPU was seen).
+  if [ -f "$out/cuda-tests.json" ]; then
+    python3 - "$out/cuda-tests.json" <<'PY' 2>/dev/null || echo "(no per-suite table: the JSON could not be read)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("| suite | tests | failed | skipped | seconds |")
+print("|---|---|---|---|---|")
+for s in d.get("testsuites", []):
+    tests = s.get("testsuite", [])
+    failed = sum(1 for t in tests if t.get("failures"))
+    skipped = sum(1 for t in tests if t.get("result") == "SKIPPED")
+    print(f"| {s['name']} | {len(tests)} | {failed} | {skipped} | {s.get('time', '')} |")
+PY
+    echo
+  fi
   echo "CUDA test results (failures and skips):"
   echo '```'
-  grep -E "^\[  (FAILED|SKIPPED) |Failure|Expected|Which is|relative L2|cuda backend" "$log" | head -80
+  grep -E "^\[  (FAILED|SKIPPED) |Failure|Expected|Which is|relative L2|cuda backend|\[ models|ERROR SUMMARY|Invalid" "$log" | head -100
   echo '```'
 } >"$out/report.md"
 {
   printf '{"gpu": "%s", "nvcc": "%s", "commit": "%s", "steps": {' "${gpu:-unknown}" "${nvcc_version:-unknown}" "$commit"
   first=1
-  for name in gtest configure build cuda-tests cpu-tests; do
+  for name in gtest configure build cuda-tests memcheck cpu-tests; do
     [ $first -eq 1 ] || printf ', '
     first=0
     printf '"%s": {"rc": %s, "seconds": %s}' "$name" "${status[$name]:-null}" "${seconds[$name]:-null}"

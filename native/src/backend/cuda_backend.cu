@@ -11,6 +11,14 @@
 // version, so x is rounded to bf16 into a scratch buffer before a bf16 GEMM, which accumulates in f32
 // and writes f32. Algorithms come from cuBLASLt's heuristic once per shape and are cached.
 //
+// The text encoders' and the autoencoder's operations: embedding lookup and T5's relative-position bias
+// (the ids and the bucket table come from the host and are uploaded), convolutions as implicit GEMMs
+// (weights reordered at load by cuda::conv2d_pack_weights and held in f32: f32 activations run the exact
+// f32 kernel; bf16 activations on sm_80+ run the bf16 tensor-core kernel on a bf16 copy of the weights made
+// at its first use), GroupNorm (+ SiLU) with a workspace from the arena, nearest 2× upsampling, transpose
+// and the latent scale/shift. CLIP's causal mask, T5's additive bias and the autoencoder's one 512-wide
+// head go through cuda::attention.
+//
 // Unverified: no GPU has run this file yet (see the README's status table).
 #include "backend/cuda_backend.h"
 
@@ -37,11 +45,6 @@ namespace {
 
 void check(cudaError_t error, const std::string& what) {
   if (error != cudaSuccess) fail_cuda(error, what);
-}
-
-[[noreturn]] void unsupported(const std::string& op) {
-  fail(FX_ERR_UNSUPPORTED, "cuda backend: " + op +
-                               " has no CUDA kernel yet (the text encoders and the autoencoder run on the CPU for now)");
 }
 
 [[noreturn]] void bad(const std::string& op, const std::string& what) { fail(FX_ERR_INTERNAL, "cuda backend " + op + ": " + what); }
@@ -131,6 +134,17 @@ class Arena {
   std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;  // (no std::map: see make_plan's caller)
   size_t held_ = 0;
+};
+
+// A convolution's weights in conv2d_pack_weights' layout: f32 always, bf16 made on first use.
+class CudaConv final : public ConvLayer {
+ public:
+  CudaConv(int64_t out, int64_t in, int64_t kh, int64_t kw, Tensor weight, Tensor bias)
+      : ConvLayer(out, in, kh, kw), weight(std::move(weight)), bias(std::move(bias)) {}
+  Tensor weight;  // [out, kh·kw·in_padded] f32
+  Tensor bias;    // [out] f32
+  mutable std::mutex bf16_mutex;
+  mutable Tensor weight_bf16;  // the same in bf16, once a bf16 convolution asked for it (empty until then)
 };
 
 class CudaLinear final : public LinearLayer {
@@ -275,9 +289,13 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaLinear>(w.n, w.k, std::move(weight), std::move(b));
   }
 
-  std::unique_ptr<ConvLayer> conv_layer(const float*, int64_t, int64_t, int64_t, int64_t,
-                                        const std::vector<float>&) override {
-    unsupported("conv2d");
+  std::unique_ptr<ConvLayer> conv_layer(const float* weight, int64_t out, int64_t in, int64_t kh, int64_t kw,
+                                        const std::vector<float>& bias) override {
+    if (static_cast<int64_t>(bias.size()) != out) bad("conv_layer", "bias size differs from the output channels");
+    std::vector<float> packed(static_cast<size_t>(cuda::conv2d_packed_count(out, in, kh, kw)));
+    cuda::conv2d_pack_weights(weight, out, in, kh, kw, packed.data());
+    Tensor w = to_device(packed.data(), DType::F32, {out, int64_t(packed.size()) / out});
+    return std::make_unique<CudaConv>(out, in, kh, kw, std::move(w), to_device(bias));
   }
 
   // ---- operations ----
@@ -316,6 +334,17 @@ class CudaBackend final : public Backend {
       if (t->ndim() != 3) bad("attention", "operands must be [B, L, heads*head_dim], got " + t->shape_text());
     }
     if (p.heads < 1 || q.dim(2) % p.heads != 0) bad("attention", "width not divisible into heads");
+    if (k.shape() != v.shape() || q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2) || out.shape() != q.shape() ||
+        q.dtype() != k.dtype() || q.dtype() != v.dtype() || q.dtype() != out.dtype())
+      bad("attention", "q " + q.shape_text() + ", k " + k.shape_text() + ", v " + v.shape_text() + ", out " +
+                           out.shape_text() + " do not agree");
+    for (const Tensor* t : {&q, &k, &v, &out})
+      if (t->stride(2) != 1) bad("attention", "an operand's rows are not contiguous");
+    if (p.bias != nullptr) {
+      need_here("attention", *p.bias);
+      if (p.bias->dtype() != DType::F32 || !p.bias->contiguous() || p.bias->numel() != p.heads * q.dim(1) * k.dim(1))
+        bad("attention", "bias " + p.bias->shape_text() + " is not [heads·Lq·Lkv] contiguous f32");
+    }
     cuda::AttentionArgs a;
     a.act = q.dtype();
     a.q = q.data();
@@ -393,23 +422,170 @@ class CudaBackend final : public Backend {
   void silu(const Tensor& x) override { unary(cuda::Unary::Silu, x); }
   void quick_gelu(const Tensor& x) override { unary(cuda::Unary::QuickGelu, x); }
 
-  void embedding(const Tensor&, const int32_t*, int64_t, const Tensor&) override { unsupported("embedding"); }
-  void relative_position_bias(const Tensor&, const std::vector<int32_t>&, int64_t, int64_t, const Tensor&) override {
-    unsupported("relative_position_bias");
+  void embedding(const Tensor& table, const int32_t* ids, int64_t count, const Tensor& out) override {
+    need_here("embedding", table);
+    need_here("embedding", out);
+    if (!dtype_is_float(table.dtype()) || !table.contiguous() || table.ndim() != 2)
+      bad("embedding", "table must be a contiguous [vocab, hidden] float tensor");
+    need_act("embedding", out);
+    const int64_t vocab = table.dim(0), hidden = table.dim(1);
+    if (out.cols() != hidden || out.rows() != count) bad("embedding", "out " + out.shape_text() + " mismatch");
+    if (count == 0) return;
+    for (int64_t r = 0; r < count; ++r)
+      if (ids[r] < 0 || ids[r] >= vocab)
+        fail(FX_ERR_INVALID_ARGUMENT, "cuda backend embedding: id " + std::to_string(ids[r]) + " at position " +
+                                          std::to_string(r) + " is outside the vocabulary of " + std::to_string(vocab));
+    const Tensor device_ids = to_device(ids, DType::I32, {count});
+    DeviceScope scope(device_.index);
+    cuda::embedding(table.dtype(), table.data(), hidden, device_ids.data_as<const int32_t>(), count, out.dtype(),
+                    out.data(), out.ld(), stream_);
   }
-  void conv2d(const Tensor&, const ConvLayer&, const ConvGeometry&, bool, const Tensor&) override { unsupported("conv2d"); }
-  void group_norm(const Tensor&, int64_t, const Tensor&, const Tensor&, float, bool, const Tensor&) override {
-    unsupported("group_norm");
+
+  void relative_position_bias(const Tensor& table, const std::vector<int32_t>& bucket_of, int64_t q0, int64_t seq,
+                              const Tensor& out) override {
+    need_here("relative_position_bias", table);
+    need_here("relative_position_bias", out);
+    if (table.dtype() != DType::F32 || out.dtype() != DType::F32 || !table.contiguous() || table.ndim() != 2)
+      bad("relative_position_bias", "table and out must be f32, the table a contiguous [buckets, heads]");
+    const int64_t buckets = table.dim(0), heads = table.dim(1);
+    if (!out.contiguous() || out.ndim() != 3 || out.dim(0) != heads || out.dim(2) != seq ||
+        static_cast<int64_t>(bucket_of.size()) != 2 * seq - 1 || q0 < 0 || q0 + out.dim(1) > seq)
+      bad("relative_position_bias", "out " + out.shape_text() + " is not [heads, rows, L]");
+    for (int32_t b : bucket_of)
+      if (b < 0 || b >= buckets) bad("relative_position_bias", "bucket " + std::to_string(b) + " is outside the table");
+    if (out.numel() == 0) return;
+    const Tensor device_buckets = to_device(bucket_of.data(), DType::I32, {int64_t(bucket_of.size())});
+    DeviceScope scope(device_.index);
+    cuda::relative_position_bias(table.f32(), heads, device_buckets.data_as<const int32_t>(), q0, out.dim(1), seq,
+                                 out.f32(), stream_);
   }
-  void upsample_nearest2x(const Tensor&, const Tensor&) override { unsupported("upsample_nearest2x"); }
-  void transpose(const Tensor&, const Tensor&, bool) override { unsupported("transpose"); }
-  void scale_latents(const Tensor&, double, double, bool, const Tensor&) override { unsupported("scale_latents"); }
+
+  // ---- image operations ----
+  void conv2d(const Tensor& x, const ConvLayer& layer, const ConvGeometry& g, bool accumulate,
+              const Tensor& y) override {
+    const auto& c = static_cast<const CudaConv&>(layer);
+    need_here("conv2d", x);
+    need_here("conv2d", y);
+    need_act("conv2d", x);
+    if (y.dtype() != x.dtype()) bad("conv2d", "x and y dtypes differ");
+    if (x.ndim() != 3 || !x.contiguous() || !y.contiguous() || x.dim(0) != c.in_channels())
+      bad("conv2d", "x " + x.shape_text() + " is not a contiguous [" + std::to_string(c.in_channels()) + ", H, W]");
+    cuda::Conv2dArgs a;
+    a.act = x.dtype();
+    a.x = x.data();
+    a.y = y.data();
+    a.bias = c.bias.f32();
+    a.batch = 1;
+    a.in_channels = c.in_channels();
+    a.out_channels = c.out_channels();
+    a.height = x.dim(1);
+    a.width = x.dim(2);
+    a.kernel_h = c.kernel_h();
+    a.kernel_w = c.kernel_w();
+    a.stride = g.stride;
+    a.pad_top = g.pad_top;
+    a.pad_bottom = g.pad_bottom;
+    a.pad_left = g.pad_left;
+    a.pad_right = g.pad_right;
+    a.accumulate = accumulate;
+    if (a.stride < 1 || a.height + a.pad_top + a.pad_bottom < a.kernel_h || a.width + a.pad_left + a.pad_right < a.kernel_w)
+      bad("conv2d", "geometry gives an empty output for x " + x.shape_text());
+    if (y.numel() != a.out_channels * a.out_height() * a.out_width())
+      bad("conv2d", "y " + y.shape_text() + " does not hold the output");
+    DeviceScope scope(device_.index);
+    if (x.dtype() == DType::BF16 && capability_ >= 80) {
+      a.weight_dtype = DType::BF16;
+      a.weight = bf16_weights(c).data();
+    } else {
+      a.weight_dtype = DType::F32;
+      a.weight = c.weight.data();
+    }
+    cuda::conv2d(a, stream_);
+  }
+
+  void group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu,
+                  const Tensor& y) override {
+    need_here("group_norm", x);
+    need_here("group_norm", y);
+    need_act("group_norm", x);
+    if (y.dtype() != x.dtype() || !x.contiguous() || !y.contiguous() || x.numel() != y.numel() || x.ndim() < 1)
+      bad("group_norm", "x and y must be contiguous and alike");
+    const int64_t channels = x.dim(0);
+    need_params("group_norm", gamma, channels, "gamma");
+    need_params("group_norm", beta, channels, "beta");
+    if (channels == 0 || x.numel() == 0) return;
+    const int64_t hw = x.numel() / channels;
+    if (groups < 1 || channels % groups != 0)
+      bad("group_norm", std::to_string(channels) + " channels do not divide into " + std::to_string(groups) + " groups");
+    const Tensor workspace = alloc(DType::U8, {int64_t(cuda::group_norm_workspace_bytes(1, channels, hw, groups))});
+    DeviceScope scope(device_.index);
+    cuda::group_norm(x.dtype(), x.data(), 1, channels, hw, groups, gamma.f32(), beta.f32(), eps, silu, y.data(),
+                     workspace.data(), stream_);
+  }
+
+  void upsample_nearest2x(const Tensor& x, const Tensor& y) override {
+    need_here("upsample_nearest2x", x);
+    need_here("upsample_nearest2x", y);
+    need_act("upsample_nearest2x", x);
+    if (y.dtype() != x.dtype() || x.ndim() != 3 || !x.contiguous() || !y.contiguous() || y.numel() != 4 * x.numel())
+      bad("upsample_nearest2x", "x " + x.shape_text() + ", y " + y.shape_text());
+    if (x.numel() == 0) return;
+    DeviceScope scope(device_.index);
+    cuda::upsample_nearest2x(x.dtype(), x.data(), x.dim(0), x.dim(1), x.dim(2), y.data(), stream_);
+  }
+
+  void transpose(const Tensor& src, const Tensor& dst, bool accumulate) override {
+    need_here("transpose", src);
+    need_here("transpose", dst);
+    need_act("transpose", src);
+    if (dst.dtype() != src.dtype()) bad("transpose", "dtypes differ");
+    const int64_t rows = src.rows(), cols = src.cols();
+    if (dst.rows() != cols || dst.cols() != rows) bad("transpose", src.shape_text() + " into " + dst.shape_text());
+    DeviceScope scope(device_.index);
+    cuda::transpose(src.dtype(), src.data(), rows, cols, src.ld(), dst.data(), dst.ld(), accumulate, stream_);
+  }
+
+  void scale_latents(const Tensor& x, double scale, double shift, bool to_model, const Tensor& y) override {
+    need_here("scale_latents", x);
+    need_here("scale_latents", y);
+    need_act("scale_latents", x);
+    if (y.dtype() != x.dtype() || !x.contiguous() || !y.contiguous() || x.numel() != y.numel())
+      bad("scale_latents", "x and y must match");
+    DeviceScope scope(device_.index);
+    cuda::scale_latents(x.dtype(), x.data(), x.numel(), scale, shift, to_model, y.data(), stream_);
+  }
 
  private:
   static constexpr int64_t kWorkspaceBytes = int64_t(32) << 20;
 
   void need_here(const char* op, const Tensor& t) const {
     if (t.numel() > 0 && t.device() != device_) bad(op, "a tensor is on " + t.device().name() + ", not " + device_.name());
+  }
+
+  // Activations the kernels take: f32 or bf16.
+  static void need_act(const char* op, const Tensor& t) {
+    if (t.dtype() != DType::F32 && t.dtype() != DType::BF16)
+      fail(FX_ERR_UNSUPPORTED, std::string("cuda backend ") + op + ": activations must be f32 or bf16, not " +
+                                   dtype_name(t.dtype()));
+  }
+
+  // A per-channel parameter vector: [n] contiguous f32 here.
+  void need_params(const char* op, const Tensor& v, int64_t n, const char* name) const {
+    need_here(op, v);
+    if (v.dtype() != DType::F32 || v.numel() != n || !v.contiguous())
+      bad(op, std::string(name) + " is " + v.shape_text() + ", needs [" + std::to_string(n) + "] contiguous f32");
+  }
+
+  // The layer's bf16 weights, converted on the stream at the first call that needs them.
+  const Tensor& bf16_weights(const CudaConv& c) {
+    std::lock_guard<std::mutex> lock(c.bf16_mutex);
+    if (c.weight_bf16.data() == nullptr) {
+      Tensor w = alloc(DType::BF16, c.weight.shape());
+      cuda::copy_convert(DType::F32, c.weight.data(), c.weight.rows(), c.weight.cols(), c.weight.ld(), DType::BF16,
+                         w.data(), w.ld(), stream_);
+      c.weight_bf16 = std::move(w);
+    }
+    return c.weight_bf16;
   }
 
   void binary(cuda::Binary op, const Tensor& x, const Tensor& y) {

@@ -613,7 +613,7 @@ void run_attention_case(const AttentionCase& c) {
 
 TEST_F(CudaKernels, AttentionMatchesTheReferenceAcrossHeadDims) {
   for (DType dtype : kActs)
-    for (int64_t d : {64, 128, 8, 16, 40, 72, 96, 136, 200, 256})
+    for (int64_t d : {64, 128, 8, 16, 40, 72, 96, 136, 200, 256, 264, 384, 512})
       for (Layout layout : kLayouts)
         run_attention_case({dtype, 2, 3, 77, 77, d, false, BiasKind::None, layout, true});
 }
@@ -655,6 +655,12 @@ TEST_F(CudaKernels, AttentionAtModelShapes) {
   run_attention_case({DType::BF16, 1, 24, 600, 600, 128, false, BiasKind::None, Layout::Aligned, true});
   run_attention_case({DType::BF16, 1, 64, 256, 256, 64, false, BiasKind::Random, Layout::Aligned, true});
   run_attention_case({DType::F32, 1, 12, 77, 77, 64, true, BiasKind::None, Layout::Aligned, true});
+  // The autoencoder's mid-block attention: one head of 512 channels over the latent's pixels (the CUDA-core
+  // kernel with K and V sharing shared memory), in both dtypes; and T5's query slices against all keys.
+  run_attention_case({DType::F32, 1, 1, 300, 300, 512, false, BiasKind::None, Layout::Aligned, true});
+  run_attention_case({DType::BF16, 1, 1, 300, 300, 512, false, BiasKind::None, Layout::Aligned, true});
+  run_attention_case({DType::F32, 2, 1, 130, 130, 512, false, BiasKind::None, Layout::Odd, false});
+  run_attention_case({DType::F32, 2, 8, 37, 120, 64, false, BiasKind::Random, Layout::Aligned, false});
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -679,7 +685,7 @@ TEST(CudaKernelArguments, BadArgumentsAreRejectedBeforeCudaIsTouched) {
   args.seq_q = args.seq_kv = 4;
   args.head_dim = 12;  // not a multiple of 8
   EXPECT_EQ(status_of([&] { fx::cuda::attention(args, nullptr); }), FX_ERR_INVALID_ARGUMENT);
-  args.head_dim = 264;
+  args.head_dim = 520;
   EXPECT_EQ(status_of([&] { fx::cuda::attention(args, nullptr); }), FX_ERR_INVALID_ARGUMENT);
   args.head_dim = 64;
   args.act = DType::F16;

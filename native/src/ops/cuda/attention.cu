@@ -21,6 +21,9 @@
 // 4 warps × 4 query rows, 32 keys a block; lane j computes the 4 scores of key j (K rows in shared
 // memory with a stride of head_dim + 1: no bank conflicts), the softmax statistics are warp
 // reductions, and for P·V each lane owns the output columns lane, lane + 32, … of the warp's 4 rows.
+// head_dim buckets 64, 128, 256 and 512 (the autoencoder's one head of 512 channels; bf16 runs here too
+// above 256); in the 512 bucket K and V take turns in one shared buffer (K, scores, barrier, V, P·V), so
+// the block needs ~100 KB instead of ~165 KB and fits every GPU from sm_80 on.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -36,11 +39,13 @@
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_util.cuh"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/mma.cuh"
 
 namespace fx::cuda {
 namespace {
 
 using dev::bf16;
+using namespace dev::sm80;
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
@@ -61,72 +66,6 @@ struct AttnParams {
 };
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xFF800000); }
-
-// ---------------------------------------------------------------------------------------------------
-// sm_80 primitives (inline PTX)
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-// 16 bytes global -> shared, asynchronously; src_bytes = 0 writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(src_bytes)
-               : "memory");
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void cp_async_wait_all() {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
-}
-
-// Four 8×8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, register i receives it
-// (lane l: row l/4, columns 2(l%4), 2(l%4)+1; with .trans, the transpose).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p))
-               : "memory");
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p))
-               : "memory");
-#else
-  __trap();
-#endif
-}
-
-// d (16×8 f32) += a (16×16 bf16, row) · b (16×8 bf16, col). Fragments (g = lane/4, t = lane%4):
-// a: {a0 a1} (g, 2t..2t+1), {a2 a3} (g+8, 2t..), {a4 a5} (g, 2t+8..), {a6 a7} (g+8, 2t+8..);
-// b: {b0 b1} (k = 2t..2t+1, n = g), {b2 b3} (k = 2t+8.., n = g); d: d0 d1 (g, 2t..), d2 d3 (g+8, 2t..).
-__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  __trap();
-#endif
-}
 
 // ---------------------------------------------------------------------------------------------------
 // BF16 tensor-core kernel
@@ -349,8 +288,11 @@ constexpr int kSimtRowsPerWarp = 4;
 constexpr int kSimtRows = kSimtWarps * kSimtRowsPerWarp;  // query rows per block
 constexpr int kSimtKeys = 32;                             // keys per block: one per lane
 
-size_t simt_smem_bytes(int D) {
-  return (size_t(kSimtRows) * D + size_t(kSimtKeys) * (D + 1) + size_t(kSimtKeys) * D +
+// K and V share one buffer in the largest bucket.
+constexpr bool simt_shares_kv(int kD) { return kD > 256; }
+
+size_t simt_smem_bytes(int D, bool share_kv) {
+  return (size_t(kSimtRows) * D + size_t(kSimtKeys) * (D + 1) + (share_kv ? 0 : size_t(kSimtKeys) * D) +
           size_t(kSimtRows) * kSimtKeys) *
          sizeof(float);
 }
@@ -360,10 +302,11 @@ __global__ void __launch_bounds__(kSimtThreads) attention_simt_kernel(const Attn
   constexpr int kCols = kD / 32;  // output columns per lane
   extern __shared__ float smem_f[];
   const int D = p.head_dim;
-  float* sQ = smem_f;                    // [kSimtRows][D]
-  float* sK = sQ + kSimtRows * D;        // [kSimtKeys][D + 1]
-  float* sV = sK + kSimtKeys * (D + 1);  // [kSimtKeys][D]
-  float* sP = sV + kSimtKeys * D;        // [kSimtRows][kSimtKeys]
+  constexpr bool kShareKV = simt_shares_kv(kD);
+  float* sQ = smem_f;                                      // [kSimtRows][D]
+  float* sK = sQ + kSimtRows * D;                          // [kSimtKeys][D + 1]
+  float* sV = kShareKV ? sK : sK + kSimtKeys * (D + 1);    // [kSimtKeys][D] (after the scores, when shared)
+  float* sP = sK + kSimtKeys * (D + 1) + (kShareKV ? 0 : kSimtKeys * D);  // [kSimtRows][kSimtKeys]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int q0 = blockIdx.x * kSimtRows;
@@ -399,7 +342,7 @@ __global__ void __launch_bounds__(kSimtThreads) attention_simt_kernel(const Attn
       const bool valid = key < p.seq_kv;
       for (int c = lane; c < D; c += 32) {
         sK[r * (D + 1) + c] = valid ? dev::to_f32(kg[int64_t(key) * p.k_rs + c]) : 0.0f;
-        sV[r * D + c] = valid ? dev::to_f32(vg[int64_t(key) * p.v_rs + c]) : 0.0f;
+        if (!kShareKV) sV[r * D + c] = valid ? dev::to_f32(vg[int64_t(key) * p.v_rs + c]) : 0.0f;
       }
     }
     __syncthreads();
@@ -430,7 +373,17 @@ __global__ void __launch_bounds__(kSimtThreads) attention_simt_kernel(const Attn
       for (int k = 0; k < kCols; ++k) o[r][k] *= alpha;
       p_rows[r * kSimtKeys + lane] = pv;
     }
-    __syncwarp();
+    if constexpr (kShareKV) {
+      __syncthreads();  // every warp is done with K: V takes its place
+      for (int r = warp; r < kSimtKeys; r += kSimtWarps) {
+        const int vkey = kv0 + r;
+        const bool valid = vkey < p.seq_kv;
+        for (int c = lane; c < D; c += 32) sV[r * D + c] = valid ? dev::to_f32(vg[int64_t(vkey) * p.v_rs + c]) : 0.0f;
+      }
+      __syncthreads();
+    } else {
+      __syncwarp();
+    }
 
     const int keys = min(kSimtKeys, kv_end - kv0);
     for (int j = 0; j < keys; ++j) {
@@ -493,10 +446,24 @@ void launch_mma(const AttnParams& p, int batch, int heads, Stream stream) {
 
 template <typename T, int kD>
 void launch_simt(const AttnParams& p, int batch, int heads, Stream stream) {
-  const char* name = kD == 64 ? "attention_simt<64>" : kD == 128 ? "attention_simt<128>" : "attention_simt<256>";
-  const size_t smem = simt_smem_bytes(p.head_dim);
+  const char* name = kD == 64    ? "attention_simt<64>"
+                     : kD == 128 ? "attention_simt<128>"
+                     : kD == 256 ? "attention_simt<256>"
+                                 : "attention_simt<512>";
+  constexpr bool share = simt_shares_kv(kD);
+  const size_t smem = simt_smem_bytes(p.head_dim, share);
+  const size_t most = simt_smem_bytes(kD, share);  // every head_dim <= kD
+  if (most > kDefaultSmem) {
+    int device = 0, optin = 0;
+    check_cuda_call(cudaGetDevice(&device), "attention: cudaGetDevice");
+    check_cuda_call(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                    "attention: cudaDeviceGetAttribute");
+    if (size_t(optin) < most)
+      fail(FX_ERR_UNSUPPORTED, std::string("attention: ") + name + " needs " + std::to_string(most) +
+                                   " bytes of shared memory per block; this GPU allows " + std::to_string(optin));
+  }
   static std::atomic<uint64_t> smem_allowed{0};
-  allow_smem(attention_simt_kernel<T, kD>, simt_smem_bytes(kD), name, smem_allowed);  // every head_dim <= kD
+  allow_smem(attention_simt_kernel<T, kD>, most, name, smem_allowed);
   const dim3 grid(unsigned((p.seq_q + kSimtRows - 1) / kSimtRows), unsigned(heads), unsigned(batch));
   attention_simt_kernel<T, kD><<<grid, kSimtThreads, smem, as_cuda_stream(stream)>>>(p);
   check_launch(name);
@@ -508,8 +475,10 @@ void launch_simt_bucket(const AttnParams& p, int batch, int heads, Stream stream
     launch_simt<T, 64>(p, batch, heads, stream);
   } else if (p.head_dim <= 128) {
     launch_simt<T, 128>(p, batch, heads, stream);
-  } else {
+  } else if (p.head_dim <= 256) {
     launch_simt<T, 256>(p, batch, heads, stream);
+  } else {
+    launch_simt<T, 512>(p, batch, heads, stream);
   }
 }
 
@@ -529,8 +498,8 @@ void bad(const std::string& what) { fail(FX_ERR_INVALID_ARGUMENT, "attention: " 
 void attention(const AttentionArgs& a, Stream stream) {
   if (a.act != DType::F32 && a.act != DType::BF16)
     fail(FX_ERR_UNSUPPORTED, std::string("attention: activations must be F32 or BF16, not ") + dtype_name(a.act));
-  if (a.head_dim <= 0 || a.head_dim > 256 || a.head_dim % 8 != 0)
-    bad("head_dim " + std::to_string(a.head_dim) + " is not a multiple of 8 in [8, 256]");
+  if (a.head_dim <= 0 || a.head_dim > 512 || a.head_dim % 8 != 0)
+    bad("head_dim " + std::to_string(a.head_dim) + " is not a multiple of 8 in [8, 512]");
   if (a.batch < 0 || a.heads < 0 || a.seq_q < 0 || a.seq_kv < 0) bad("negative shape");
   if (a.batch > 65535 || a.heads > 65535) bad("batch and heads must be at most 65535");
   if (a.seq_q > INT_MAX / 2 || a.seq_kv > INT_MAX / 2) bad("sequence longer than 2^30");
@@ -558,7 +527,7 @@ void attention(const AttentionArgs& a, Stream stream) {
     launch_simt_bucket<float>(p, batch, heads, stream);
     return;
   }
-  if (current_compute_major() < 8) {
+  if (p.head_dim > 256 || current_compute_major() < 8) {  // the mma kernel's buckets end at 256
     launch_simt_bucket<bf16>(p, batch, heads, stream);
     return;
   }
