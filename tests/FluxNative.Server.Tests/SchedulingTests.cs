@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace FluxNative.Server.Tests;
 
@@ -113,6 +114,9 @@ public sealed class SchedulingTests
         string a = await server.CreateAsync(First);
         string b = await server.CreateAsync("""{"prompt":"second","image_size":64,"num_inference_steps":2,"seed":22,"num_outputs":2,"output_format":"png"}""");
         string other = await server.CreateAsync("""{"prompt":"other size","image_size":128,"num_inference_steps":2,"output_format":"png"}""");
+        // The batch forms from what is ready when the blocker leaves: wait until every queued request is prepared
+        // (on a loaded machine the preparing thread may lag the HTTP calls).
+        Assert.True(SpinWait.SpinUntil(() => server.App.Services.GetRequiredService<ModelHost>().Pipeline.AllWaitingReady, TimeSpan.FromSeconds(30)));
         await server.PostAsync($"/v1/predictions/{blocker}/cancel", "");
 
         JsonElement pa = await server.WaitFinishedAsync(a), pb = await server.WaitFinishedAsync(b), po = await server.WaitFinishedAsync(other);
@@ -146,6 +150,9 @@ public sealed class SchedulingTests
         await server.WaitStepAsync(blocker);
         const string Slow = """{"prompt":"batch","image_size":512,"num_inference_steps":40}""";
         string a = await server.CreateAsync(Slow), b = await server.CreateAsync(Slow);
+        // The batch forms from what is ready when the blocker leaves: wait until every queued request is prepared
+        // (on a loaded machine the preparing thread may lag the HTTP calls).
+        Assert.True(SpinWait.SpinUntil(() => server.App.Services.GetRequiredService<ModelHost>().Pipeline.AllWaitingReady, TimeSpan.FromSeconds(30)));
         await server.PostAsync($"/v1/predictions/{blocker}/cancel", "");
         await server.WaitStepAsync(a);
         Assert.Equal("canceled", (await server.PostAsync($"/v1/predictions/{a}/cancel", "")).Json.GetProperty("status").GetString());
