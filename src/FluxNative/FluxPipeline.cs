@@ -278,6 +278,11 @@ public sealed partial class FluxPipeline : IDisposable
             throw new GenerationRequestException("output_quality", $"output_quality must be between 1 and 100 (got {request.OutputQuality}).");
         }
 
+        if (request.PreviewEvery < 0)
+        {
+            throw new GenerationRequestException("preview_every", $"preview_every must be 0 (no previews) or a number of steps (got {request.PreviewEvery}).");
+        }
+
         if (!Enum.IsDefined(request.Rounding))
         {
             throw new GenerationRequestException("rounding", $"Not a PixelRounding: {request.Rounding}.");

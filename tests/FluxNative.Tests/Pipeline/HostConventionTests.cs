@@ -140,6 +140,13 @@ public class HostConventionTests(LoggedPipeline loaded) : IClassFixture<LoggedPi
     }
 
     [Fact]
+    public void A_negative_PreviewEvery_is_refused_naming_the_field()
+    {
+        var error = Assert.Throws<GenerationRequestException>(() => loaded.Pipeline.Plan(loaded.Request() with { PreviewEvery = -1 }));
+        Assert.Equal("preview_every", error.Field);
+    }
+
+    [Fact]
     public async Task Without_PreviewEvery_no_report_carries_a_preview()
     {
         var reports = new List<GenerationProgress>();
