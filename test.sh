@@ -4,6 +4,7 @@
 # suites (ctest) and the xunit projects. Prints one summary line.
 #   ./test.sh            Release build, all tests
 #   FX_CUDA=ON ./test.sh  fail the build if the CUDA backend cannot be compiled (CI sets this)
+#   FX_SKIP_PACKAGE_TEST=1 ./test.sh  without the NuGet package test (tools/package/test-package.sh)
 set -uo pipefail
 cd "$(dirname "$0")"
 config=${CONFIGURATION:-Release}
@@ -30,6 +31,15 @@ echo "== managed tests (dotnet test)"
 dotnet test FluxNative.sln -c "$config" --no-build -nologo 2>&1 | tee "$log_dir/dotnet-test.log"
 managed_rc=${PIPESTATUS[0]}
 
+# The NuGet packages as a stranger uses them: packed from this build, added to a fresh project outside the
+# repository, a demo generation checked (~30 s). FX_SKIP_PACKAGE_TEST=1 leaves it out.
+package_rc=0
+if [ "${FX_SKIP_PACKAGE_TEST:-0}" != 1 ]; then
+  echo "== package test (tools/package/test-package.sh)"
+  CONFIGURATION=$config tools/package/test-package.sh --no-build 2>&1 | tee "$log_dir/package-test.log"
+  package_rc=${PIPESTATUS[0]}
+fi
+
 # One summary over both runners: ctest's "N tests failed out of M" and each xunit assembly's
 # "Failed: F, Passed: P, Skipped: S".
 read -r n_total n_failed < <(sed -n 's/.*tests passed, \([0-9]*\) tests\{0,1\} failed out of \([0-9]*\).*/\2 \1/p' "$log_dir/ctest.log" | tail -1)
@@ -39,14 +49,18 @@ m_passed=0; m_failed=0; m_skipped=0
 while read -r f p s; do
   m_failed=$((m_failed + f)); m_passed=$((m_passed + p)); m_skipped=$((m_skipped + s))
 done < <(sed -n 's/.*Failed: *\([0-9]*\), Passed: *\([0-9]*\), Skipped: *\([0-9]*\).*/\1 \2 \3/p' "$log_dir/dotnet-test.log")
-passed=$((n_total - n_failed - n_skipped + m_passed))
-failed=$((n_failed + m_failed))
+p_passed=0; p_failed=0
+if [ "${FX_SKIP_PACKAGE_TEST:-0}" != 1 ]; then
+  if [ "$package_rc" -eq 0 ]; then p_passed=1; else p_failed=1; fi
+fi
+passed=$((n_total - n_failed - n_skipped + m_passed + p_passed))
+failed=$((n_failed + m_failed + p_failed))
 skipped=$((n_skipped + m_skipped))
 # Which CPU paths the native run covered: the machine's own level (every test) and each isa_* rerun.
 machine_isa=$(build/native/native/fluxnative_tests --machine-isa 2>/dev/null)
 isa_runs=$(sed -n 's/.*Test *#[0-9]*: isa_\([a-z0-9]*\) [. ]*\(\**[A-Za-z]*\).*/\1 \2/p' "$log_dir/ctest.log" | tr -d '*' | paste -sd, - | sed 's/,/, /g')
 echo "CPU paths: every native test at this machine's level (${machine_isa:-unknown}); capped reruns: ${isa_runs:-none}"
-echo "native: $((n_total - n_failed - n_skipped)) passed, $n_failed failed, $n_skipped skipped; managed: $m_passed passed, $m_failed failed, $m_skipped skipped"
+echo "native: $((n_total - n_failed - n_skipped)) passed, $n_failed failed, $n_skipped skipped; managed: $m_passed passed, $m_failed failed, $m_skipped skipped; package: $p_passed passed, $p_failed failed"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
-if [ "$native_rc" -ne 0 ] || [ "$managed_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then exit 1; fi
+if [ "$native_rc" -ne 0 ] || [ "$managed_rc" -ne 0 ] || [ "$package_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then exit 1; fi
 if [ "$passed" -eq 0 ]; then echo "no test ran"; exit 1; fi

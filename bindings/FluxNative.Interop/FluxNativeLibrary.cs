@@ -16,6 +16,8 @@ namespace FluxNative.Interop;
 /// <item>in <c>runtimes/&lt;rid&gt;/native/</c> (e.g. <c>runtimes/linux-x64/native/</c>) under each of those two;</item>
 /// <item>the operating system's search by file name.</item>
 /// </list>
+/// <para>A candidate is accepted only when its ABI version is <see cref="AbiVersion"/> and its version
+/// (<c>fx_version</c>) is <see cref="Version"/>.</para>
 /// <para>Nothing is loaded until the first native call, <see cref="EnsureLoaded"/> or <see cref="Diagnose"/>.
 /// A failure throws <see cref="FluxNativeLoadException"/> listing every candidate with its loader error; it is
 /// not remembered, so a later call (after <see cref="Configure(string)"/>, say) tries again.</para>
@@ -24,6 +26,14 @@ public static class FluxNativeLibrary
 {
     /// <summary>The <c>FX_ABI_VERSION</c> of the <c>fluxnative.h</c> this binding mirrors.</summary>
     public const uint AbiVersion = 2;
+
+    /// <summary>
+    /// The version of this binding, of its package and of the native library it accepts ("MAJOR.MINOR.PATCH", from
+    /// CMake's <c>project(FluxNative VERSION ...)</c>). A library whose <c>fx_version</c> differs is refused.
+    /// </summary>
+    public static string Version { get; } =
+        typeof(FluxNativeLibrary).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .FirstOrDefault(a => a.Key == "FluxNativeVersion")?.Value ?? "0.0.0";
 
     /// <summary>The environment variable that names the library file to load.</summary>
     public const string PathEnvironmentVariable = "FLUXNATIVE_LIBRARY";

@@ -101,6 +101,14 @@ internal static unsafe class NativeLibraryLoader
                 AbiVersion: abiVersion);
         }
 
+        // The library's version must be this binding's: the packages, the assemblies and the library are built from
+        // one CMake project(VERSION), and a library from another build would only work by accident.
+        if (VersionMismatch(candidate, ReadVersion(loaded), FluxNativeLibrary.Version) is { } versionError)
+        {
+            NativeLibrary.Free(loaded);
+            return new NativeLibraryProbe(candidate, location, Loaded: false, Error: versionError, AbiVersion: abiVersion);
+        }
+
         handle = loaded;
         return new NativeLibraryProbe(candidate, location, Loaded: true, Error: null,
             AbiVersion: abiVersion, ResolvedPath: ReadLibraryPath(loaded));
@@ -148,6 +156,35 @@ internal static unsafe class NativeLibraryLoader
             $"{headline} Tried, in order:{Environment.NewLine}{tried}{Environment.NewLine}"
             + $"Build it with `dotnet build` (or CMake), or point {FluxNativeLibrary.PathEnvironmentVariable} or FluxNativeLibrary.Configure at it.",
             probes);
+    }
+
+    /// <summary>
+    /// Why a library of version <paramref name="libraryVersion"/> (its <c>fx_version</c>) cannot serve a binding of
+    /// version <paramref name="expected"/>, or null when it can. The versions compare as MAJOR.MINOR.PATCH: a
+    /// package's pre-release or build suffix (<c>0.2.0-preview.1</c>, <c>+commit</c>) is not part of the library's.
+    /// </summary>
+    internal static string? VersionMismatch(string candidate, string? libraryVersion, string expected)
+    {
+        static string Core(string version) => version.Split('-', '+')[0].Trim();
+        if (libraryVersion is not null && string.Equals(Core(libraryVersion), Core(expected), StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        return $"libfluxnative at {candidate} is version {libraryVersion ?? "(none reported)"}, this FluxNative.Interop is {expected}: "
+            + "use the library that came with this package (or build both from one checkout)";
+    }
+
+    /// <summary>fx_version through a raw export, before the binding's declarations are bound to this handle.</summary>
+    private static string? ReadVersion(IntPtr library)
+    {
+        if (!NativeLibrary.TryGetExport(library, "fx_version", out IntPtr export))
+        {
+            return null;
+        }
+
+        byte* text = ((delegate* unmanaged[Cdecl]<byte*>)export)();
+        return text == null ? null : NativeStatus.Utf8(text);
     }
 
     /// <summary>fx_library_path through a raw export: the binding's declarations are not bound to this handle.</summary>

@@ -49,8 +49,8 @@ public static class DemoModels
         };
     }
 
-    /// <summary>The real CLIP (<c>clip/</c>) and T5 (<c>t5/</c>) tokenizer files shipped with the library.</summary>
-    public static string TokenizerDirectory => Path.Combine(AppContext.BaseDirectory, "tokenizers");
+    /// <summary>The real CLIP (<c>clip/</c>) and T5 (<c>t5/</c>) tokenizer files shipped with the library (<see cref="FluxTokenizerFiles.Directory"/>).</summary>
+    public static string TokenizerDirectory => FluxTokenizerFiles.Directory;
 
     private static void WriteOnce(string path, TinyModelOptions options)
     {

@@ -128,7 +128,7 @@ public sealed record FluxPipelineOptions
 /// GenerationResult result = await pipeline.GenerateAsync(new GenerationRequest { PromptEmbeddings = embeds, Seed = 42 });
 /// File.WriteAllBytes("out.png", result.Images[0].Bytes);
 /// </code></example>
-public sealed class FluxPipeline : IDisposable
+public sealed partial class FluxPipeline : IDisposable
 {
     /// <summary>The aspect ratios the hosted FLUX APIs accept, as (width, height).</summary>
     public static readonly IReadOnlyDictionary<string, (int Width, int Height)> AspectRatios = new Dictionary<string, (int, int)>
@@ -242,39 +242,8 @@ public sealed class FluxPipeline : IDisposable
     /// <summary>Loads the transformer and the autoencoder.</summary>
     /// <exception cref="GenerationRequestException">No model is given, or a folder lacks a part.</exception>
     /// <exception cref="Interop.FluxNativeException">A checkpoint is missing, corrupt or not what it should be.</exception>
-    public static FluxPipeline Load(FluxPipelineSources sources, FluxPipelineOptions? options = null)
-    {
-        ArgumentNullException.ThrowIfNull(sources);
-        options ??= new FluxPipelineOptions();
-        string transformerPath = sources.ResolveTransformer(), autoencoderPath = sources.ResolveAutoencoder();
-        PromptEncoderSources? text = sources.ResolvePromptEncoder();
-        var loaded = new List<IDisposable>();
-        try
-        {
-            FluxTransformer transformer = FluxTransformer.Load(transformerPath, options.TransformerWeights, options.Threads, options.Activations, options.Device, options.Loras);
-            loaded.Add(transformer);
-            Autoencoder autoencoder = Autoencoder.Load(autoencoderPath, options.Threads, options.Device);
-            loaded.Add(autoencoder);
-            PromptEncoder? encoder = null;
-            if (text is not null)
-            {
-                int t5Length = options.T5MaxLength > 0 ? options.T5MaxLength : transformer.Config.GuidanceEmbed ? 512 : 256;
-                encoder = PromptEncoder.Load(text, t5Length, options.T5Weights, options.Threads, options.PromptCacheSize, options.Device);
-                loaded.Add(encoder);
-            }
-
-            return new FluxPipeline(transformer, autoencoder, options, ownsModels: true, encoder);
-        }
-        catch
-        {
-            foreach (IDisposable part in loaded)
-            {
-                part.Dispose();
-            }
-
-            throw;
-        }
-    }
+    public static FluxPipeline Load(FluxPipelineSources sources, FluxPipelineOptions? options = null) =>
+        LoadCore(sources, options, logger: null, progress: null, CancellationToken.None);
 
     /// <summary>Checks a request and fills in its defaults, without running anything.</summary>
     /// <exception cref="GenerationRequestException">A value is out of range or inconsistent; the message says which and why.</exception>
@@ -307,6 +276,11 @@ public sealed class FluxPipeline : IDisposable
         if (request.OutputQuality is < 1 or > 100)
         {
             throw new GenerationRequestException("output_quality", $"output_quality must be between 1 and 100 (got {request.OutputQuality}).");
+        }
+
+        if (request.PreviewEvery < 0)
+        {
+            throw new GenerationRequestException("preview_every", $"preview_every must be 0 (no previews) or a number of steps (got {request.PreviewEvery}).");
         }
 
         if (!Enum.IsDefined(request.Rounding))
@@ -388,7 +362,7 @@ public sealed class FluxPipeline : IDisposable
         CancellationToken cancellationToken = default)
     {
         GenerationPlan plan = Plan(request);
-        return scheduler.Submit(new GenerationJob(request, plan, progress, cancellationToken));
+        return Observe(plan, scheduler.Submit(new GenerationJob(request, plan, progress, cancellationToken)));
     }
 
     /// <summary>Stops the pipeline's threads (requests still running fail with <see cref="ObjectDisposedException"/>), then frees the models (when the pipeline owns them).</summary>
@@ -431,6 +405,7 @@ public sealed class FluxPipeline : IDisposable
             latents = MixImage(latents, start, schedule[plan.StartStep]);
         }
 
+        job.Preview = request.PreviewEvery > 0 ? PreviewProjection(cancellationToken) : null;
         job.Start(embeddings, textEncoding, Latents.Pack(latents, n, z, h, w), schedule, plan.StartStep);
     }
 
@@ -474,7 +449,7 @@ public sealed class FluxPipeline : IDisposable
             byte[] rgb = Images.ToRgb8(pixels[k], plan.Width, plan.Height, request.Rounding);
             cancellationToken.ThrowIfCancellationRequested();
             byte[] file = Images.Encode(rgb, plan.Width, plan.Height, plan.Format, plan.Quality, GenerationParameters.For(this, request, plan, k));
-            images[k] = new GeneratedImage(file, plan.Format, plan.Width, plan.Height, request.InitialLatents is null ? plan.Seed + k : null);
+            images[k] = new GeneratedImage(file, plan.Format, plan.Width, plan.Height, request.InitialLatents is null ? plan.Seed + k : null) { Rgb = rgb };
         }
 
         TimeSpan total = job.Elapsed;

@@ -88,6 +88,14 @@ public sealed record GenerationRequest
     /// keeps it). False writes the pixels only, for images whose prompt must not travel with them.
     /// </summary>
     public bool WriteMetadata { get; init; } = true;
+
+    /// <summary>
+    /// Previews while denoising: every this many steps (and after the last), the progress report carries the current
+    /// latents projected to RGB (<see cref="GenerationProgress.Previews"/>). 0 (the default) for none. The projection is
+    /// cheap (16 multiply-adds a latent pixel); the first request that asks for previews fits it to the autoencoder once
+    /// (<see cref="LatentPreview"/>).
+    /// </summary>
+    public int PreviewEvery { get; init; }
 }
 
 /// <summary>

@@ -22,7 +22,15 @@ public enum GenerationStage
 /// <param name="TotalSteps">Denoising steps in all.</param>
 /// <param name="Elapsed">Time since the generation started.</param>
 /// <param name="StepsPerSecond">Denoising steps per second so far (0 before the first).</param>
-public sealed record GenerationProgress(GenerationStage Stage, int Step, int TotalSteps, TimeSpan Elapsed, double StepsPerSecond);
+public sealed record GenerationProgress(GenerationStage Stage, int Step, int TotalSteps, TimeSpan Elapsed, double StepsPerSecond)
+{
+    /// <summary>
+    /// When the request asked for previews (<see cref="GenerationRequest.PreviewEvery"/>) and this is a step that has
+    /// one: the current latents of each image projected to RGB at the latent resolution (an eighth of the image side),
+    /// cheaply and roughly (see <see cref="LatentPreview"/>). Null otherwise.
+    /// </summary>
+    public IReadOnlyList<RgbImage>? Previews { get; init; }
+}
 
 /// <summary>One generated image: the encoded file and how it was made.</summary>
 /// <param name="Bytes">The image file (PNG, JPEG or WebP).</param>
@@ -30,7 +38,14 @@ public sealed record GenerationProgress(GenerationStage Stage, int Step, int Tot
 /// <param name="Width">Width in pixels.</param>
 /// <param name="Height">Height in pixels.</param>
 /// <param name="Seed">The seed of this image's noise (request seed + index); null when the caller passed the latents.</param>
-public sealed record GeneratedImage(byte[] Bytes, ImageFormat Format, int Width, int Height, long? Seed);
+public sealed record GeneratedImage(byte[] Bytes, ImageFormat Format, int Width, int Height, long? Seed)
+{
+    /// <summary>
+    /// The raw pixels the file was encoded from: interleaved 8-bit RGB, <c>[Height, Width, 3]</c>, rows top to bottom
+    /// (for a host that draws or re-encodes them itself). Empty only for an image built without them.
+    /// </summary>
+    public ReadOnlyMemory<byte> Rgb { get; init; }
+}
 
 /// <summary>Wall-clock time per stage of one generation, from the moment it was queued.</summary>
 /// <param name="Prepare">Until its first step: waiting for the pipeline, encoding the prompt, drawing the noise.</param>

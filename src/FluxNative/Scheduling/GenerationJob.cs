@@ -93,7 +93,27 @@ internal sealed class GenerationJob
         TimeSpan elapsed = Elapsed;
         int done = Step - Plan.StartStep;
         double denoising = (elapsed - (Admitted ?? TimeSpan.Zero)).TotalSeconds;
-        Progress?.Report(new GenerationProgress(GenerationStage.Denoising, done, Plan.StepsToRun, elapsed, done / Math.Max(denoising, 1e-9)));
+        Progress?.Report(new GenerationProgress(GenerationStage.Denoising, done, Plan.StepsToRun, elapsed, done / Math.Max(denoising, 1e-9))
+        {
+            Previews = Progress is not null && Preview is not null && (done % Request.PreviewEvery == 0 || done == Plan.StepsToRun) ? RenderPreviews(Preview) : null,
+        });
+    }
+
+    /// <summary>The projection for previews, set by the preparing stage when the request asks for them.</summary>
+    public LatentPreview? Preview { get; set; }
+
+    /// <summary>Each image's current latents as a small RGB picture.</summary>
+    private RgbImage[] RenderPreviews(LatentPreview preview)
+    {
+        int n = Plan.NumImages, h = Plan.LatentHeight, w = Plan.LatentWidth, z = Latents.Length / (n * h * w);
+        float[] unpacked = FluxNative.Latents.Unpack(Latents, n, z, h, w);
+        var previews = new RgbImage[n];
+        for (int k = 0; k < n; k++)
+        {
+            previews[k] = preview.Render(unpacked.AsSpan(k * z * h * w, z * h * w), h, w);
+        }
+
+        return previews;
     }
 
     public void ReportStage(GenerationStage stage) =>
