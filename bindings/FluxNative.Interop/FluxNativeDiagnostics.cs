@@ -1,4 +1,4 @@
-namespace FluxNative.Interop;
+namespace FluxNative;
 
 /// <summary>Backends compiled into the native library (<c>FX_BACKEND_*</c>).</summary>
 [Flags]

@@ -1,4 +1,4 @@
-namespace FluxNative.Interop;
+namespace FluxNative;
 
 /// <summary>
 /// A failure reported by the native library. <see cref="Code"/> says what kind of failure it is;

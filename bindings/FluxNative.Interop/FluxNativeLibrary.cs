@@ -1,7 +1,9 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
 
-namespace FluxNative.Interop;
+using FluxNative.Interop;
+
+namespace FluxNative;
 
 /// <summary>
 /// Chooses and loads the native library (libfluxnative) for the whole process.

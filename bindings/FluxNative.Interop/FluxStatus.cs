@@ -1,4 +1,4 @@
-namespace FluxNative.Interop;
+namespace FluxNative;
 
 /// <summary>
 /// Why a native call failed. Mirrors <c>fx_status</c> in <c>fluxnative.h</c> value for value.

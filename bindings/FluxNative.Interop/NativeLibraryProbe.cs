@@ -1,4 +1,4 @@
-namespace FluxNative.Interop;
+namespace FluxNative;
 
 /// <summary>Where a candidate library file came from, in probe order.</summary>
 public enum ProbeLocation

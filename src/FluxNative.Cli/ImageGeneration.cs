@@ -219,7 +219,7 @@ internal static class ImageGeneration
         {
             return Images.Decode(File.ReadAllBytes(path), out _);
         }
-        catch (Interop.FluxNativeException e)
+        catch (FluxNativeException e)
         {
             throw new CliInputException($"--image {path}: not a PNG, JPEG or WebP image the decoder can read ({e.Message}).");
         }

@@ -42,7 +42,7 @@ internal static class TransformerForward
     {
         "stored" => FluxWeightFormat.AsStored,
         "f32" => FluxWeightFormat.F32,
-        "bf16" => FluxWeightFormat.BF16,
+        "bf16" => FluxWeightFormat.Bf16,
         "fp8" => FluxWeightFormat.Fp8,
         _ => throw new CliInputException($"Unknown weight format '{name}'; expected one of {string.Join(", ", WeightFormatNames)}."),
     };
@@ -53,7 +53,7 @@ internal static class TransformerForward
     public static FluxActivationPrecision ParseActivationPrecision(string name) => name switch
     {
         "f32" => FluxActivationPrecision.F32,
-        "bf16" => FluxActivationPrecision.BF16,
+        "bf16" => FluxActivationPrecision.Bf16,
         _ => throw new CliInputException($"Unknown activation precision '{name}'; expected one of {string.Join(", ", ActivationPrecisionNames)}."),
     };
 

@@ -43,7 +43,7 @@ internal static class InputImages
         {
             return Images.Decode(bytes.AsSpan(0, length), out _);
         }
-        catch (Interop.FluxNativeException e)
+        catch (FluxNativeException e)
         {
             throw ApiException.BadRequest($"{field} is not a PNG, JPEG or WebP image this server can read: {e.Message}", field);
         }

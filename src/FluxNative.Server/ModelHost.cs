@@ -124,7 +124,7 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
         catch (Exception e)
         {
             loadError = e.Message;
-            if (e is ArgumentException or Interop.FluxNativeException or IOException or UnauthorizedAccessException or InvalidDataException or FluxServerConfigurationException)
+            if (e is ArgumentException or FluxNativeException or IOException or UnauthorizedAccessException or InvalidDataException or FluxServerConfigurationException)
             {
                 // A path or a file at fault: the message says which; a stack trace would bury it.
                 logger.LogError("The model failed to load: {Message}", e.Message);

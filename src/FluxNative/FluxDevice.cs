@@ -13,7 +13,7 @@ public enum FluxDeviceKind
 /// <summary>
 /// Where a model lives and runs: <c>cpu</c>, <c>cuda</c> (the first GPU) or <c>cuda:N</c>. A device that
 /// cannot be used (a library built without CUDA, no driver, no such GPU) fails the load with a
-/// <see cref="Interop.FluxNativeException"/> that names what is missing; it never falls back to the CPU.
+/// <see cref="FluxNativeException"/> that names what is missing; it never falls back to the CPU.
 /// </summary>
 public readonly record struct FluxDevice
 {

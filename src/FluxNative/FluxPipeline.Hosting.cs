@@ -69,7 +69,7 @@ public sealed partial class FluxPipeline : IAsyncDisposable
     /// (a part already loading finishes first; the native loader has no cancellation point).
     /// </param>
     /// <exception cref="GenerationRequestException">No model is given, or a folder lacks a part (thrown by the task).</exception>
-    /// <exception cref="Interop.FluxNativeException">A checkpoint is missing, corrupt or not what it should be (thrown by the task).</exception>
+    /// <exception cref="FluxNativeException">A checkpoint is missing, corrupt or not what it should be (thrown by the task).</exception>
     public static Task<FluxPipeline> LoadAsync(
         FluxPipelineSources sources, FluxPipelineOptions? options = null, IProgress<FluxLoadProgress>? progress = null, CancellationToken cancellationToken = default) =>
         LoadAsync(sources, options, logger: null, progress, cancellationToken);

@@ -241,7 +241,7 @@ public sealed partial class FluxPipeline : IDisposable
 
     /// <summary>Loads the transformer and the autoencoder.</summary>
     /// <exception cref="GenerationRequestException">No model is given, or a folder lacks a part.</exception>
-    /// <exception cref="Interop.FluxNativeException">A checkpoint is missing, corrupt or not what it should be.</exception>
+    /// <exception cref="FluxNativeException">A checkpoint is missing, corrupt or not what it should be.</exception>
     public static FluxPipeline Load(FluxPipelineSources sources, FluxPipelineOptions? options = null) =>
         LoadCore(sources, options, logger: null, progress: null, CancellationToken.None);
 

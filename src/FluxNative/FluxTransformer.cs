@@ -8,7 +8,7 @@ namespace FluxNative;
 /// velocity prediction for a batch of packed latents.
 /// </summary>
 /// <example><code>
-/// using FluxTransformer model = FluxTransformer.Load("flux1-dev.safetensors", FluxWeightFormat.BF16);
+/// using FluxTransformer model = FluxTransformer.Load("flux1-dev.safetensors", FluxWeightFormat.Bf16);
 /// float[] velocity = model.Forward(inputs);
 /// </code></example>
 /// <remarks>
@@ -40,7 +40,7 @@ public sealed class FluxTransformer : IDisposable
     public FluxWeightFormat WeightFormat { get; }
 
     /// <summary>
-    /// The precision asked for the activations entering the linear layers. <see cref="FluxActivationPrecision.BF16"/>
+    /// The precision asked for the activations entering the linear layers. <see cref="FluxActivationPrecision.Bf16"/>
     /// takes effect only for BF16 weights on CPUs with AVX512-BF16; elsewhere the forward stays exact.
     /// </summary>
     public FluxActivationPrecision Activations { get; }
@@ -50,7 +50,7 @@ public sealed class FluxTransformer : IDisposable
     /// <param name="format">How to hold the linear weights: as stored, or converted to F32, BF16 or FP8 at load.</param>
     /// <param name="threads">Threads for forward passes: 0 uses the process-wide pool (one per core, or <c>FX_NUM_THREADS</c>).</param>
     /// <param name="activations">
-    /// <see cref="FluxActivationPrecision.F32"/> (exact, the default) or <see cref="FluxActivationPrecision.BF16"/>:
+    /// <see cref="FluxActivationPrecision.F32"/> (exact, the default) or <see cref="FluxActivationPrecision.Bf16"/>:
     /// faster BF16 dot products at about 1e-2 relative error, only for BF16 weights on CPUs with AVX512-BF16.
     /// </param>
     /// <param name="device">Where the model lives and runs (default: the CPU).</param>

@@ -12,7 +12,7 @@ public enum FluxWeightFormat
     F32 = 1,
 
     /// <summary>Every linear weight rounded to BF16 at load.</summary>
-    BF16 = 2,
+    Bf16 = 2,
 
     /// <summary>E4M3FN with one scale per output channel, quantised at load.</summary>
     Fp8 = 3,
@@ -28,10 +28,10 @@ public enum FluxActivationPrecision
 
     /// <summary>
     /// Faster: BF16 weights meet BF16-rounded activations in the CPU's BF16 dot products, at about 1e-2 relative
-    /// error. It applies only to BF16 weights (stored as BF16, or <see cref="FluxWeightFormat.BF16"/>) on CPUs with
+    /// error. It applies only to BF16 weights (stored as BF16, or <see cref="FluxWeightFormat.Bf16"/>) on CPUs with
     /// AVX512-BF16; other weight dtypes and CPUs without it stay exact.
     /// </summary>
-    BF16 = 1,
+    Bf16 = 1,
 }
 
 /// <summary>

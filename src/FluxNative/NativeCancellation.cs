@@ -40,11 +40,11 @@ internal sealed unsafe class NativeCancellation : IDisposable
     /// <summary>
     /// Throws for a failed native call made with this flag: <c>FX_ERR_CANCELLED</c> becomes the
     /// <see cref="OperationCanceledException"/> of <paramref name="token"/>, anything else a
-    /// <see cref="Interop.FluxNativeException"/>. Call it right after the call, on the same thread.
+    /// <see cref="FluxNativeException"/>. Call it right after the call, on the same thread.
     /// </summary>
-    public static void ThrowIfFailed(Interop.FluxStatus status, CancellationToken token)
+    public static void ThrowIfFailed(FluxStatus status, CancellationToken token)
     {
-        if (status == Interop.FluxStatus.Cancelled)
+        if (status == FluxStatus.Cancelled)
         {
             throw new OperationCanceledException("Cancelled inside the native library.", token);
         }

@@ -105,7 +105,7 @@ public sealed partial class ForwardTests : IDisposable
 
         Assert.True(result.ExitCode == 0, result.Error);
         Assert.Contains("weights stored; activations bf16;", result.Output);
-        using (FluxTransformer inProcess = FluxTransformer.Load(model, activations: FluxActivationPrecision.BF16))
+        using (FluxTransformer inProcess = FluxTransformer.Load(model, activations: FluxActivationPrecision.Bf16))
         {
             Assert.Equal(inProcess.Forward(golden.ReadInputs()), ReadOut(outPath));
         }
@@ -117,7 +117,7 @@ public sealed partial class ForwardTests : IDisposable
     public void The_activations_option_parses_to_the_request()
     {
         Assert.Equal(FluxActivationPrecision.F32, TransformerForward.ParseActivationPrecision("f32"));
-        Assert.Equal(FluxActivationPrecision.BF16, TransformerForward.ParseActivationPrecision("bf16"));
+        Assert.Equal(FluxActivationPrecision.Bf16, TransformerForward.ParseActivationPrecision("bf16"));
         Assert.Throws<CliInputException>(() => TransformerForward.ParseActivationPrecision("f16"));
     }
 

@@ -59,7 +59,7 @@ public sealed class GenerateOptionTests : IDisposable
     [Fact]
     public void A_cuda_device_that_cannot_run_is_refused_with_the_reason()
     {
-        if (FluxNative.Interop.FluxNativeLibrary.Diagnose().CudaDeviceCount > 0)
+        if (FluxNativeLibrary.Diagnose().CudaDeviceCount > 0)
         {
             return;  // a GPU is here: the CUDA backend's own tests cover it
         }

@@ -55,8 +55,8 @@ public class DTypeConversionTests
     [Fact]
     public void Integer_dtypes_are_refused_by_the_library()
     {
-        var exception = Assert.Throws<FluxNative.Interop.FluxNativeException>(() => DTypeConversion.Convert(DType.I32, new byte[8], DType.F32, new byte[8]));
+        var exception = Assert.Throws<FluxNativeException>(() => DTypeConversion.Convert(DType.I32, new byte[8], DType.F32, new byte[8]));
 
-        Assert.NotEqual(FluxNative.Interop.FluxStatus.Ok, exception.Code);
+        Assert.NotEqual(FluxStatus.Ok, exception.Code);
     }
 }

@@ -20,7 +20,7 @@ public sealed partial class FluxTransformerTests : IDisposable
     [InlineData("dev-f32-bfl", FluxWeightFormat.AsStored, 5e-5)]
     [InlineData("schnell-f32-diffusers", FluxWeightFormat.AsStored, 5e-5)]
     [InlineData("dev-bf16-bfl", FluxWeightFormat.AsStored, 5e-5)]
-    [InlineData("dev-f32-bfl", FluxWeightFormat.BF16, 1e-2)]
+    [InlineData("dev-f32-bfl", FluxWeightFormat.Bf16, 1e-2)]
     public void Forward_matches_the_reference(string caseName, FluxWeightFormat format, double tolerance)
     {
         FluxGoldenCase golden = FluxGoldenCase.Load(caseName);
@@ -30,7 +30,7 @@ public sealed partial class FluxTransformerTests : IDisposable
 
         double error = FluxGoldenCase.RelativeL2(output, golden.ReadExpectedOutput());
         Assert.True(error <= tolerance, $"{caseName} ({format}): relative L2 {error:G3} > {tolerance:G3}");
-        if (format == FluxWeightFormat.BF16)
+        if (format == FluxWeightFormat.Bf16)
         {
             // The format reached the library: f32 weights used as stored land near 1e-6.
             Assert.True(error > 1e-4, $"{caseName} with bf16 weights is as exact as f32 ({error:G3}): was the format ignored?");
@@ -43,8 +43,8 @@ public sealed partial class FluxTransformerTests : IDisposable
     public void Forward_with_bf16_activations_stays_near_the_reference()
     {
         FluxGoldenCase golden = FluxGoldenCase.Load("dev-bf16-bfl");
-        using FluxTransformer model = FluxTransformer.Load(golden.WriteModel(temp.Path), activations: FluxActivationPrecision.BF16);
-        Assert.Equal(FluxActivationPrecision.BF16, model.Activations);
+        using FluxTransformer model = FluxTransformer.Load(golden.WriteModel(temp.Path), activations: FluxActivationPrecision.Bf16);
+        Assert.Equal(FluxActivationPrecision.Bf16, model.Activations);
         Assert.Equal(FluxWeightFormat.AsStored, model.WeightFormat);
 
         float[] output = model.Forward(golden.ReadInputs());
@@ -267,7 +267,7 @@ public sealed partial class FluxTransformerTests : IDisposable
         Assert.Equal(Enum.GetValues<FluxWeightFormat>().Length, values.Count);
         Assert.Equal((int)FluxWeightFormat.AsStored, values["FX_WEIGHTS_AS_STORED"]);
         Assert.Equal((int)FluxWeightFormat.F32, values["FX_WEIGHTS_F32"]);
-        Assert.Equal((int)FluxWeightFormat.BF16, values["FX_WEIGHTS_BF16"]);
+        Assert.Equal((int)FluxWeightFormat.Bf16, values["FX_WEIGHTS_BF16"]);
         Assert.Equal((int)FluxWeightFormat.Fp8, values["FX_WEIGHTS_FP8"]);
     }
 
@@ -279,7 +279,7 @@ public sealed partial class FluxTransformerTests : IDisposable
 
         Assert.Equal(Enum.GetValues<FluxActivationPrecision>().Length, values.Count);
         Assert.Equal((int)FluxActivationPrecision.F32, values["FX_ACTIVATIONS_F32"]);
-        Assert.Equal((int)FluxActivationPrecision.BF16, values["FX_ACTIVATIONS_BF16"]);
+        Assert.Equal((int)FluxActivationPrecision.Bf16, values["FX_ACTIVATIONS_BF16"]);
     }
 
     [GeneratedRegex(@"\b(FX_WEIGHTS_\w+)\s*=\s*(\d+)")]

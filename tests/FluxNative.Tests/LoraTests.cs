@@ -56,7 +56,7 @@ public sealed class LoraTests : IDisposable
             .Add("lora_unet_double_blocks_42_img_attn_qkv.lora_down.weight", new float[2 * 8], 2, 8)
             .Add("lora_unet_double_blocks_42_img_attn_qkv.lora_up.weight", new float[24 * 2], 24, 2)
             .Write(lora);
-        var e = Assert.Throws<Interop.FluxNativeException>(() => FluxTransformer.Load(model, loras: [new FluxLora(lora)]));
+        var e = Assert.Throws<FluxNativeException>(() => FluxTransformer.Load(model, loras: [new FluxLora(lora)]));
         Assert.Contains("lora_unet_double_blocks_42_img_attn_qkv", e.Message);
         Assert.Contains("other.safetensors", e.Message);
     }

@@ -109,7 +109,6 @@ cat >"$app/Program.cs" <<'EOF'
 // A stranger's program: the packaged API, native library and tokenizers, nothing from the repository.
 using FluxNative;
 using FluxNative.Hosting;
-using FluxNative.Interop;
 
 FluxNativeDiagnostics library = FluxNativeLibrary.Diagnose();
 if (!library.IsLoaded)

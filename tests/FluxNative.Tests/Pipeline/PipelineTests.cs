@@ -253,9 +253,9 @@ public class PipelineTests(TinyPipelines pipelines) : IClassFixture<TinyPipeline
         Assert.Equal(0, *cancellation.Pointer);
         source.Cancel();
         Assert.Equal(1, *cancellation.Pointer);
-        var e = Assert.Throws<OperationCanceledException>(() => NativeCancellation.ThrowIfFailed(Interop.FluxStatus.Cancelled, source.Token));
+        var e = Assert.Throws<OperationCanceledException>(() => NativeCancellation.ThrowIfFailed(FluxStatus.Cancelled, source.Token));
         Assert.Equal(source.Token, e.CancellationToken);
-        Assert.Throws<Interop.FluxNativeException>(() => NativeCancellation.ThrowIfFailed(Interop.FluxStatus.Format, source.Token));
+        Assert.Throws<FluxNativeException>(() => NativeCancellation.ThrowIfFailed(FluxStatus.Format, source.Token));
     }
 
     private sealed class Recorder(List<GenerationProgress>? into, Action<GenerationProgress>? then = null) : IProgress<GenerationProgress>

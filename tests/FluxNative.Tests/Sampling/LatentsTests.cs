@@ -49,7 +49,7 @@ public class LatentsTests
     [Fact]
     public void Odd_sizes_are_refused_with_the_reason()
     {
-        var e = Assert.Throws<Interop.FluxNativeException>(() => Latents.Pack(new float[16 * 3 * 4], 1, 16, 3, 4));
+        var e = Assert.Throws<FluxNativeException>(() => Latents.Pack(new float[16 * 3 * 4], 1, 16, 3, 4));
         Assert.Contains("even", e.Message);
     }
 }
