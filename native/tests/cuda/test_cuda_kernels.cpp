@@ -28,12 +28,13 @@
 #include "ops/cpu/elementwise.h"
 #include "ops/cuda/convert.h"
 #include "ops/cuda/kernels.h"
+#include "cuda_test_support.h"
 
 namespace {
 
 using fx::DType;
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+using fx::cuda_test::kNaN;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 class CudaKernels : public ::testing::Test {
@@ -46,47 +47,11 @@ class CudaKernels : public ::testing::Test {
 const char* name_of(DType d) { return d == DType::F32 ? "f32" : "bf16"; }
 double tolerance(DType d) { return d == DType::F32 ? 1e-5 : 1e-2; }
 
-// ---- device memory ----
+// ---- device memory: the shared helpers (cuda_test_support.h) ----
 
-void cuda_ok(cudaError_t error, const char* what) {
-  if (error != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(error));
-}
-
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { cuda_ok(cudaMalloc(&p_, std::max<size_t>(bytes, 16)), "cudaMalloc"); }
-  ~DeviceBuffer() { (void)cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  void* get() const { return p_; }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* p_ = nullptr;
-  size_t bytes_;
-};
-
-// Host f32 values stored on the device as `dtype` (NaN stays NaN).
-struct DeviceArray {
-  DType dtype;
-  size_t n;
-  DeviceBuffer buffer;
-  DeviceArray(DType d, const std::vector<float>& host) : dtype(d), n(host.size()), buffer(host.size() * fx::dtype_size(d)) {
-    std::vector<uint8_t> bytes(buffer.bytes());
-    fx::convert(DType::F32, host.data(), dtype, bytes.data(), n, fx::Overflow::Ieee);
-    cuda_ok(cudaMemcpy(buffer.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "cudaMemcpy to the device");
-  }
-  // Element i's address.
-  void* at(int64_t i) const { return static_cast<uint8_t*>(buffer.get()) + size_t(i) * fx::dtype_size(dtype); }
-  std::vector<float> download() const {
-    cuda_ok(cudaDeviceSynchronize(), "kernel");
-    std::vector<uint8_t> bytes(buffer.bytes());
-    cuda_ok(cudaMemcpy(bytes.data(), buffer.get(), bytes.size(), cudaMemcpyDeviceToHost), "cudaMemcpy from the device");
-    std::vector<float> host(n);
-    fx::convert(dtype, bytes.data(), DType::F32, host.data(), n, fx::Overflow::Ieee);
-    return host;
-  }
-};
+using fx::cuda_test::cuda_ok;
+using fx::cuda_test::DeviceArray;
+using fx::cuda_test::DeviceBuffer;
 
 // f32 parameters (shift, scale, tables, bias) on the device, at an element offset.
 struct DeviceFloats {
