@@ -26,6 +26,8 @@ namespace FluxNative.Server;
 internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, ILogger<StorageMonitor> logger) : BackgroundService
 {
     /// <summary>How often the database file is checked to be where it was opened (no write).</summary>
+    private int failures;
+
     internal static readonly TimeSpan CheckInterval = TimeSpan.FromSeconds(2);
 
     /// <summary>How often a write is tried while something cannot be written, or finished predictions wait to be saved.</summary>
@@ -75,6 +77,7 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
     /// <exception cref="ApiException">503 with the reason when it cannot be stored (the prediction is then not accepted).</exception>
     public void Insert(PredictionView view)
     {
+        int failuresBefore = Failures;
         try
         {
             store.Insert(view);
@@ -85,12 +88,13 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
             throw Unavailable("The prediction could not be stored, so it was not accepted", e);
         }
 
-        DatabaseWorks();
+        DatabaseWorks(failuresBefore);
     }
 
     /// <summary>Writes a prediction's new state; false when it cannot be written now (a final state is then kept to retry).</summary>
     public bool Save(PredictionView view)
     {
+        int failuresBefore = Failures;
         try
         {
             store.Update(view);
@@ -113,7 +117,7 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
             unsaved.TryRemove(view.Id, out _);
         }
 
-        DatabaseWorks();
+        DatabaseWorks(failuresBefore);
         return true;
     }
 
@@ -181,9 +185,10 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
 
                 if (write)
                 {
+                    int failuresBefore = Failures;
                     store.Probe();
                     SaveUnsaved();
-                    DatabaseWorks();
+                    DatabaseWorks(failuresBefore);
                 }
             }
             catch (Exception e) when (IsStorageFault(e))
@@ -275,9 +280,16 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
         }
     }
 
-    private void DatabaseWorks()
+    /// <summary>Failed database operations so far: a write that succeeds clears the problem only if none failed while it ran.</summary>
+    private int Failures => Volatile.Read(ref failures);
+
+    /// <summary>
+    /// A write that started when <paramref name="failuresBefore"/> failures had been seen succeeded: the database works,
+    /// unless another operation failed meanwhile (a slow write begun before a fault must not hide the fault).
+    /// </summary>
+    private void DatabaseWorks(int failuresBefore)
     {
-        if (databaseProblem is not null)
+        if (databaseProblem is not null && Failures == failuresBefore)
         {
             databaseProblem = null;
             logger.LogInformation("The database '{Path}' can be written again", store.Path);
@@ -286,6 +298,7 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
 
     private void DatabaseFailed(Exception e, string? problem = null)
     {
+        Interlocked.Increment(ref failures);
         problem ??= $"The database '{store.Path}' cannot be used: {Describe(e)}.";
         if (databaseProblem != problem)
         {
