@@ -73,6 +73,7 @@ layout() {
   for package in FluxNative FluxNative.Interop FluxNative.Hosting FluxNative.Cli; do
     check_nuspec "$package" '<repository type="git"'
     check_nuspec "$package" '<readme>README.md</readme>'
+    check_nuspec "$package" '<license type="expression">MIT</license>'
   done
 }
 run "package layout" layout
