@@ -70,6 +70,7 @@ internal struct FxTinyModelParams
     public int NumHeads;
     public int Depth;
     public int DepthSingle;
+    public int Shapes;
 }
 
 /// <summary>Mirror of <c>fx_lora</c>: an open checkpoint (its raw handle, kept alive by the caller for the call) and a strength.</summary>

@@ -245,6 +245,16 @@ typedef enum fx_layout {
   FX_LAYOUT_DIFFUSERS = 2  /* Hugging Face folders: transformer/, vae/, text_encoder/, text_encoder_2/ */
 } fx_layout;
 
+/* The widths a random model is written with. FX_SHAPES_PUBLISHED: every tensor of FLUX.1's published shapes
+ * (transformer 3072 wide, 24 heads of 128, text 4096 and pooled 768 wide, 19 double + 38 single blocks; T5-XXL
+ * 4096/64 heads/d_ff 10240/24 layers; CLIP-L 768/12 heads/3072/12 layers; the autoencoder 128 wide, 4 levels of
+ * 2 ResnetBlocks), for benchmarks on weights nobody has to download. hidden_size and num_heads must then be 0;
+ * depth and depth_single still cut the depth (0 = the published depth). */
+typedef enum fx_model_shapes {
+  FX_SHAPES_TINY = 0,
+  FX_SHAPES_PUBLISHED = 1
+} fx_model_shapes;
+
 typedef struct fx_tiny_model_params {
   uint32_t struct_size;
   int32_t kind;            /* fx_model_kind */
@@ -258,6 +268,7 @@ typedef struct fx_tiny_model_params {
   int32_t depth;           /* 0 = default (flux: 2 double blocks; ae: 2 resolution levels, ch_mult
                               1, 2, 4, 4, 4, ... cut to that many; t5/clip: 2 layers) */
   int32_t depth_single;    /* 0 = default (flux: 3 single blocks; ae: num_res_blocks 1) */
+  int32_t shapes;          /* fx_model_shapes: FX_SHAPES_TINY (0, the default) or FX_SHAPES_PUBLISHED */
 } fx_tiny_model_params;
 
 FX_API void fx_tiny_model_params_init(fx_tiny_model_params* params);

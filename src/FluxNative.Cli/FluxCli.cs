@@ -151,6 +151,7 @@ public static class FluxCli
         root.Subcommands.Add(EncodeCommand.Create(console));
         root.Subcommands.Add(TokenizeCommand.Create(console));
         root.Subcommands.Add(ServeCommand.Create(console));
+        root.Subcommands.Add(BenchCommand.Create(console));
         return root;
     }
 

@@ -38,10 +38,15 @@ internal static class ProgressDisplay
         _ => throw new CliInputException($"--progress must be one of {string.Join(", ", ModeNames)} (got '{name}')."),
     };
 
-    /// <summary>Runs the generation, showing its progress as <paramref name="mode"/> says.</summary>
+    /// <summary>
+    /// Runs the generation, showing its progress as <paramref name="mode"/> says. <paramref name="label"/> goes before the
+    /// stage (<c>run 2/3</c>); <paramref name="observe"/> sees every report first, on the thread that made it.
+    /// </summary>
     public static async Task<GenerationResult> RunAsync(
-        FluxPipeline pipeline, GenerationRequest request, ProgressMode mode, CliConsole console, CancellationToken cancellationToken)
+        FluxPipeline pipeline, GenerationRequest request, ProgressMode mode, CliConsole console, CancellationToken cancellationToken,
+        string? label = null, Action<GenerationProgress>? observe = null)
     {
+        string prefix = label is null ? string.Empty : label + " ";
         if (mode == ProgressMode.Auto)
         {
             mode = console.ErrorIsTerminal ? ProgressMode.Bar : ProgressMode.Lines;
@@ -50,25 +55,26 @@ internal static class ProgressDisplay
         switch (mode)
         {
             case ProgressMode.None:
-                return await pipeline.GenerateAsync(request, null, cancellationToken).ConfigureAwait(false);
+                return await pipeline.GenerateAsync(request, observe is null ? null : new SynchronousProgress(observe), cancellationToken).ConfigureAwait(false);
             case ProgressMode.Lines:
                 GenerationStage? stage = null;
                 var lines = new SynchronousProgress(p =>
                 {
+                    observe?.Invoke(p);
                     if (p.Stage == GenerationStage.Denoising)
                     {
-                        console.Note($"denoising  {StepText(p)}");
+                        console.Note($"{prefix}denoising  {StepText(p)}");
                     }
                     else if (p.Stage != stage && p.Stage != GenerationStage.Preparing)
                     {
-                        console.Note(StageName(p.Stage));
+                        console.Note(prefix + StageName(p.Stage));
                     }
 
                     stage = p.Stage;
                 });
                 return await pipeline.GenerateAsync(request, lines, cancellationToken).ConfigureAwait(false);
             default:
-                return await RunWithBarAsync(pipeline, request, console, cancellationToken).ConfigureAwait(false);
+                return await RunWithBarAsync(pipeline, request, console, prefix, observe, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -105,7 +111,8 @@ internal static class ProgressDisplay
         Out = new AnsiConsoleOutput(error),
     });
 
-    private static async Task<GenerationResult> RunWithBarAsync(FluxPipeline pipeline, GenerationRequest request, CliConsole console, CancellationToken cancellationToken)
+    private static async Task<GenerationResult> RunWithBarAsync(
+        FluxPipeline pipeline, GenerationRequest request, CliConsole console, string prefix, Action<GenerationProgress>? observe, CancellationToken cancellationToken)
     {
         var counter = new CounterColumn();
         IAnsiConsole terminal = BarConsole(console.Error);
@@ -115,16 +122,17 @@ internal static class ProgressDisplay
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), counter)
             .StartAsync(async context =>
             {
-                ProgressTask task = context.AddTask(StageName(GenerationStage.Preparing), maxValue: Math.Max(1, request.Steps ?? pipeline.DefaultSteps));
+                ProgressTask task = context.AddTask(prefix + StageName(GenerationStage.Preparing), maxValue: Math.Max(1, request.Steps ?? pipeline.DefaultSteps));
                 var bar = new SynchronousProgress(p =>
                 {
+                    observe?.Invoke(p);
                     task.MaxValue = Math.Max(1, p.TotalSteps);
                     task.Value = p.Step;
-                    task.Description = StageName(p.Stage);
+                    task.Description = prefix + StageName(p.Stage);
                     counter.Text = StepText(p);
                 });
                 GenerationResult result = await pipeline.GenerateAsync(request, bar, cancellationToken).ConfigureAwait(false);
-                task.Description = "done";
+                task.Description = prefix + "done";
                 task.StopTask();
                 return result;
             })

@@ -391,8 +391,9 @@ public sealed partial class FluxPipeline : IDisposable
         if (embeddings is null)
         {
             long started = Stopwatch.GetTimestamp();
-            embeddings = PromptEncoder!.Encode(request.Prompt!, cancellationToken);
+            embeddings = PromptEncoder!.Encode(request.Prompt!, cancellationToken, out TimeSpan tokenization);
             textEncoding = Stopwatch.GetElapsedTime(started);
+            job.Tokenization = tokenization;
         }
 
         int n = plan.NumImages, z = Autoencoder.Config.ZChannels, h = plan.LatentHeight, w = plan.LatentWidth;
@@ -460,6 +461,7 @@ public sealed partial class FluxPipeline : IDisposable
             Timings = new GenerationTimings(admitted, denoised - admitted, decoded - denoised, total - decoded, total, plan.StepsToRun)
             {
                 TextEncoding = job.TextEncoding,
+                Tokenization = job.Tokenization,
             },
             FinalLatents = request.ReturnLatents ? final : null,
             PeakBatchImages = job.PeakBatchImages,

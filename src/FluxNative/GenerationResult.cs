@@ -59,6 +59,9 @@ public sealed record GenerationTimings(TimeSpan Prepare, TimeSpan Denoise, TimeS
     /// <summary>The part of <see cref="Prepare"/> spent in the text encoders (zero for a cached prompt or given embeddings).</summary>
     public TimeSpan TextEncoding { get; init; }
 
+    /// <summary>The part of <see cref="TextEncoding"/> spent in the CLIP and T5 tokenizers.</summary>
+    public TimeSpan Tokenization { get; init; }
+
     /// <summary>Denoising steps per second.</summary>
     public double StepsPerSecond => Denoise > TimeSpan.Zero ? Steps / Denoise.TotalSeconds : 0;
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using FluxNative.Tokenizers;
 
 namespace FluxNative;
@@ -190,9 +191,13 @@ public sealed class PromptEncoder : IDisposable
 
     /// <summary>The embeddings of <paramref name="prompt"/>: <c>txt</c> [1, T5MaxLength, T5 width] and <c>y</c> [1, CLIP width].</summary>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired (nothing is cached then).</exception>
-    public PromptEmbeddings Encode(string prompt, CancellationToken cancellationToken = default)
+    public PromptEmbeddings Encode(string prompt, CancellationToken cancellationToken = default) => Encode(prompt, cancellationToken, out _);
+
+    /// <summary>As <see cref="Encode(string, CancellationToken)"/>, also saying how long the tokenizers took (zero for a cached prompt).</summary>
+    public PromptEmbeddings Encode(string prompt, CancellationToken cancellationToken, out TimeSpan tokenization)
     {
         ArgumentNullException.ThrowIfNull(prompt);
+        tokenization = TimeSpan.Zero;
         lock (gate)
         {
             if (cache.TryGetValue(prompt, out var node))
@@ -206,8 +211,10 @@ public sealed class PromptEncoder : IDisposable
             CacheMisses++;
         }
 
+        long started = Stopwatch.GetTimestamp();
         int[] clipIds = clipTokenizer.Encode(prompt, ClipTokenizer.DefaultMaxLength);
         int[] t5Ids = t5Tokenizer.Encode(prompt, T5MaxLength);
+        tokenization = Stopwatch.GetElapsedTime(started);
         float[] pooled = Clip.Encode(clipIds, 1, hidden: false, pooled: true, cancellationToken).Pooled!;
         float[] txt = T5.Encode(t5Ids, 1, hidden: true, pooled: false, cancellationToken).Hidden!;
         var embeddings = new PromptEmbeddings(txt, pooled, 1, t5Ids.Length);

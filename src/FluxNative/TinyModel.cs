@@ -47,6 +47,14 @@ public sealed record TinyModelOptions
 
     /// <summary>FLUX single blocks (default 3), or the autoencoder's ResnetBlocks per level (num_res_blocks, default 1; the published model has 2); 0 for the default.</summary>
     public int DepthSingle { get; init; }
+
+    /// <summary>
+    /// Every width as FLUX.1 publishes it (transformer 3072 wide with 4096-wide text and 768-wide pooled inputs, T5-XXL,
+    /// CLIP-L, the 128-wide autoencoder) instead of the tiny ones; <see cref="HiddenSize"/> and <see cref="NumHeads"/>
+    /// must then be 0, and <see cref="Depth"/>/<see cref="DepthSingle"/> of 0 mean the published depths. For benchmarks
+    /// on random weights of the real sizes (<see cref="SyntheticModels"/>).
+    /// </summary>
+    public bool PublishedShapes { get; init; }
 }
 
 /// <summary>Tiny random models with the published tensor names, for tests, demos and benchmarks.</summary>
@@ -84,6 +92,7 @@ public static class TinyModel
         parameters.NumHeads = options.NumHeads;
         parameters.Depth = options.Depth;
         parameters.DepthSingle = options.DepthSingle;
+        parameters.Shapes = options.PublishedShapes ? 1 : 0;   // fx_model_shapes
         NativeStatus.ThrowIfFailed(NativeMethods.fx_tiny_model_write(&parameters, path));
     }
 }

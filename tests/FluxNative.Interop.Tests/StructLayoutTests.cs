@@ -61,6 +61,7 @@ public class StructLayoutTests
         data.Add("fx_tiny_model_params", "num_heads", nameof(t.NumHeads), (byte*)&t.NumHeads - tiny);
         data.Add("fx_tiny_model_params", "depth", nameof(t.Depth), (byte*)&t.Depth - tiny);
         data.Add("fx_tiny_model_params", "depth_single", nameof(t.DepthSingle), (byte*)&t.DepthSingle - tiny);
+        data.Add("fx_tiny_model_params", "shapes", nameof(t.Shapes), (byte*)&t.Shapes - tiny);
 
         FxFluxLoadParams l;
         var load = (byte*)&l;

@@ -222,6 +222,39 @@ public sealed class TinyModelTests : IDisposable
         Assert.Equal(checkpoint.Describe().ParameterCount, CheckpointDescription.Parse(json).ParameterCount);
     }
 
+    [Fact]
+    public void Published_shapes_are_FLUX_1s_widths_with_the_depth_asked_for()
+    {
+        // The small components at their published widths (the transformer and T5 are covered by flux bench --synthetic's test).
+        using (Checkpoint clip = Checkpoint.Open(Write(new TinyModelOptions
+        {
+            Kind = ModelKind.ClipText, Layout = CheckpointLayout.Diffusers, DType = DType.BF16, PublishedShapes = true, Depth = 1,
+        })))
+        {
+            CheckpointDescription d = clip.Describe();
+            Assert.Empty(d.Problems);
+            Assert.Equal((768L, 3072L, 12L, 1L), (d.ConfigInt64("hidden_size"), d.ConfigInt64("intermediate_size"), d.ConfigInt64("num_heads"), d.ConfigInt64("num_layers")));
+        }
+
+        using (Checkpoint ae = Checkpoint.Open(Write(new TinyModelOptions { Kind = ModelKind.Autoencoder, DType = DType.BF16, PublishedShapes = true })))
+        {
+            CheckpointDescription d = ae.Describe();
+            Assert.Empty(d.Problems);
+            Assert.Equal((128L, 2L), (d.ConfigInt64("ch"), d.ConfigInt64("num_res_blocks")));
+            Assert.Equal([1, 2, 4, 4], d.Config.GetProperty("ch_mult").EnumerateArray().Select(e => e.GetInt32()));
+            // The published autoencoder's parameter count (docs/flux-model.md §3), to the parameter.
+            Assert.Equal(83_819_683, d.ParameterCount);
+        }
+    }
+
+    [Fact]
+    public void Published_shapes_refuse_a_width_of_their_own()
+    {
+        var e = Assert.Throws<FluxNativeException>(() => Write(new TinyModelOptions { PublishedShapes = true, HiddenSize = 128, Depth = 1, DepthSingle = 1 }));
+        Assert.Equal(FluxStatus.InvalidArgument, e.Code);
+        Assert.Contains("published shapes fix the width", e.Message);
+    }
+
     private string Write(TinyModelOptions options)
     {
         string path = options.Layout == CheckpointLayout.Bfl

@@ -161,6 +161,7 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_tiny_model_params, seed), FX_FIELD(fx_tiny_model_params, hidden_size),
     FX_FIELD(fx_tiny_model_params, num_heads), FX_FIELD(fx_tiny_model_params, depth),
     FX_FIELD(fx_tiny_model_params, depth_single),
+    FX_FIELD(fx_tiny_model_params, shapes),
     FX_FIELD(fx_flux_load_params, struct_size), FX_FIELD(fx_flux_load_params, weight_format),
     FX_FIELD(fx_flux_load_params, num_threads), FX_FIELD(fx_flux_load_params, activations),
     FX_FIELD(fx_flux_load_params, device), FX_FIELD(fx_flux_load_params, loras),

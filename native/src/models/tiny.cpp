@@ -13,6 +13,7 @@
 #include <set>
 #include <string_view>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "core/dtype.h"
@@ -27,8 +28,13 @@ using json = nlohmann::json;
 using Shape = std::vector<int64_t>;
 namespace fs = std::filesystem;
 
-// Beyond this the writer would need more memory than any test or benchmark machine should spend.
-constexpr uint64_t kMaxModelBytes = 16ull << 30;
+// The writer holds the whole model in memory before writing it, so a model must fit in a share of the
+// machine's memory (the rest is the process and the page cache the write goes through).
+uint64_t max_model_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return 16ull << 30;
+  return static_cast<uint64_t>(pages) / 4 * 3 * static_cast<uint64_t>(page);
+}
 
 struct Generated {
   std::string name;
@@ -255,9 +261,12 @@ struct Plan {
   std::map<std::string, std::string> metadata{{"format", "pt"}};
 };
 
+bool published(const fx_tiny_model_params& p) { return p.shapes == FX_SHAPES_PUBLISHED; }
+
 Plan plan_flux(const fx_tiny_model_params& p) {
-  const int64_t H = or_default(p.hidden_size, 64), heads = or_default(p.num_heads, 2);
-  const int64_t depth = or_default(p.depth, 2), depth_single = or_default(p.depth_single, 3);
+  const bool pub = published(p);
+  const int64_t H = or_default(p.hidden_size, pub ? 3072 : 64), heads = or_default(p.num_heads, pub ? 24 : 2);
+  const int64_t depth = or_default(p.depth, pub ? 19 : 2), depth_single = or_default(p.depth_single, pub ? 38 : 3);
   require(H > 0 && H <= 32768, "hidden_size must be in 1..32768 (got " + std::to_string(H) + ")");
   require(heads > 0, "num_heads must be positive (got " + std::to_string(heads) + ")");
   require(H % heads == 0,
@@ -267,14 +276,14 @@ Plan plan_flux(const fx_tiny_model_params& p) {
           "head dim (hidden_size / num_heads) must be even and at least 6, for three even RoPE axes (got " +
               std::to_string(hd) + ")");
   require(depth <= 1024 && depth_single <= 1024, "depth and depth_single must be at most 1024");
-  const json axes = rope_axes(hd);
+  const json axes = pub ? json::array({16, 56, 56}) : rope_axes(hd);
   int64_t sum = 0;
   for (const json& a : axes) sum += a.get<int64_t>();
   require(sum == hd, "RoPE axes " + axes.dump() + " do not sum to the head dim " + std::to_string(hd));
 
-  // Widths of the tiny T5 and CLIP, so the tiny models plug together; the sinusoidal timestep
-  // embedding is 256 wide whatever the model size (docs/flux-model.md §5.1).
-  const int64_t in = 64, ctx = 32, vec = 32, tdim = 256, mlp = 4 * H;
+  // Tiny: the widths of the tiny T5 and CLIP, so the tiny models plug together; published: T5-XXL's 4096 and
+  // CLIP-L's 768. The sinusoidal timestep embedding is 256 wide whatever the model size (docs/flux-model.md §5.1).
+  const int64_t in = 64, ctx = pub ? 4096 : 32, vec = pub ? 768 : 32, tdim = 256, mlp = 4 * H;
   Plan plan;
   plan.kind = "flux_transformer";
   plan.config = {{"hidden_size", H},
@@ -310,7 +319,8 @@ Plan plan_flux(const fx_tiny_model_params& p) {
 }
 
 Plan plan_ae(const fx_tiny_model_params& p) {
-  const int64_t ch = or_default(p.hidden_size, 32);
+  const bool pub = published(p);
+  const int64_t ch = or_default(p.hidden_size, pub ? 128 : 32);
   require(ch > 0 && ch <= 4096,
           "autoencoder base width (hidden_size) must be in 1..4096 (got " + std::to_string(ch) + ")");
   require(ch % 32 == 0,
@@ -318,7 +328,7 @@ Plan plan_ae(const fx_tiny_model_params& p) {
               std::to_string(ch) + ")");
   // depth = resolution levels (the published model has 4: ch_mult [1, 2, 4, 4]); depth_single =
   // num_res_blocks (published: 2). The tiny default is 2 levels of 1 block: ch_mult [1, 2].
-  const int64_t levels = or_default(p.depth, 2), nrb = or_default(p.depth_single, 1), z = 16;
+  const int64_t levels = or_default(p.depth, pub ? 4 : 2), nrb = or_default(p.depth_single, pub ? 2 : 1), z = 16;
   require(levels <= 6 && nrb <= 4, "autoencoder levels (depth) must be at most 6 and num_res_blocks (depth_single) at most 4");
   json mult = json::array();
   for (int64_t i = 0; i < levels; ++i) mult.push_back(i == 0 ? 1 : (i == 1 ? 2 : 4));
@@ -365,13 +375,15 @@ Plan plan_ae(const fx_tiny_model_params& p) {
 }
 
 Plan plan_t5(const fx_tiny_model_params& p, DType dtype) {
-  const int64_t d = or_default(p.hidden_size, 32), heads = or_default(p.num_heads, 4), layers = or_default(p.depth, 2);
+  const bool pub = published(p);
+  const int64_t d = or_default(p.hidden_size, pub ? 4096 : 32), heads = or_default(p.num_heads, pub ? 64 : 4);
+  const int64_t layers = or_default(p.depth, pub ? 24 : 2);
   require(d > 0 && d <= 16384, "T5 d_model (hidden_size) must be in 1..16384 (got " + std::to_string(d) + ")");
   require(heads > 0 && d % heads == 0,
           "T5 d_model " + std::to_string(d) + " is not divisible by num_heads " + std::to_string(heads));
   require(layers <= 1024, "T5 num_layers (depth) must be at most 1024");
   // The real SentencePiece vocabulary, so ids from the real tokenizer index the tiny embedding.
-  const int64_t dkv = d / heads, dff = 2 * d, vocab = 32128, buckets = 32;
+  const int64_t dkv = d / heads, dff = pub ? 10240 : 2 * d, vocab = 32128, buckets = 32;
   Plan plan;
   plan.kind = "t5_encoder";
   plan.config = {{"d_model", d},
@@ -410,13 +422,15 @@ Plan plan_t5(const fx_tiny_model_params& p, DType dtype) {
 }
 
 Plan plan_clip(const fx_tiny_model_params& p, DType dtype) {
-  const int64_t h = or_default(p.hidden_size, 32), heads = or_default(p.num_heads, 2), layers = or_default(p.depth, 2);
+  const bool pub = published(p);
+  const int64_t h = or_default(p.hidden_size, pub ? 768 : 32), heads = or_default(p.num_heads, pub ? 12 : 2);
+  const int64_t layers = or_default(p.depth, pub ? 12 : 2);
   require(h > 0 && h <= 16384, "CLIP hidden_size must be in 1..16384 (got " + std::to_string(h) + ")");
   require(heads > 0 && h % heads == 0,
           "CLIP hidden_size " + std::to_string(h) + " is not divisible by num_heads " + std::to_string(heads));
   require(layers <= 1024, "CLIP num_layers (depth) must be at most 1024");
   // The real BPE vocabulary and context length, so real token ids and 77-token prompts fit.
-  const int64_t inter = 2 * h, vocab = 49408, positions = 77;
+  const int64_t inter = pub ? 3072 : 2 * h, vocab = 49408, positions = 77;
   Plan plan;
   plan.kind = "clip_text";
   plan.config = {{"hidden_size", h},   {"intermediate_size", inter}, {"num_layers", layers},
@@ -456,6 +470,10 @@ void write_tiny_model(const fx_tiny_model_params& p, const std::string& path) {
   require(p.hidden_size >= 0 && p.num_heads >= 0 && p.depth >= 0 && p.depth_single >= 0,
           "hidden_size, num_heads, depth and depth_single must not be negative (0 means the default)");
   require(p.shards >= 0, "shards must not be negative (got " + std::to_string(p.shards) + ")");
+  require(p.shapes == FX_SHAPES_TINY || p.shapes == FX_SHAPES_PUBLISHED,
+          "shapes must be FX_SHAPES_TINY or FX_SHAPES_PUBLISHED (got " + std::to_string(p.shapes) + ")");
+  require(p.shapes != FX_SHAPES_PUBLISHED || (p.hidden_size == 0 && p.num_heads == 0),
+          "the published shapes fix the width: hidden_size and num_heads must be 0 (depth and depth_single may cut the depth)");
   const int shards = p.shards == 0 ? 1 : p.shards;
   const bool bfl = p.layout == FX_LAYOUT_BFL;
   require(!bfl || shards == 1, "the BFL layout is one file; shards > 1 needs FX_LAYOUT_DIFFUSERS");
@@ -486,8 +504,9 @@ void write_tiny_model(const fx_tiny_model_params& p, const std::string& path) {
   const std::vector<TensorShape> source = expected_tensors(plan.kind, hf_only ? "hf" : "bfl", plan.config);
   uint64_t bytes = 0;
   for (const TensorShape& t : source) bytes += elements(t.shape) * element_size(dtype);
-  require(bytes <= kMaxModelBytes,
-          "the model would take " + std::to_string(bytes) + " bytes (limit " + std::to_string(kMaxModelBytes) + ")");
+  const uint64_t limit = max_model_bytes();
+  require(bytes <= limit, "the model would take " + std::to_string(bytes) + " bytes, and the writer holds it in memory: more than " +
+                              std::to_string(limit) + " (three quarters of this machine's memory); write a shallower model (depth, depth_single)");
 
   std::vector<Generated> tensors;
   if (bfl || hf_only) {

@@ -71,6 +71,9 @@ internal sealed class GenerationJob
 
     public TimeSpan TextEncoding { get; private set; }
 
+    /// <summary>The part of <see cref="TextEncoding"/> spent in the tokenizers.</summary>
+    public TimeSpan Tokenization { get; set; }
+
     /// <summary>When its first step started (the end of waiting and preparing).</summary>
     public TimeSpan? Admitted { get; set; }
 
