@@ -47,6 +47,12 @@ internal static unsafe partial class NativeMethods
     public static partial FluxStatus fx_get_build_info(FxBuildInfo* info);
 
     [LibraryImport(LibraryName)]
+    public static partial void fx_cuda_device_info_init(FxCudaDeviceInfo* info);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_cuda_device_info_get(int device, FxCudaDeviceInfo* info);
+
+    [LibraryImport(LibraryName)]
     public static partial FluxStatus fx_library_path(byte* buffer, nuint capacity, nuint* needed);
 
     // ---- Data types -----------------------------------------------------------------------------

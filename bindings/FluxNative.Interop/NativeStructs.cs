@@ -28,6 +28,21 @@ internal struct FxBuildInfo
     public uint CpuFeaturesMachine;
 }
 
+/// <summary>Mirror of <c>fx_cuda_device_info</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FxCudaDeviceInfo
+{
+    public uint StructSize;
+    public fixed byte Name[256];
+    public int ComputeMajor;
+    public int ComputeMinor;
+    public int Multiprocessors;
+    public ulong TotalMemoryBytes;
+    public ulong FreeMemoryBytes;
+    public ulong ArenaBytesHeld;
+    public ulong ArenaBytesPeak;
+}
+
 /// <summary>Mirror of <c>fx_tensor_info</c>. The strings belong to the checkpoint.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct FxTensorInfo

@@ -116,6 +116,24 @@ typedef struct fx_build_info {
 FX_API void fx_build_info_init(fx_build_info* info);
 FX_API fx_status fx_get_build_info(fx_build_info* info);
 
+/* One GPU as the CUDA runtime sees it (`flux info`), and the memory FluxNative's arenas hold on it. */
+typedef struct fx_cuda_device_info {
+  uint32_t struct_size;
+  char name[256];                   /* "NVIDIA H200", NUL-terminated */
+  int32_t compute_major;            /* compute capability, e.g. 9 and 0 for sm_90 */
+  int32_t compute_minor;
+  int32_t multiprocessors;
+  uint64_t total_memory_bytes;      /* the device's memory */
+  uint64_t free_memory_bytes;       /* free now, device-wide (all processes), as the driver reports it */
+  uint64_t arena_bytes_held;        /* held now by this process's CUDA backends on this device */
+  uint64_t arena_bytes_peak;        /* the most they held at once since the library was loaded */
+} fx_cuda_device_info;
+
+FX_API void fx_cuda_device_info_init(fx_cuda_device_info* info);
+/* Device `device` (0 .. fx_build_info.cuda_device_count - 1). FX_ERR_UNSUPPORTED in a build without CUDA;
+ * FX_ERR_NOT_FOUND without a driver, without a GPU or for an index that is not a device. */
+FX_API fx_status fx_cuda_device_info_get(int32_t device, fx_cuda_device_info* info);
+
 /* The path of the loaded library file itself (as the dynamic loader resolved it). */
 FX_API fx_status fx_library_path(char* buffer, size_t capacity, size_t* needed);
 

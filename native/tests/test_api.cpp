@@ -118,6 +118,36 @@ TEST(ApiVersion, VersionAndBuildInfo) {
 #endif
 }
 
+TEST(ApiCudaDevices, EveryVisibleDeviceIsDescribedAndNoOtherIs) {
+  fx_build_info build;
+  fx_build_info_init(&build);
+  ASSERT_EQ(fx_get_build_info(&build), FX_OK) << last_error();
+  for (int32_t d = 0; d < build.cuda_device_count; ++d) {
+    fx_cuda_device_info info;
+    fx_cuda_device_info_init(&info);
+    std::memset(info.name, 0x7f, sizeof info.name);  // poisoned: the call must write a terminated name
+    info.struct_size = sizeof info;
+    ASSERT_EQ(fx_cuda_device_info_get(d, &info), FX_OK) << last_error();
+    EXPECT_LT(std::strlen(info.name), sizeof info.name);
+    EXPECT_GT(std::strlen(info.name), 0u);
+    EXPECT_GE(info.compute_major, 3);
+    EXPECT_GT(info.multiprocessors, 0);
+    EXPECT_GT(info.total_memory_bytes, 0u);
+    EXPECT_LE(info.free_memory_bytes, info.total_memory_bytes);
+    EXPECT_LE(info.arena_bytes_held, info.arena_bytes_peak);
+  }
+  // One past the last device, and a negative index: not found (no CUDA in the build: unsupported).
+  for (int32_t d : {build.cuda_device_count, -1}) {
+    fx_cuda_device_info info;
+    fx_cuda_device_info_init(&info);
+    const fx_status expected = (build.backends & FX_BACKEND_CUDA) ? FX_ERR_NOT_FOUND : FX_ERR_UNSUPPORTED;
+    EXPECT_EQ(fx_cuda_device_info_get(d, &info), expected) << last_error();
+    EXPECT_NE(std::string(fx_last_error()).find("cuda:" + std::to_string(d)), std::string::npos) << fx_last_error();
+    EXPECT_EQ(info.total_memory_bytes, 0u);  // nothing written on failure
+  }
+  EXPECT_EQ(fx_cuda_device_info_get(0, nullptr), FX_ERR_INVALID_ARGUMENT);
+}
+
 TEST(ApiVersion, OutputStructWritesOnlyWhatTheCallerKnows) {
   // An older caller whose fx_build_info ended after cpu_features: nothing past it may be touched.
   struct Older {

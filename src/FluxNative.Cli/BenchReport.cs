@@ -94,6 +94,7 @@ internal static class BenchReport
                 ["os"] = machine.Os,
                 ["runtime"] = machine.Runtime,
                 ["cuda"] = machine.Cuda,
+                ["gpu"] = machine.Gpu,
             },
             ["software"] = new JsonObject
             {
@@ -130,8 +131,8 @@ internal static class BenchReport
             {
                 ["peak_host_bytes"] = result.PeakHostBytes,
                 ["host_bytes_after_load"] = result.HostBytesAfterLoad,
-                // No device counter exists in the native library yet: said, not guessed.
-                ["peak_device_bytes"] = null,
+                // The arenas' peak on the GPU (what FluxNative allocated; cuBLASLt's and the CUDA context's own memory are not in it).
+                ["peak_device_bytes"] = result.PeakDeviceBytes,
             },
             ["runs_ms"] = runs,
         };
@@ -149,11 +150,14 @@ internal static class BenchReport
         text.AppendLine();
         Line(text, $"- model: {result.Request.ModelName} ({result.ModelSummary}); weights {TransformerForward.WeightFormatNames[(int)result.Request.Options.TransformerWeights]}, activations {TransformerForward.ActivationPrecisionNames[(int)result.Request.Options.Activations]}");
         Line(text, $"- machine: {m.Cpu}, {m.LogicalCores} logical cores, {Bytes(m.MemoryBytes)} memory; CPU features {m.CpuFeatures}; {m.Os}; {m.Runtime}");
-        Line(text, $"- CUDA: {m.Cuda ?? "not in this library"}");
+        Line(text, $"- CUDA: {m.Cuda ?? "not in this library"}{(m.Gpu is null ? string.Empty : $"; ran on {m.Gpu}")}");
         Line(text, $"- software: flux {m.FluxVersion}, libfluxnative {m.LibraryVersion}");
         Line(text, $"- runs: {result.Request.Warmup} warm-up, {result.Runs.Count} timed; the prompt cache is off (each run encodes its prompt)");
         Line(text, $"- load: {result.Load.TotalSeconds:F2} s{(result.SyntheticWrite is { } w ? $" (after writing the synthetic weights: {w.TotalSeconds:F1} s)" : string.Empty)}");
-        Line(text, $"- memory: peak resident {Bytes(result.PeakHostBytes)} (after load {Bytes(result.HostBytesAfterLoad)}); device memory not measured (no device counter yet)");
+        string device = result.PeakDeviceBytes is long peak
+            ? $"peak on the GPU {Bytes(peak)} (FluxNative's arenas; the CUDA context and cuBLASLt's own memory not counted)"
+            : "no GPU";
+        Line(text, $"- memory: peak resident {Bytes(result.PeakHostBytes)} (after load {Bytes(result.HostBytesAfterLoad)}); {device}");
         text.AppendLine();
         Line(text, $"| stage | median ms | min ms | max ms |");
         Line(text, $"|---|---:|---:|---:|");
@@ -212,6 +216,7 @@ internal static class BenchReport
         Row(text, "steps/s", a["steps_per_s"], b["steps_per_s"]);
         Row(text, "images/s", a["images_per_s"], b["images_per_s"]);
         Row(text, "peak host bytes", a["memory"]?["peak_host_bytes"], b["memory"]?["peak_host_bytes"]);
+        Row(text, "peak device bytes", a["memory"]?["peak_device_bytes"], b["memory"]?["peak_device_bytes"]);
         return text.ToString();
     }
 

@@ -67,6 +67,9 @@ internal sealed record BenchResult
 
     public long? HostBytesAfterLoad { get; init; }
 
+    /// <summary>On a GPU: the most FluxNative's memory arenas held on it at once (null on the CPU).</summary>
+    public long? PeakDeviceBytes { get; init; }
+
     public required MachineDescription Machine { get; init; }
 }
 
@@ -141,6 +144,7 @@ internal static class Benchmark
             Runs = runs,
             PeakHostBytes = HostMemory.Peak(),
             HostBytesAfterLoad = afterLoad,
+            PeakDeviceBytes = MachineDescription.PeakDeviceBytes(bench.Options.Device),
             Machine = MachineDescription.Current(bench.Options.Device),
         };
     }

@@ -9,6 +9,57 @@ namespace FluxNative.Cli;
 /// <summary>Writes <see cref="FluxNativeDiagnostics"/> for people or machines (<c>flux info [--json]</c>).</summary>
 internal static class LibraryReport
 {
+    /// <summary>One line per GPU: <c>cuda:0  NVIDIA H200, sm_90, 132 SMs, 139.8 GiB (139.1 GiB free)</c>.</summary>
+    public static IEnumerable<string> GpuLines(FluxNativeDiagnostics diagnostics)
+    {
+        ArgumentNullException.ThrowIfNull(diagnostics);
+        for (int i = 0; i < (diagnostics.IsLoaded ? diagnostics.CudaDeviceCount : 0); i++)
+        {
+            string line;
+            try
+            {
+                CudaDeviceInfo d = CudaDevices.Get(i);
+                line = FormattableString.Invariant(
+                    $"cuda:{i}  {d.Name}, {d.Architecture}, {d.Multiprocessors} SMs, {Gib(d.TotalMemoryBytes)} GiB ({Gib(d.FreeMemoryBytes)} GiB free)");
+            }
+            catch (FluxNativeException e)
+            {
+                line = $"cuda:{i}  not readable: {e.Message}";
+            }
+
+            yield return line;
+        }
+    }
+
+    private static JsonArray GpusJson(FluxNativeDiagnostics diagnostics)
+    {
+        var gpus = new JsonArray();
+        for (int i = 0; i < diagnostics.CudaDeviceCount; i++)
+        {
+            try
+            {
+                CudaDeviceInfo d = CudaDevices.Get(i);
+                gpus.Add(new JsonObject
+                {
+                    ["index"] = i,
+                    ["name"] = d.Name,
+                    ["compute_capability"] = $"{d.ComputeMajor}.{d.ComputeMinor}",
+                    ["multiprocessors"] = d.Multiprocessors,
+                    ["total_memory_bytes"] = d.TotalMemoryBytes,
+                    ["free_memory_bytes"] = d.FreeMemoryBytes,
+                });
+            }
+            catch (FluxNativeException e)
+            {
+                gpus.Add(new JsonObject { ["index"] = i, ["error"] = e.Message });
+            }
+        }
+
+        return gpus;
+    }
+
+    private static string Gib(ulong bytes) => (bytes / (double)(1UL << 30)).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+
     private static string Describe(CpuFeatures features) =>
         features == CpuFeatures.None ? "no AVX2/AVX-512 features" : features.ToString();
 
@@ -27,6 +78,10 @@ internal static class LibraryReport
             }
             output.WriteLine($"CUDA         toolkit {FluxNativeDiagnostics.FormatCudaVersion(diagnostics.CudaToolkitVersion)}, "
                 + $"driver {FluxNativeDiagnostics.FormatCudaVersion(diagnostics.CudaDriverVersion)}, {diagnostics.CudaDeviceCount} device(s)");
+            foreach (string gpu in GpuLines(diagnostics))
+            {
+                output.WriteLine($"  {gpu}");
+            }
         }
         else
         {
@@ -75,6 +130,7 @@ internal static class LibraryReport
                     ["toolkit"] = FluxNativeDiagnostics.FormatCudaVersion(diagnostics.CudaToolkitVersion),
                     ["driver"] = FluxNativeDiagnostics.FormatCudaVersion(diagnostics.CudaDriverVersion),
                     ["devices"] = diagnostics.CudaDeviceCount,
+                    ["gpus"] = GpusJson(diagnostics),
                 }
                 : null,
             ["probes"] = probes,

@@ -30,6 +30,9 @@ internal sealed record MachineDescription
     /// <summary>CUDA as the library sees it (toolkit, driver, devices), or null when the library has no CUDA backend.</summary>
     public string? Cuda { get; init; }
 
+    /// <summary>The GPU the benchmark ran on (name, architecture, SMs, memory), or null on the CPU.</summary>
+    public string? Gpu { get; init; }
+
     public static MachineDescription Current(FluxDevice device)
     {
         FluxNativeDiagnostics diagnostics = FluxNativeLibrary.Diagnose();
@@ -48,7 +51,42 @@ internal sealed record MachineDescription
             Cuda = cuda
                 ? $"toolkit {FluxNativeDiagnostics.FormatCudaVersion(diagnostics.CudaToolkitVersion)}, driver {FluxNativeDiagnostics.FormatCudaVersion(diagnostics.CudaDriverVersion)}, {diagnostics.CudaDeviceCount} device(s)"
                 : null,
+            Gpu = device.Kind == FluxDeviceKind.Cuda ? Describe(device.Index) : null,
         };
+    }
+
+    /// <summary>
+    /// The most this process's CUDA backends held on the benchmark's device at once (their memory arenas), or null on
+    /// the CPU.
+    /// </summary>
+    public static long? PeakDeviceBytes(FluxDevice device)
+    {
+        if (device.Kind != FluxDeviceKind.Cuda)
+        {
+            return null;
+        }
+
+        try
+        {
+            return (long)CudaDevices.Get(device.Index).ArenaBytesPeak;
+        }
+        catch (FluxNativeException)
+        {
+            return null;
+        }
+    }
+
+    private static string Describe(int index)
+    {
+        try
+        {
+            CudaDeviceInfo d = CudaDevices.Get(index);
+            return FormattableString.Invariant($"{d.Name} ({d.Architecture}, {d.Multiprocessors} SMs, {d.TotalMemoryBytes / (double)(1UL << 30):F1} GiB)");
+        }
+        catch (FluxNativeException e)
+        {
+            return $"cuda:{index} not readable: {e.Message}";
+        }
     }
 
     /// <summary>The first <c>model name</c> of /proc/cpuinfo (Linux), or null.</summary>

@@ -96,6 +96,18 @@ public sealed class CommandTests : IDisposable
         Assert.Equal((int)FluxNativeLibrary.AbiVersion, info.GetProperty("abi_version").GetInt32());
         Assert.Contains("libfluxnative.so", info.GetProperty("library").GetString());
         Assert.True(info.GetProperty("probes").GetArrayLength() >= 1);
+        // One entry per GPU the library sees, each with its name and memory (none on a machine without one).
+        FluxNativeDiagnostics diagnostics = FluxNativeLibrary.Diagnose();
+        if (diagnostics.Backends.HasFlag(FluxBackends.Cuda))
+        {
+            System.Text.Json.JsonElement gpus = info.GetProperty("cuda").GetProperty("gpus");
+            Assert.Equal(diagnostics.CudaDeviceCount, gpus.GetArrayLength());
+            foreach (System.Text.Json.JsonElement gpu in gpus.EnumerateArray())
+            {
+                Assert.False(string.IsNullOrEmpty(gpu.GetProperty("name").GetString()));
+                Assert.True(gpu.GetProperty("total_memory_bytes").GetUInt64() > 0);
+            }
+        }
     }
 
     [Fact]

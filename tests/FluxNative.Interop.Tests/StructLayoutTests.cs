@@ -27,6 +27,18 @@ public class StructLayoutTests
         data.Add("fx_build_info", "cuda_device_count", nameof(b.CudaDeviceCount), (byte*)&b.CudaDeviceCount - build);
         data.Add("fx_build_info", "cpu_features_machine", nameof(b.CpuFeaturesMachine), (byte*)&b.CpuFeaturesMachine - build);
 
+        FxCudaDeviceInfo g;
+        var gpu = (byte*)&g;
+        data.Add("fx_cuda_device_info", "struct_size", nameof(g.StructSize), (byte*)&g.StructSize - gpu);
+        data.Add("fx_cuda_device_info", "name", nameof(g.Name), g.Name - gpu);
+        data.Add("fx_cuda_device_info", "compute_major", nameof(g.ComputeMajor), (byte*)&g.ComputeMajor - gpu);
+        data.Add("fx_cuda_device_info", "compute_minor", nameof(g.ComputeMinor), (byte*)&g.ComputeMinor - gpu);
+        data.Add("fx_cuda_device_info", "multiprocessors", nameof(g.Multiprocessors), (byte*)&g.Multiprocessors - gpu);
+        data.Add("fx_cuda_device_info", "total_memory_bytes", nameof(g.TotalMemoryBytes), (byte*)&g.TotalMemoryBytes - gpu);
+        data.Add("fx_cuda_device_info", "free_memory_bytes", nameof(g.FreeMemoryBytes), (byte*)&g.FreeMemoryBytes - gpu);
+        data.Add("fx_cuda_device_info", "arena_bytes_held", nameof(g.ArenaBytesHeld), (byte*)&g.ArenaBytesHeld - gpu);
+        data.Add("fx_cuda_device_info", "arena_bytes_peak", nameof(g.ArenaBytesPeak), (byte*)&g.ArenaBytesPeak - gpu);
+
         FxTensorInfo i;
         var info = (byte*)&i;
         data.Add("fx_tensor_info", "struct_size", nameof(i.StructSize), (byte*)&i.StructSize - info);
@@ -128,6 +140,7 @@ public class StructLayoutTests
         { "fx_ae_load_params", Unsafe.SizeOf<FxAeLoadParams>() },
         { "fx_text_load_params", Unsafe.SizeOf<FxTextLoadParams>() },
         { "fx_image_encode_params", Unsafe.SizeOf<FxImageEncodeParams>() },
+        { "fx_cuda_device_info", Unsafe.SizeOf<FxCudaDeviceInfo>() },
     };
 
     [Theory]
@@ -163,6 +176,7 @@ public class StructLayoutTests
             [typeof(FxAeLoadParams)] = "fx_ae_load_params",
             [typeof(FxTextLoadParams)] = "fx_text_load_params",
             [typeof(FxImageEncodeParams)] = "fx_image_encode_params",
+            [typeof(FxCudaDeviceInfo)] = "fx_cuda_device_info",
         };
         foreach ((Type type, string cName) in structs)
         {
@@ -212,5 +226,9 @@ public class StructLayoutTests
         NativeMethods.fx_image_encode_params_init(&encode);
         Assert.Equal((uint)sizeof(FxImageEncodeParams), encode.StructSize);
         Assert.True(encode.ParametersText == null, "no generation parameters unless the caller gives some");
+
+        FxCudaDeviceInfo gpu;
+        NativeMethods.fx_cuda_device_info_init(&gpu);
+        Assert.Equal((uint)sizeof(FxCudaDeviceInfo), gpu.StructSize);
     }
 }

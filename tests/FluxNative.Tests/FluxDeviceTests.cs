@@ -27,6 +27,26 @@ public sealed class FluxDeviceTests : IDisposable
         Assert.Equal(device, FluxDevice.Parse(device.ToString()));
     }
 
+    [Fact]
+    public void Cuda_devices_are_the_ones_the_library_counts_and_no_other_index_is_one()
+    {
+        FluxNativeDiagnostics diagnostics = FluxNativeLibrary.Diagnose();
+        IReadOnlyList<CudaDeviceInfo> devices = CudaDevices.List();
+        bool cuda = diagnostics.Backends.HasFlag(FluxBackends.Cuda);
+        Assert.Equal(cuda ? diagnostics.CudaDeviceCount : 0, devices.Count);
+        foreach (CudaDeviceInfo d in devices)
+        {
+            Assert.False(string.IsNullOrWhiteSpace(d.Name));
+            Assert.StartsWith("sm_", d.Architecture);
+            Assert.True(d.TotalMemoryBytes > 0 && d.FreeMemoryBytes <= d.TotalMemoryBytes);
+            Assert.True(d.ArenaBytesHeld <= d.ArenaBytesPeak);
+        }
+
+        var e = Assert.Throws<FluxNativeException>(() => CudaDevices.Get(devices.Count));
+        Assert.Equal(cuda ? FluxStatus.NotFound : FluxStatus.Unsupported, e.Code);
+        Assert.Contains($"cuda:{devices.Count}", e.Message);
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("gpu")]

@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -11,6 +12,7 @@
 #include "core/cpu_features.h"
 #include "core/dtype.h"
 #if defined(FX_WITH_CUDA)
+#include "backend/cuda_devices.h"
 #include "ops/cuda/convert.h"
 #endif
 
@@ -97,6 +99,31 @@ FX_API fx_status fx_get_build_info(fx_build_info* info) {
   });
 }
 
+FX_API void fx_cuda_device_info_init(fx_cuda_device_info* info) {
+  if (info == nullptr) return;
+  *info = fx_cuda_device_info{};
+  info->struct_size = sizeof(fx_cuda_device_info);
+}
+
+FX_API fx_status fx_cuda_device_info_get(int32_t device, fx_cuda_device_info* info) {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(info != nullptr, function, "info is NULL");
+    const fx::cuda::DeviceProperties p = fx::cuda::device_properties(device);
+    const fx::cuda::ArenaUsage usage = fx::cuda::arena_usage(device);
+    fx_cuda_device_info value{};
+    std::snprintf(value.name, sizeof value.name, "%s", p.name.c_str());
+    value.compute_major = p.compute_major;
+    value.compute_minor = p.compute_minor;
+    value.multiprocessors = p.multiprocessors;
+    value.total_memory_bytes = p.total_bytes;
+    value.free_memory_bytes = p.free_bytes;
+    value.arena_bytes_held = usage.held;
+    value.arena_bytes_peak = usage.peak;
+    fx::api::write_versioned(info, function, value);
+  });
+}
+
 FX_API fx_status fx_library_path(char* buffer, size_t capacity, size_t* needed) {
   const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
   fx_status status = FX_OK;
@@ -177,6 +204,11 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_image_encode_params, struct_size), FX_FIELD(fx_image_encode_params, format),
     FX_FIELD(fx_image_encode_params, quality), FX_FIELD(fx_image_encode_params, reserved),
     FX_FIELD(fx_image_encode_params, parameters_text),
+    FX_FIELD(fx_cuda_device_info, struct_size), FX_FIELD(fx_cuda_device_info, name),
+    FX_FIELD(fx_cuda_device_info, compute_major), FX_FIELD(fx_cuda_device_info, compute_minor),
+    FX_FIELD(fx_cuda_device_info, multiprocessors), FX_FIELD(fx_cuda_device_info, total_memory_bytes),
+    FX_FIELD(fx_cuda_device_info, free_memory_bytes), FX_FIELD(fx_cuda_device_info, arena_bytes_held),
+    FX_FIELD(fx_cuda_device_info, arena_bytes_peak),
 };
 #undef FX_FIELD
 
@@ -191,6 +223,7 @@ const StructSize kStructSizes[] = {
     {"fx_ae_load_params", sizeof(fx_ae_load_params)},
     {"fx_text_load_params", sizeof(fx_text_load_params)},
     {"fx_image_encode_params", sizeof(fx_image_encode_params)},
+    {"fx_cuda_device_info", sizeof(fx_cuda_device_info)},
 };
 }  // namespace
 

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "backend/cublaslt_loader.h"
+#include "backend/cuda_devices.h"
 #include "core/error.h"
 #include "ops/cpu/elementwise.h"  // rope_tables: computed on the host in double, then uploaded
 #include "ops/cuda/kernels.h"
@@ -73,7 +74,10 @@ class Arena {
   explicit Arena(int device) : device_(device) {}
   ~Arena() {
     for (auto& [size, blocks] : free_)
-      for (void* p : blocks) (void)cudaFree(p);
+      for (void* p : blocks) {
+        (void)cudaFree(p);
+        cuda::arena_note(device_, -static_cast<int64_t>(size));
+      }
   }
 
   static size_t round(size_t bytes) {
@@ -110,6 +114,7 @@ class Arena {
     }
     std::lock_guard<std::mutex> lock(mutex_);
     held_ += size;
+    cuda::arena_note(device_, static_cast<int64_t>(size));
     return p;
   }
 
@@ -125,6 +130,7 @@ class Arena {
       for (void* p : blocks) {
         (void)cudaFree(p);
         held_ -= size;
+        cuda::arena_note(device_, -static_cast<int64_t>(size));
       }
       blocks.clear();
     }
