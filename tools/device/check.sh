@@ -50,7 +50,7 @@ step configure 120 cmake -S . -B build/device -G Ninja -DCMAKE_BUILD_TYPE=Releas
 step build 300 cmake --build build/device -j "$jobs" --target fluxnative_tests
 tests=build/device/native/fluxnative_tests
 # Every CUDA suite: CudaKernels, CudaKernelArguments, CudaConvert, CudaEncoderOps, CudaEncoderOpArguments,
-# CudaModels, and the backend-operation tests that include the CUDA backend.
+# CudaModels, CudaDevices, and the backend-operation tests that include the CUDA backend.
 step cuda-tests 240 "$tests" --gtest_filter='Cuda*:BackendOps*:BackendSelection*' --gtest_output=json:"$out/cuda-tests.json"
 # Out-of-bounds and misaligned accesses in the new kernels (slow under the tool: the smaller suites only).
 if command -v compute-sanitizer >/dev/null 2>&1; then
