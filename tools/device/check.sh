@@ -8,8 +8,10 @@
 # It builds the native library and its tests for sm_90 with every core, runs the CUDA tests (the kernels
 # against the CPU references: CudaKernels for the transformer's, CudaEncoderOps for the autoencoder's and
 # the text encoders'; every backend operation of the CUDA backend against the CPU backend: BackendOps; the
-# tiny autoencoder, CLIP and T5 on the CUDA backend against the CPU backend: CudaModels), runs the
-# operation tests once more under compute-sanitizer's memcheck, and writes a report (GPU, driver, toolkit,
+# tiny autoencoder, CLIP and T5 on the CUDA backend against the CPU backend: CudaModels), times one
+# denoising step at 1024² on the published width beside PyTorch on the same weights (fluxnative_step_bench,
+# benchmarks/transformer-step/compare_pytorch_cuda.py), runs the operation tests once more under
+# compute-sanitizer's memcheck, and writes a report (GPU, driver, toolkit,
 # commit, test results per suite, timings) to $OUT/report.md and $OUT/report.json, to commit under
 # benchmarks/results/. Each step is timed and bounded (the bounds are ceilings; the whole is expected to
 # take well under 8 minutes on 16 cores, not yet measured: no GPU run so far); a failing step is recorded
@@ -47,11 +49,21 @@ step configure 120 cmake -S . -B build/device -G Ninja -DCMAKE_BUILD_TYPE=Releas
   -DPNG_PNG_INCLUDE_DIR="$deps/root/usr/include" -DPNG_LIBRARY="$deps/root/usr/lib/x86_64-linux-gnu/libpng.so" \
   -DJPEG_INCLUDE_DIR="$deps/root/usr/include" -DJPEG_LIBRARY="$deps/root/usr/lib/x86_64-linux-gnu/libjpeg.so" \
   -DZLIB_INCLUDE_DIR="$deps/root/usr/include" -DZLIB_LIBRARY="$deps/root/usr/lib/x86_64-linux-gnu/libz.so"
-step build 300 cmake --build build/device -j "$jobs" --target fluxnative_tests
+step build 300 cmake --build build/device -j "$jobs" --target fluxnative_tests fluxnative_step_bench
 tests=build/device/native/fluxnative_tests
 # Every CUDA suite: CudaKernels, CudaKernelArguments, CudaConvert, CudaEncoderOps, CudaEncoderOpArguments,
 # CudaModels, CudaDevices, and the backend-operation tests that include the CUDA backend.
 step cuda-tests 240 "$tests" --gtest_filter='Cuda*:BackendOps*:BackendSelection*' --gtest_output=json:"$out/cuda-tests.json"
+# One denoising step at 1024² (4096 image + 512 text tokens) on the published width, 2 double + 4 single blocks
+# (2.6 GB of random bf16 weights written first), checked against the CPU backend, then PyTorch on the same
+# weights and inputs (bf16 autocast, SDPA) for the side-by-side time and the agreement of the two outputs.
+step_dir=/tmp/fx-step-bench
+step step-bench 200 build/device/native/fluxnative_step_bench --device cuda:0 --depth 2 --depth-single 4 \
+  --width 1024 --height 1024 --txt 512 --warmup 2 --repeat 10 --dir "$step_dir" \
+  --inputs "$step_dir/inputs.safetensors" --out "$step_dir/out.safetensors" --check-cpu
+step step-bench-torch 150 python3 benchmarks/transformer-step/compare_pytorch_cuda.py \
+  --model "$step_dir/flux1-dev-published-d2-s4.safetensors" --inputs "$step_dir/inputs.safetensors" \
+  --out "$step_dir/out.safetensors" --repeat 10 --json "$out/step-bench-torch.json"
 # Out-of-bounds and misaligned accesses in the new kernels (slow under the tool: the smaller suites only).
 if command -v compute-sanitizer >/dev/null 2>&1; then
   step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$tests" \
@@ -74,9 +86,14 @@ commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
   echo
   echo "| step | rc | seconds |"
   echo "|---|---|---|"
-  for name in gtest configure build cuda-tests memcheck cpu-tests; do
+  for name in gtest configure build cuda-tests step-bench step-bench-torch memcheck cpu-tests; do
     echo "| $name | ${status[$name]:-not run} | ${seconds[$name]:-} |"
   done
+  echo
+  echo "One step (fluxnative_step_bench, then PyTorch on the same weights and inputs):"
+  echo '```'
+  grep -E "^(backend|model|inputs|forward|throughput|full model|check|pytorch|agreement) " "$log" | head -20
+  echo '```'
   echo
   # Per suite, from the GoogleTest JSON: run, failed, skipped (a skipped CUDA suite means no GPU was seen).
   if [ -f "$out/cuda-tests.json" ]; then
@@ -101,7 +118,7 @@ PY
 {
   printf '{"gpu": "%s", "nvcc": "%s", "commit": "%s", "steps": {' "${gpu:-unknown}" "${nvcc_version:-unknown}" "$commit"
   first=1
-  for name in gtest configure build cuda-tests memcheck cpu-tests; do
+  for name in gtest configure build cuda-tests step-bench step-bench-torch memcheck cpu-tests; do
     [ $first -eq 1 ] || printf ', '
     first=0
     printf '"%s": {"rc": %s, "seconds": %s}' "$name" "${status[$name]:-null}" "${seconds[$name]:-null}"
