@@ -506,7 +506,7 @@ void write_tiny_model(const fx_tiny_model_params& p, const std::string& path) {
   for (const TensorShape& t : source) bytes += elements(t.shape) * element_size(dtype);
   const uint64_t limit = max_model_bytes();
   require(bytes <= limit, "the model would take " + std::to_string(bytes) + " bytes, and the writer holds it in memory: more than " +
-                              std::to_string(limit) + " (three quarters of this machine's memory); write a shallower model (depth, depth_single)");
+                              std::to_string(limit) + " (three quarters of this machine's memory); write a shallower model (depth, depth_single; flux bench --depth, --depth-single)");
 
   std::vector<Generated> tensors;
   if (bfl || hf_only) {
