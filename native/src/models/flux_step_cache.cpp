@@ -47,9 +47,6 @@ void FluxStepCache::bind(const FluxTransformer& model, int64_t txt_tokens, int64
     txt_tokens_ = txt_tokens;
     img_tokens_ = img_tokens;
     const int64_t H = model.config().hidden, L = txt_tokens + img_tokens;
-    head_input = backend_->alloc(DType::F32, {img_tokens, H});
-    head_residual = backend_->alloc(DType::F32, {img_tokens, H});
-    middle_input = backend_->alloc(DType::F32, {L, H});
     middle_residual = backend_->alloc(DType::F32, {L, H});
     return;
   }

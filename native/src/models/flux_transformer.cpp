@@ -210,7 +210,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
   const int64_t n_doubles = static_cast<int64_t>(m.doubles.size());
   const int64_t n_blocks = n_doubles + static_cast<int64_t>(m.singles.size());
   // For step caching only: a gate of -1s turns gated_add into an exact subtraction; the host copy of a head residual.
-  Tensor minus_ones;
+  Tensor minus_ones, head_input, head_change, middle_input;
   std::vector<float> head_residual;
   if (in.step_caches != nullptr) {
     for (int64_t b = 0; b < B; ++b) {
@@ -220,6 +220,9 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
                     "] are the same cache (one cache per sample)");
     }
     minus_ones = be.to_device(std::vector<float>(static_cast<size_t>(H), -1.0f));
+    head_input = be.alloc(DType::F32, {Li, H});   // the image rows before the head blocks
+    head_change = be.alloc(DType::F32, {Li, H});  // their change over the head blocks
+    middle_input = be.alloc(DType::F32, {L, H});  // the tokens after the head blocks
   }
 
   for (int64_t b = 0; b < B; ++b) {
@@ -328,20 +331,20 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
       const int64_t head = std::min<int64_t>(cache->policy().head_blocks, n_blocks);
       const int64_t tail = std::min<int64_t>(cache->policy().tail_blocks, n_blocks - head);
       const bool may_reuse = cache->may_reuse(n_blocks);
-      be.copy(img, cache->head_input);
+      be.copy(img, head_input);
       run_blocks(0, head);
-      be.copy(img, cache->head_residual);
-      be.gated_add(cache->head_residual, minus_ones, cache->head_input);  // exact: x + (-1)·y is x - y
+      be.copy(img, head_change);
+      be.gated_add(head_change, minus_ones, head_input);  // exact: x + (-1)·y is x - y
       head_residual.resize(static_cast<size_t>(Li * H));
-      be.download(cache->head_residual, head_residual.data());
+      be.download(head_change, head_residual.data());
       const bool reuse = cache->decide(head_residual, may_reuse);
       if (reuse) {
         be.add(x, cache->middle_residual);
       } else {
-        be.copy(x, cache->middle_input);
+        be.copy(x, middle_input);
         run_blocks(head, n_blocks - tail);
         be.copy(x, cache->middle_residual);
-        be.gated_add(cache->middle_residual, minus_ones, cache->middle_input);
+        be.gated_add(cache->middle_residual, minus_ones, middle_input);
         cache->has_middle_residual = true;
       }
       run_blocks(n_blocks - tail, n_blocks);
