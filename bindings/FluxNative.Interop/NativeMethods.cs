@@ -135,7 +135,7 @@ internal static unsafe partial class NativeMethods
     public static partial FluxStatus fx_flux_step_cache_reset(FluxStepCacheHandle cache);
 
     [LibraryImport(LibraryName)]
-    public static partial FluxStatus fx_flux_step_cache_stats(FluxStepCacheHandle cache, int* steps, int* reusedSteps);
+    public static partial FluxStatus fx_flux_step_cache_stats(FluxStepCacheHandle cache, int* steps, int* reusedSteps, double* lastChange);
 
     // ---- Text encoders ---------------------------------------------------------------------------
 

@@ -353,8 +353,10 @@ FX_API fx_status fx_flux_step_cache_create(const fx_flux_model* model, const fx_
                                            fx_flux_step_cache** out);
 FX_API void fx_flux_step_cache_free(fx_flux_step_cache* cache);
 FX_API fx_status fx_flux_step_cache_reset(fx_flux_step_cache* cache);
-/* Steps seen since creation or reset, and how many of them reused the middle blocks (either may be NULL). */
-FX_API fx_status fx_flux_step_cache_stats(const fx_flux_step_cache* cache, int32_t* steps, int32_t* reused_steps);
+/* Steps seen since creation or reset, how many of them reused the middle blocks, and the relative change measured
+ * at the last step (NaN before there is a reference); any of them may be NULL. */
+FX_API fx_status fx_flux_step_cache_stats(const fx_flux_step_cache* cache, int32_t* steps, int32_t* reused_steps,
+                                          double* last_change);
 
 /* One forward pass. All tensors f32, row-major, shapes as in docs/flux-model.md §5:
  * img [B, Limg, in_channels], img_ids [B, Limg, 3], txt [B, Ltxt, context_in_dim], txt_ids [B, Ltxt, 3],

@@ -151,7 +151,7 @@ TEST_F(FluxStepCacheTest, ThresholdZeroIsBitIdenticalToNoCache) {
     sample.advance(100 + s, 0.01f);
   }
   int32_t seen = -1, reused = -1;
-  ASSERT_EQ(fx_flux_step_cache_stats(c, &seen, &reused), FX_OK);
+  ASSERT_EQ(fx_flux_step_cache_stats(c, &seen, &reused, nullptr), FX_OK);
   EXPECT_EQ(seen, steps);
   EXPECT_EQ(reused, 0);
 }
@@ -171,7 +171,7 @@ TEST_F(FluxStepCacheTest, ReuseFollowsWarmupConsecutiveCapAndFinalSteps) {
     sample.advance(200 + s, 0.05f);
   }
   int32_t reused = -1;
-  ASSERT_EQ(fx_flux_step_cache_stats(c, nullptr, &reused), FX_OK);
+  ASSERT_EQ(fx_flux_step_cache_stats(c, nullptr, &reused, nullptr), FX_OK);
   EXPECT_EQ(reused, 4);
   // Reset starts a new run: warm-up again.
   ASSERT_EQ(fx_flux_step_cache_reset(c), FX_OK);
@@ -214,9 +214,15 @@ TEST_F(FluxStepCacheTest, ThresholdSeparatesSmallFromLargeChanges) {
   sample.t += 0.05f;  // the same timestep: only the tiny latent move
   ASSERT_EQ(forward({&sample}, &c, &out, &blocks), FX_OK) << fx_last_error();
   EXPECT_EQ(blocks[0], 1) << "a 1e-4 move should reuse";
+  double change = NAN;
+  ASSERT_EQ(fx_flux_step_cache_stats(c, nullptr, nullptr, &change), FX_OK);
+  EXPECT_GT(change, 0.0);
+  EXPECT_LT(change, 0.02);
   sample.advance(9, 2.0f);
   ASSERT_EQ(forward({&sample}, &c, &out, &blocks), FX_OK) << fx_last_error();
   EXPECT_EQ(blocks[0], kBlocks) << "a large move and a new timestep should run every block";
+  ASSERT_EQ(fx_flux_step_cache_stats(c, nullptr, nullptr, &change), FX_OK);
+  EXPECT_GT(change, 0.02);
 }
 
 // Rows of one batch: a row with a cache and one without, each equal to the same row run alone with its own
@@ -242,7 +248,7 @@ TEST_F(FluxStepCacheTest, BatchRowsKeepTheirOwnCaches) {
     b.advance(400 + s, 0.02f);
   }
   int32_t reused = -1;
-  ASSERT_EQ(fx_flux_step_cache_stats(batched[0], nullptr, &reused), FX_OK);
+  ASSERT_EQ(fx_flux_step_cache_stats(batched[0], nullptr, &reused, nullptr), FX_OK);
   EXPECT_GT(reused, 0);
 }
 

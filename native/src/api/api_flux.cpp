@@ -178,12 +178,14 @@ FX_API fx_status fx_flux_step_cache_reset(fx_flux_step_cache* cache) {
   });
 }
 
-FX_API fx_status fx_flux_step_cache_stats(const fx_flux_step_cache* cache, int32_t* steps, int32_t* reused_steps) {
+FX_API fx_status fx_flux_step_cache_stats(const fx_flux_step_cache* cache, int32_t* steps, int32_t* reused_steps,
+                                          double* last_change) {
   const char* const function = __func__;
   return guard(function, [&] {
     require(cache != nullptr, function, "cache is NULL");
     if (steps != nullptr) *steps = cache->impl->step();
     if (reused_steps != nullptr) *reused_steps = cache->impl->reused_steps();
+    if (last_change != nullptr) *last_change = cache->impl->last_change();
   });
 }
 
