@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes benchmarks/results/speed-modes.md: every speed mode, and a sweep of step-cache thresholds, on the tiny
-# demo transformer and on a real-width (hidden 3072, 24 heads) reduced-depth (2 double + 4 single blocks) random
-# transformer, both with the demo's tiny random autoencoder. Needs a Release build (dotnet build -c Release).
+# demo transformer and on a real-width (hidden 3072, 24 heads) reduced-depth (1 double + 2 single blocks) random
+# transformer, both with the demo's tiny random autoencoder. The real-width run is small (128x128, 16 text tokens,
+# one seed) so that it fits in minutes on a 2-core machine. Needs a Release build (dotnet build -c Release).
 # Usage: benchmarks/speed-modes/run.sh [workdir]   (default /tmp/fluxnative-speed-modes; the models are written once)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -10,15 +11,15 @@ mkdir -p "$work"
 flux=(dotnet "$root/src/FluxNative.Cli/bin/Release/net10.0/flux.dll")
 bench=(dotnet "$root/benchmarks/speed-modes/bin/Release/net10.0/SpeedModesBenchmark.dll")
 [[ -f $work/flux-tiny.safetensors ]] || "${flux[@]}" tiny-model --kind flux --variant dev --dtype f32 --seed 1 -o "$work/flux-tiny.safetensors"
-[[ -f $work/flux-realwidth.safetensors ]] || "${flux[@]}" tiny-model --kind flux --variant dev --dtype bf16 --seed 1 \
-  --hidden-size 3072 --num-heads 24 --depth 2 --depth-single 4 -o "$work/flux-realwidth.safetensors"
+[[ -f $work/flux-realwidth-1-2.safetensors ]] || "${flux[@]}" tiny-model --kind flux --variant dev --dtype bf16 --seed 1 \
+  --hidden-size 3072 --num-heads 24 --depth 1 --depth-single 2 -o "$work/flux-realwidth-1-2.safetensors"
 [[ -f $work/ae-tiny.safetensors ]] || "${flux[@]}" tiny-model --kind ae --depth 4 --depth-single 2 --seed 1 -o "$work/ae-tiny.safetensors"
 
 "${bench[@]}" --label "Tiny demo transformer (hidden 64), 256x256, 28 steps" --transformer "$work/flux-tiny.safetensors" \
   --ae "$work/ae-tiny.safetensors" --size 256 --steps 28 --seeds 1,2,3,4 --thresholds 0.3,0.5,1,2 --out "$work/tiny.md"
-"${bench[@]}" --label "Real-width reduced-depth transformer (hidden 3072, 2 + 4 blocks, bf16 weights), 256x256, 28 steps" \
-  --transformer "$work/flux-realwidth.safetensors" --ae "$work/ae-tiny.safetensors" --size 256 --steps 28 --seeds 1,2 \
-  --thresholds 0.5,1 --out "$work/realwidth.md"
+"${bench[@]}" --label "Real-width reduced-depth transformer (hidden 3072, 1 double + 2 single blocks, bf16 weights), 128x128, 28 steps" \
+  --transformer "$work/flux-realwidth-1-2.safetensors" --ae "$work/ae-tiny.safetensors" --size 128 --steps 28 --seeds 1 \
+  --text-tokens 16 --thresholds 0.5,1 --out "$work/realwidth.md"
 
 out="$root/benchmarks/results/speed-modes.md"
 {
