@@ -341,6 +341,7 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
       if (reuse) {
         be.add(x, cache->middle_residual);
       } else {
+        cache->has_middle_residual = false;  // until the middle has run: a forward stopped inside it leaves nothing to reuse
         be.copy(x, middle_input);
         run_blocks(head, n_blocks - tail);
         be.copy(x, cache->middle_residual);
