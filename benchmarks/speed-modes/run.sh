@@ -2,12 +2,15 @@
 # Writes benchmarks/results/speed-modes.md: every speed mode, and a sweep of step-cache thresholds, on the tiny
 # demo transformer and on a real-width (hidden 3072, 24 heads) reduced-depth (1 double + 2 single blocks) random
 # transformer, both with the demo's tiny random autoencoder. The real-width run is small (128x128, 16 text tokens,
-# one seed) so that it fits in minutes on a 2-core machine. Needs a Release build (dotnet build -c Release).
+# one seed) so that it fits in minutes on a 2-core machine.
 # Usage: benchmarks/speed-modes/run.sh [workdir]   (default /tmp/fluxnative-speed-modes; the models are written once)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 work="${1:-/tmp/fluxnative-speed-modes}"
 mkdir -p "$work"
+# The tool is not in FluxNative.sln: built here, with the CLI (both Release, as dotnet build -c Release builds them).
+dotnet build "$root/src/FluxNative.Cli" -c Release -nologo -v:quiet
+dotnet build "$root/benchmarks/speed-modes" -c Release -nologo -v:quiet
 flux=(dotnet "$root/src/FluxNative.Cli/bin/Release/net10.0/flux.dll")
 bench=(dotnet "$root/benchmarks/speed-modes/bin/Release/net10.0/SpeedModesBenchmark.dll")
 [[ -f $work/flux-tiny.safetensors ]] || "${flux[@]}" tiny-model --kind flux --variant dev --dtype f32 --seed 1 -o "$work/flux-tiny.safetensors"
