@@ -127,6 +127,22 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibraryName)]
     public static partial FluxStatus fx_flux_forward(FluxModelHandle model, FxFluxInputs* inputs, float* output, nuint outputCount);
 
+    [LibraryImport(LibraryName)]
+    public static partial void fx_flux_step_cache_params_init(FxFluxStepCacheParams* parameters);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_flux_step_cache_create(FluxModelHandle model, FxFluxStepCacheParams* parameters, out FluxStepCacheHandle cache);
+
+    /// <summary>Called only by <see cref="FluxStepCacheHandle.ReleaseHandle"/>.</summary>
+    [LibraryImport(LibraryName)]
+    public static partial void fx_flux_step_cache_free(IntPtr cache);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_flux_step_cache_reset(FluxStepCacheHandle cache);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_flux_step_cache_stats(FluxStepCacheHandle cache, int* steps, int* reusedSteps, double* lastChange);
+
     // ---- Text encoders ---------------------------------------------------------------------------
 
     [LibraryImport(LibraryName)]

@@ -128,6 +128,22 @@ internal unsafe struct FxFluxInputs
     public float* Timesteps;
     public float* Guidance;
     public int* Cancel;
+    public IntPtr* StepCaches;
+    public int* BlocksComputed;
+}
+
+/// <summary>Mirror of <c>fx_flux_step_cache_params</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FxFluxStepCacheParams
+{
+    public uint StructSize;
+    public float Threshold;
+    public int HeadBlocks;
+    public int TailBlocks;
+    public int WarmupSteps;
+    public int FinalSteps;
+    public int MaxConsecutive;
+    public int TotalSteps;
 }
 
 /// <summary>Mirror of <c>fx_ae_load_params</c>.</summary>

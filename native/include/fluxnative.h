@@ -354,6 +354,39 @@ FX_API void fx_flux_model_free(fx_flux_model* model);
  * mlp_hidden, context_in_dim, vec_in_dim, depth, depth_single, guidance_embed, axes_dim, theta. */
 FX_API fx_status fx_flux_model_config_json(const fx_flux_model* model, char* buffer, size_t capacity, size_t* needed);
 
+/* Step caching (the speed modes): one sample's memory of its previous denoising step. Every step runs the first
+ * head_blocks blocks (double-stream blocks first, then single-stream ones) and compares their residual on the
+ * image tokens with the one of the last step that ran every block: when the relative L1 change is under
+ * threshold, the blocks in the middle are not run and their residual from that step is added instead; the last
+ * tail_blocks blocks always run. The first warmup_steps and last final_steps of total_steps always run every
+ * block, and at most max_consecutive steps in a row reuse. threshold 0 never reuses: the output is then
+ * bit-identical to a forward without a cache. A cache belongs to one sample of one run on one model: each
+ * forward it is given counts as that sample's next step (fx_flux_step_cache_reset starts over); passing it with
+ * another model or token count is an error. Free caches before their model. */
+typedef struct fx_flux_step_cache fx_flux_step_cache;
+
+typedef struct fx_flux_step_cache_params {
+  uint32_t struct_size;
+  float threshold;         /* >= 0; 0 = never reuse */
+  int32_t head_blocks;     /* >= 1 (default 1) */
+  int32_t tail_blocks;     /* >= 0 (default 0) */
+  int32_t warmup_steps;    /* >= 0 (default 1) */
+  int32_t final_steps;     /* >= 0 (default 1) */
+  int32_t max_consecutive; /* >= 1 (default 3) */
+  int32_t total_steps;     /* >= 1, required: the steps the sample will run */
+} fx_flux_step_cache_params;
+
+FX_API void fx_flux_step_cache_params_init(fx_flux_step_cache_params* params);
+/* FX_ERR_INVALID_ARGUMENT names the field out of range. */
+FX_API fx_status fx_flux_step_cache_create(const fx_flux_model* model, const fx_flux_step_cache_params* params,
+                                           fx_flux_step_cache** out);
+FX_API void fx_flux_step_cache_free(fx_flux_step_cache* cache);
+FX_API fx_status fx_flux_step_cache_reset(fx_flux_step_cache* cache);
+/* Steps seen since creation or reset, how many of them reused the middle blocks, and the relative change measured
+ * at the last step (NaN before there is a reference); any of them may be NULL. */
+FX_API fx_status fx_flux_step_cache_stats(const fx_flux_step_cache* cache, int32_t* steps, int32_t* reused_steps,
+                                          double* last_change);
+
 /* One forward pass. All tensors f32, row-major, shapes as in docs/flux-model.md §5:
  * img [B, Limg, in_channels], img_ids [B, Limg, 3], txt [B, Ltxt, context_in_dim], txt_ids [B, Ltxt, 3],
  * y [B, vec_in_dim], timesteps [B] (t in [0, 1]; the model multiplies by 1000), guidance [B] (dev; NULL
@@ -373,6 +406,10 @@ typedef struct fx_flux_inputs {
   const float* guidance;
   const volatile int32_t* cancel; /* optional: the forward stops with FX_ERR_CANCELLED soon after another
                                      thread sets *cancel to non-zero (checked between blocks) */
+  /* Optional, [batch] each (see fx_flux_step_cache below): row b's step cache (NULL entries run every block;
+   * the same cache twice is refused), and where to write how many transformer blocks row b ran. */
+  fx_flux_step_cache* const* step_caches;
+  int32_t* blocks_computed;
 } fx_flux_inputs;
 
 FX_API void fx_flux_inputs_init(fx_flux_inputs* inputs);

@@ -28,6 +28,8 @@ internal static class GenerateCommand
         ["num_outputs"] = "--num-images",
         ["output_format"] = "--format",
         ["output_quality"] = "--quality",
+        ["speed_mode"] = "--speed-mode",
+        ["threshold"] = "--cache-threshold",
         ["model"] = "--model",
         ["clip"] = "--clip",
         ["t5"] = "--t5",
@@ -75,6 +77,16 @@ internal static class GenerateCommand
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
         var activations = new Option<string>("--activations") { Description = "Transformer activation precision: f32 (exact) or bf16 (faster, ~1e-2).", DefaultValueFactory = _ => "f32" };
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
+        var speedMode = new Option<string>("--speed-mode")
+        {
+            Description = "Step caching: lossless (none), juiced, extra_juiced or fastest (more reuse of transformer work between steps, at a measured "
+                + "quality cost: benchmarks/results/speed-modes.md). Weight precision is --weights-dtype's, not the mode's.",
+            DefaultValueFactory = _ => "lossless",
+        };
+        speedMode.AcceptOnlyFromAmong([.. SpeedModes.Names]);
+        var cacheThreshold = CliOptions.Number<double>("--cache-threshold",
+            "Advanced: the step-cache threshold (relative change of the first block's residual under which a step reuses), 0-10, replacing the mode's; "
+            + "with lossless it turns on the caching of the default StepCacheOptions.", 0, 10);
         var threads = CliOptions.Threads();
         var device = CliOptions.Device();
         var loras = CliOptions.Loras();
@@ -91,6 +103,7 @@ internal static class GenerateCommand
         {
             prompt, model, transformer, ae, clip, t5, maxLength, demo, aspect, imageSize, width, height, steps, guidance, seed, count, format, quality,
             outPath, latents, image, strength, promptEmbeds, saveLatents, rounding, weights, activations, threads, device, loras, progress, json, noMetadata,
+            speedMode, cacheThreshold,
         };
         command.Validators.Add(result =>
         {
@@ -165,6 +178,8 @@ internal static class GenerateCommand
                 PromptEmbeds = parsed.GetValue(promptEmbeds),
                 SaveLatents = parsed.GetValue(saveLatents),
                 Rounding = parsed.GetValue(rounding) == "truncate" ? PixelRounding.Truncate : PixelRounding.Round,
+                SpeedMode = SpeedModes.TryParse(parsed.GetValue(speedMode), out SpeedMode mode) ? mode : SpeedMode.Lossless,
+                CacheThreshold = parsed.GetValue(cacheThreshold),
                 WeightFormat = TransformerForward.ParseWeightFormat(parsed.GetValue(weights)!),
                 Activations = TransformerForward.ParseActivationPrecision(parsed.GetValue(activations)!),
                 Threads = parsed.GetValue(threads),

@@ -33,6 +33,8 @@ internal sealed record GenerateCliRequest
     public string? PromptEmbeds { get; init; }
     public string? SaveLatents { get; init; }
     public PixelRounding Rounding { get; init; }
+    public SpeedMode SpeedMode { get; init; }
+    public double? CacheThreshold { get; init; }
     public FluxWeightFormat WeightFormat { get; init; }
     public FluxActivationPrecision Activations { get; init; }
     public int Threads { get; init; }
@@ -106,6 +108,8 @@ internal static class ImageGeneration
             OutputFormat = target.Format,
             OutputQuality = cli.Quality,
             Rounding = cli.Rounding,
+            SpeedMode = cli.SpeedMode,
+            StepCache = cli.CacheThreshold is { } threshold ? (StepCacheOptions.For(cli.SpeedMode) ?? new StepCacheOptions()) with { Threshold = threshold } : null,
             InitialLatents = initialLatents,
             ReturnLatents = cli.SaveLatents is not null,
             Image = image,
@@ -155,6 +159,12 @@ internal static class ImageGeneration
             : "seed     none (latents given)");
         console.Note(FormattableString.Invariant(
             $"timings  prepare {t.Prepare.TotalMilliseconds:F0} ms, denoise {t.Denoise.TotalMilliseconds:F0} ms ({t.StepsPerSecond:F2} it/s), decode {t.Decode.TotalMilliseconds:F0} ms, encode {t.Encode.TotalMilliseconds:F0} ms, total {t.Total.TotalMilliseconds:F0} ms"));
+        if (plan.StepCache is not null)
+        {
+            console.Note(FormattableString.Invariant(
+                $"speed    {SpeedModes.Name(plan.SpeedMode)}: {result.BlocksComputed} of {result.BlocksTotal} transformer blocks ran ({result.BlocksComputedShare:P1}), {result.CachedSteps} image-steps reused"));
+        }
+
         if (cli.Json)
         {
             console.Out.WriteLine(Json(result, files, cli.SaveLatents, request.InitialLatents is null).ToJsonString(JsonOutput));
@@ -210,6 +220,9 @@ internal static class ImageGeneration
                 ["total"] = Math.Round(t.Total.TotalMilliseconds, 3),
             },
             ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
+            ["speed_mode"] = SpeedModes.Name(plan.SpeedMode),
+            ["blocks_computed"] = result.BlocksComputed,
+            ["blocks_total"] = result.BlocksTotal,
         };
     }
 

@@ -96,7 +96,6 @@ internal static class InputContract
         ["extra_lora"] = "LoRA weights are not implemented by this server",
         ["extra_lora_scale"] = "LoRA weights are not implemented by this server",
         ["hf_lora"] = "LoRA weights are not implemented by this server",
-        ["go_fast"] = "the precision is chosen when the server starts (flux serve --weights-dtype, --activations), not per request",
         ["safety_tolerance"] = "this server has no safety filter, so there is no tolerance to set",
         ["prompt_upsampling"] = "prompt upsampling (rewriting the prompt with a language model) is not implemented by this server",
         ["raw"] = "FLUX1.1 [pro] ultra's raw mode is not implemented by this server",
@@ -150,7 +149,17 @@ internal static class InputContract
             new("output_quality", "integer", "Quality of jpg and webp output, 0-100 (png is lossless).") { Minimum = 0, Maximum = 100, Default = 80 },
             new("disable_safety_checker", "boolean",
                 "Accepted for compatibility: this server has no safety checker, so images are never filtered (with false, the logs say so).") { Default = false },
-            new("speed_mode", "string", "Only 'default': this server has no speed modes; it always runs as fast as it can.") { Enum = ["default"], Default = "default" },
+            new("speed_mode", "string",
+                "Step caching: lossless (none; 'default' is the same), juiced, extra_juiced or fastest, each reusing more transformer work between " +
+                "steps at a measured quality cost (the server's README). Labels such as 'Extra Juiced 🚀 (even more speed)' are read by their words.")
+            {
+                Enum = [.. SpeedModes.Names.Prepend("default").Select(n => (JsonNode?)n)], Default = "default",
+            },
+            new("go_fast", "boolean",
+                $"true: speed_mode {SpeedModes.Name(InputParsing.GoFastMode)}; false: lossless. Weight precision is the server's (flux serve --weights-dtype), not the request's.")
+            {
+                Default = false,
+            },
             new("prompt_upsampling", "boolean", "Only false: prompt upsampling is not implemented.") { Enum = [false], Default = false },
         ];
     }

@@ -55,6 +55,7 @@ internal sealed class ModelHost(FluxServerOptions options, ILogger<ModelHost> lo
             OutputQuality = spec.Quality,
             Image = spec.Image,
             Strength = spec.Strength,
+            SpeedMode = spec.SpeedMode,
         };
 
         GenerationPlan plan;

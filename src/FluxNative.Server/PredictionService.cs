@@ -357,6 +357,12 @@ internal sealed class PredictionService : BackgroundService
             p.Log($"Batched with other predictions: up to {result.PeakBatchImages} images per step");
         }
 
+        if (plan.StepCache is not null)
+        {
+            p.Log(string.Create(CultureInfo.InvariantCulture,
+                $"Speed mode {SpeedModes.Name(plan.SpeedMode)}: {result.BlocksComputed} of {result.BlocksTotal} transformer blocks ran ({result.CachedSteps} image-steps reused cached work)"));
+        }
+
         p.Log(string.Create(CultureInfo.InvariantCulture, $"Done in {t.Total.TotalSeconds:F2} s ({t.StepsPerSecond:F2} it/s)"));
         DateTimeOffset now = DateTimeOffset.UtcNow;
         Finish(p, v => v with
@@ -372,6 +378,7 @@ internal sealed class PredictionService : BackgroundService
                 ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
                 ["image_count"] = plan.NumImages,
                 ["batch_size"] = result.PeakBatchImages,
+                ["transformer_blocks_share"] = Math.Round(result.BlocksComputedShare, 4),
                 ["seed"] = plan.Seed,
             },
         });

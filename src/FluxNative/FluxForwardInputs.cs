@@ -56,6 +56,15 @@ public sealed record FluxForwardInputs
     /// </remarks>
     public ReadOnlyMemory<float> Guidance { get; init; }
 
+    /// <summary>
+    /// Optional step caches, one per sample ([B]; a null entry runs every block): sample b's cache, given to every
+    /// forward of its run in step order (<see cref="FluxStepCache"/>). The same cache twice in one batch is refused.
+    /// </summary>
+    public IReadOnlyList<FluxStepCache?>? StepCaches { get; init; }
+
+    /// <summary>Optional, [B]: the forward writes how many transformer blocks each sample ran into it.</summary>
+    public Memory<int> BlocksComputed { get; init; }
+
     /// <summary>The number of output values, [B, Limg, out_channels], for a model with <paramref name="config"/>.</summary>
     public long OutputLength(FluxTransformerConfig config)
     {
@@ -87,6 +96,16 @@ public sealed record FluxForwardInputs
         CheckLength("txt_ids", TxtIds.Length, [(b, Batch), (ltxt, TextTokens), ("3", 3)]);
         CheckLength("y", Y.Length, [(b, Batch), ($"vec_in_dim={config.VecInDim}", config.VecInDim)]);
         CheckLength("timesteps", Timesteps.Length, [(b, Batch)]);
+        if (StepCaches is not null && StepCaches.Count != Batch)
+        {
+            throw new ArgumentException($"StepCaches has {StepCaches.Count} entries but the batch has B={Batch} samples.", "inputs");
+        }
+
+        if (!BlocksComputed.IsEmpty && BlocksComputed.Length != Batch)
+        {
+            throw new ArgumentException($"BlocksComputed has {BlocksComputed.Length} values but the batch has B={Batch} samples.", "inputs");
+        }
+
         if (!Guidance.IsEmpty)
         {
             CheckLength("guidance", Guidance.Length, [(b, Batch)]);

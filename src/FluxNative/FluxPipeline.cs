@@ -288,6 +288,17 @@ public sealed partial class FluxPipeline : IDisposable
             throw new GenerationRequestException("rounding", $"Not a PixelRounding: {request.Rounding}.");
         }
 
+        if (!Enum.IsDefined(request.SpeedMode))
+        {
+            throw new GenerationRequestException("speed_mode", $"Not a SpeedMode: {request.SpeedMode}.");
+        }
+
+        StepCacheOptions? stepCache = request.StepCache ?? StepCacheOptions.For(request.SpeedMode);
+        if (stepCache?.Problem() is { } cacheProblem)
+        {
+            throw new GenerationRequestException(cacheProblem.Field, cacheProblem.Message + ".");
+        }
+
         long seed = request.Seed ?? -1;
         if (seed < -1)
         {
@@ -332,6 +343,8 @@ public sealed partial class FluxPipeline : IDisposable
             NumImages = request.NumImages,
             Format = request.OutputFormat,
             Quality = request.OutputQuality,
+            SpeedMode = request.SpeedMode,
+            StepCache = stepCache is { Threshold: > 0 } || request.StepCache is not null ? stepCache : null,
             Warnings = warnings,
         };
         CheckEmbeddings(request, plan);
@@ -465,6 +478,9 @@ public sealed partial class FluxPipeline : IDisposable
             },
             FinalLatents = request.ReturnLatents ? final : null,
             PeakBatchImages = job.PeakBatchImages,
+            BlocksComputed = job.BlocksComputed,
+            BlocksTotal = job.BlocksTotal,
+            CachedSteps = job.CachedSteps,
         };
     }
 

@@ -30,6 +30,8 @@ public sealed class FluxTransformer : IDisposable
         Activations = activations;
     }
 
+    internal FluxModelHandle Handle => handle;
+
     /// <summary>The configuration inferred from the checkpoint; it fixes the shapes <see cref="Forward(FluxForwardInputs)"/> accepts.</summary>
     public FluxTransformerConfig Config { get; }
 
@@ -228,9 +230,37 @@ public sealed class FluxTransformer : IDisposable
         native.Guidance = guidance.IsEmpty ? null : (float*)guidanceScales.Pointer;
         using var cancellation = new NativeCancellation(cancellationToken);
         native.Cancel = cancellation.Pointer;
-        fixed (float* result = output)
+        using MemoryHandle blocks = inputs.BlocksComputed.Pin();
+        native.BlocksComputed = inputs.BlocksComputed.IsEmpty ? null : (int*)blocks.Pointer;
+        IReadOnlyList<FluxStepCache?>? caches = inputs.StepCaches;
+        IntPtr[]? cachePointers = caches is null ? null : new IntPtr[caches.Count];
+        int held = 0;
+        try
         {
-            NativeCancellation.ThrowIfFailed(NativeMethods.fx_flux_forward(handle, &native, result, (nuint)output.Length), cancellationToken);
+            // Each cache's handle is held for the call, so a Dispose on another thread frees it only afterwards.
+            for (; cachePointers is not null && held < cachePointers.Length; held++)
+            {
+                if (caches![held] is { } cache)
+                {
+                    bool added = false;
+                    cache.Handle.DangerousAddRef(ref added);
+                    cachePointers[held] = cache.Handle.DangerousGetHandle();
+                }
+            }
+
+            fixed (IntPtr* stepCaches = cachePointers)
+            fixed (float* result = output)
+            {
+                native.StepCaches = stepCaches;
+                NativeCancellation.ThrowIfFailed(NativeMethods.fx_flux_forward(handle, &native, result, (nuint)output.Length), cancellationToken);
+            }
+        }
+        finally
+        {
+            for (int k = 0; k < held; k++)
+            {
+                caches![k]?.Handle.DangerousRelease();
+            }
         }
     }
 

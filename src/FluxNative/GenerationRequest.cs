@@ -96,6 +96,16 @@ public sealed record GenerationRequest
     /// (<see cref="LatentPreview"/>).
     /// </summary>
     public int PreviewEvery { get; init; }
+
+    /// <summary>
+    /// How much transformer work may be reused between steps (default <see cref="SpeedMode.Lossless"/>: none). The
+    /// measured cost of each mode is in <c>benchmarks/results/speed-modes.md</c>. Weight precision is not part of a
+    /// mode: it is chosen at load (<see cref="FluxPipelineOptions"/>).
+    /// </summary>
+    public SpeedMode SpeedMode { get; init; } = SpeedMode.Lossless;
+
+    /// <summary>For advanced use: step caching set field by field, replacing the caching of <see cref="SpeedMode"/>.</summary>
+    public StepCacheOptions? StepCache { get; init; }
 }
 
 /// <summary>
@@ -152,6 +162,12 @@ public sealed record GenerationPlan
 
     /// <summary>Output quality.</summary>
     public required int Quality { get; init; }
+
+    /// <summary>The speed mode asked for.</summary>
+    public SpeedMode SpeedMode { get; init; }
+
+    /// <summary>The step caching that runs (the mode's, or the request's own); null when every step runs every block.</summary>
+    public StepCacheOptions? StepCache { get; init; }
 
     /// <summary>
     /// What the caller should know but that does not stop the run, one sentence each: a side rounded to a multiple of

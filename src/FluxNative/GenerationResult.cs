@@ -83,4 +83,16 @@ public sealed record GenerationResult
 
     /// <summary>The most images in one transformer forward this request took part in (its own and other requests' batched with it).</summary>
     public int PeakBatchImages { get; init; }
+
+    /// <summary>Transformer blocks this request's images ran, over all its steps (step caching skips some).</summary>
+    public long BlocksComputed { get; init; }
+
+    /// <summary>Transformer blocks its steps would run without step caching: images × steps × blocks.</summary>
+    public long BlocksTotal { get; init; }
+
+    /// <summary>The share of <see cref="BlocksTotal"/> that ran: 1 without step caching.</summary>
+    public double BlocksComputedShare => BlocksTotal > 0 ? (double)BlocksComputed / BlocksTotal : 1;
+
+    /// <summary>Image-steps (of images × steps) that reused the cached middle blocks instead of running them.</summary>
+    public int CachedSteps { get; init; }
 }

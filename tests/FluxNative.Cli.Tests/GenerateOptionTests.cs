@@ -44,6 +44,8 @@ public sealed class GenerateOptionTests : IDisposable
     [InlineData("--aspect-ratio 5:2", "--aspect-ratio: Argument '5:2' not recognized.")]
     [InlineData("--format gif", "--format: Argument 'gif' not recognized.")]
     [InlineData("--progress fancy", "--progress: Argument 'fancy' not recognized.")]
+    [InlineData("--speed-mode turbo", "--speed-mode: Argument 'turbo' not recognized.")]
+    [InlineData("--cache-threshold -1", "--cache-threshold must be between 0 and 10 (got -1).")]
     public void A_bad_value_is_one_line_naming_the_option_before_anything_loads(string options, string message)
     {
         CliResult result = CliRunner.Run(["generate", "a fox", "--transformer", Broken(), "--ae", Broken(), .. options.Split(' ')]);
@@ -53,6 +55,21 @@ public sealed class GenerateOptionTests : IDisposable
         Assert.StartsWith("flux: " + message, line);
         Assert.DoesNotContain("System.", line);
         Assert.Equal(string.Empty, result.Output);
+    }
+
+    [Fact]
+    public void A_speed_mode_runs_and_says_how_many_blocks_ran()
+    {
+        string output = temp.File("fast.png");
+        CliResult result = CliRunner.Run("generate", "--demo", "a fox", "--image-size", "64", "--steps", "8", "--seed", "2",
+            "--speed-mode", "fastest", "--cache-threshold", "10", "-o", output, "--json", "--progress", "none");
+        Assert.Equal(0, result.ExitCode);
+        System.Text.Json.JsonElement json = System.Text.Json.JsonDocument.Parse(result.Output).RootElement;
+        Assert.Equal("fastest", json.GetProperty("speed_mode").GetString());
+        long ran = json.GetProperty("blocks_computed").GetInt64(), total = json.GetProperty("blocks_total").GetInt64();
+        Assert.Equal(8 * 5, total);   // the demo transformer: 2 double + 3 single blocks
+        Assert.InRange(ran, 1, total - 1);
+        Assert.Contains(result.ErrorLines, l => l.StartsWith("speed    fastest: ", StringComparison.Ordinal));
     }
 
     // No usable GPU here (or a build without CUDA): the demo on cuda fails with the reason, never runs on the CPU.

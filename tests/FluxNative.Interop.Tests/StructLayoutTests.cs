@@ -104,6 +104,19 @@ public class StructLayoutTests
         data.Add("fx_flux_inputs", "timesteps", nameof(f.Timesteps), (byte*)&f.Timesteps - inputs);
         data.Add("fx_flux_inputs", "guidance", nameof(f.Guidance), (byte*)&f.Guidance - inputs);
         data.Add("fx_flux_inputs", "cancel", nameof(f.Cancel), (byte*)&f.Cancel - inputs);
+        data.Add("fx_flux_inputs", "step_caches", nameof(f.StepCaches), (byte*)&f.StepCaches - inputs);
+        data.Add("fx_flux_inputs", "blocks_computed", nameof(f.BlocksComputed), (byte*)&f.BlocksComputed - inputs);
+
+        FxFluxStepCacheParams c;
+        var cache = (byte*)&c;
+        data.Add("fx_flux_step_cache_params", "struct_size", nameof(c.StructSize), (byte*)&c.StructSize - cache);
+        data.Add("fx_flux_step_cache_params", "threshold", nameof(c.Threshold), (byte*)&c.Threshold - cache);
+        data.Add("fx_flux_step_cache_params", "head_blocks", nameof(c.HeadBlocks), (byte*)&c.HeadBlocks - cache);
+        data.Add("fx_flux_step_cache_params", "tail_blocks", nameof(c.TailBlocks), (byte*)&c.TailBlocks - cache);
+        data.Add("fx_flux_step_cache_params", "warmup_steps", nameof(c.WarmupSteps), (byte*)&c.WarmupSteps - cache);
+        data.Add("fx_flux_step_cache_params", "final_steps", nameof(c.FinalSteps), (byte*)&c.FinalSteps - cache);
+        data.Add("fx_flux_step_cache_params", "max_consecutive", nameof(c.MaxConsecutive), (byte*)&c.MaxConsecutive - cache);
+        data.Add("fx_flux_step_cache_params", "total_steps", nameof(c.TotalSteps), (byte*)&c.TotalSteps - cache);
 
         FxAeLoadParams a;
         var ae = (byte*)&a;
@@ -137,6 +150,7 @@ public class StructLayoutTests
         { "fx_flux_load_params", Unsafe.SizeOf<FxFluxLoadParams>() },
         { "fx_lora", Unsafe.SizeOf<FxLora>() },
         { "fx_flux_inputs", Unsafe.SizeOf<FxFluxInputs>() },
+        { "fx_flux_step_cache_params", Unsafe.SizeOf<FxFluxStepCacheParams>() },
         { "fx_ae_load_params", Unsafe.SizeOf<FxAeLoadParams>() },
         { "fx_text_load_params", Unsafe.SizeOf<FxTextLoadParams>() },
         { "fx_image_encode_params", Unsafe.SizeOf<FxImageEncodeParams>() },
@@ -173,6 +187,7 @@ public class StructLayoutTests
             [typeof(FxFluxLoadParams)] = "fx_flux_load_params",
             [typeof(FxLora)] = "fx_lora",
             [typeof(FxFluxInputs)] = "fx_flux_inputs",
+            [typeof(FxFluxStepCacheParams)] = "fx_flux_step_cache_params",
             [typeof(FxAeLoadParams)] = "fx_ae_load_params",
             [typeof(FxTextLoadParams)] = "fx_text_load_params",
             [typeof(FxImageEncodeParams)] = "fx_image_encode_params",
@@ -221,6 +236,10 @@ public class StructLayoutTests
         FxFluxInputs inputs;
         NativeMethods.fx_flux_inputs_init(&inputs);
         Assert.Equal((uint)sizeof(FxFluxInputs), inputs.StructSize);
+
+        FxFluxStepCacheParams cacheParams;
+        NativeMethods.fx_flux_step_cache_params_init(&cacheParams);
+        Assert.Equal((uint)sizeof(FxFluxStepCacheParams), cacheParams.StructSize);
 
         FxImageEncodeParams encode;
         NativeMethods.fx_image_encode_params_init(&encode);

@@ -88,16 +88,36 @@ public sealed class PredictionsTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Speed_mode_other_than_the_default_is_refused()
+    public async Task Speed_modes_run_by_name_or_label_and_unknown_ones_are_422()
     {
-        Reply reply = await server.PostAsync(ModelPath,
-            """{"input":{"prompt":"x","speed_mode":"Extra Juiced 🚀 (even more speed)"}}""");
-        reply.AssertError(HttpStatusCode.UnprocessableEntity, "speed modes do not exist yet", "input.speed_mode");
-        Assert.Equal("unsupported", reply.Json.GetProperty("invalid_fields")[0].GetProperty("type").GetString());
+        Reply unknown = await server.PostAsync(ModelPath, """{"input":{"prompt":"x","speed_mode":"turbo"}}""");
+        unknown.AssertError(HttpStatusCode.UnprocessableEntity, "must be one of lossless, juiced, extra_juiced, fastest", "input.speed_mode");
 
-        Reply fine = await server.PostAsync(ModelPath,
-            """{"input":{"prompt":"x","speed_mode":"default","image_size":64,"num_inference_steps":1}}""", ("Prefer", "wait"));
-        Assert.Equal("succeeded", fine.Json.GetProperty("status").GetString());
+        Reply both = await server.PostAsync(ModelPath, """{"input":{"prompt":"x","speed_mode":"fastest","go_fast":true}}""");
+        both.AssertError(HttpStatusCode.UnprocessableEntity, "not both", "input.go_fast");
+
+        foreach (string input in new[]
+        {
+            "\"speed_mode\":\"Extra Juiced 🚀 (even more speed)\"",
+            "\"speed_mode\":\"fastest\"",
+            "\"go_fast\":true",
+            "\"speed_mode\":\"default\"",
+        })
+        {
+            Reply fine = await server.PostAsync(ModelPath,
+                $$$"""{"input":{"prompt":"x",{{{input}}},"image_size":64,"num_inference_steps":6}}""", ("Prefer", "wait"));
+            Assert.Equal("succeeded", fine.Json.GetProperty("status").GetString());
+            double share = fine.Json.GetProperty("metrics").GetProperty("transformer_blocks_share").GetDouble();
+            Assert.InRange(share, 0.0, 1.0);
+            if (input.Contains("default", StringComparison.Ordinal))
+            {
+                Assert.Equal(1.0, share);
+            }
+            else
+            {
+                Assert.Contains("transformer blocks ran", fine.Json.GetProperty("logs").GetString(), StringComparison.Ordinal);
+            }
+        }
     }
 
     [Theory]

@@ -28,13 +28,10 @@ public sealed class ReplicateContractTests : IAsyncLifetime
     [InlineData("mask", "\"https://example.com/mask.png\"", "inpainting")]
     [InlineData("lora_weights", "\"fofr/flux-80s\"", "LoRA")]
     [InlineData("lora_scale", "1", "LoRA")]
-    [InlineData("go_fast", "true", "--weights-dtype")]
-    [InlineData("go_fast", "false", "--weights-dtype")]
     [InlineData("safety_tolerance", "2", "no safety filter")]
     [InlineData("prompt_upsampling", "true", "prompt upsampling")]
     [InlineData("steps", "25", "num_inference_steps")]
     [InlineData("negative_prompt", "\"blurry\"", "no negative prompt")]
-    [InlineData("speed_mode", "\"Juiced\"", "speed modes do not exist yet")]
     public async Task Unimplemented_inputs_are_422_naming_the_field(string name, string value, string reason)
     {
         foreach ((string path, string body) in new[]
@@ -171,7 +168,9 @@ public sealed class ReplicateContractTests : IAsyncLifetime
         Assert.Contains("16:9", properties.GetProperty("aspect_ratio").GetProperty("enum").EnumerateArray().Select(e => e.GetString()));
         Assert.Equal("uri", properties.GetProperty("image").GetProperty("format").GetString());
         Assert.Equal(0.8, properties.GetProperty("prompt_strength").GetProperty("default").GetDouble());
-        Assert.False(properties.TryGetProperty("go_fast", out _));
+        Assert.False(properties.GetProperty("go_fast").GetProperty("default").GetBoolean());
+        Assert.Equal(["default", "lossless", "juiced", "extra_juiced", "fastest"],
+            properties.GetProperty("speed_mode").GetProperty("enum").EnumerateArray().Select(e => e.GetString()));
 
         (await server.GetAsync("/v1/models/foo/bar")).AssertError(HttpStatusCode.NotFound, "No model 'foo/bar'");
         (await server.GetAsync("/v1/models/black-forest-labs/flux-schnell")).AssertError(HttpStatusCode.NotFound, "No model");

@@ -1,5 +1,6 @@
 // C ABI: the FLUX transformer.
 #include <string>
+#include <vector>
 
 #include "api/guard.h"
 #include "api/handles.h"
@@ -111,8 +112,80 @@ FX_API fx_status fx_flux_forward(fx_flux_model* model, const fx_flux_inputs* inp
     f.timesteps = in.timesteps;
     f.guidance = in.guidance;
     f.cancel = in.cancel;
+    std::vector<fx::models::FluxStepCache*> caches;
+    if (in.step_caches != nullptr) {
+      for (int32_t b = 0; b < in.batch; ++b) {
+        const fx_flux_step_cache* cache = in.step_caches[b];
+        if (cache != nullptr && cache->model != model)
+          fx::fail(FX_ERR_INVALID_ARGUMENT, std::string(function) + ": step_caches[" + std::to_string(b) +
+                                                "] was created for another model");
+        caches.push_back(cache != nullptr ? cache->impl.get() : nullptr);
+      }
+      f.step_caches = caches.data();
+    }
+    f.blocks_computed = in.blocks_computed;
     std::lock_guard<std::mutex> lock(model->forward_mutex);
     model->model->forward(f, out);
+  });
+}
+
+FX_API void fx_flux_step_cache_params_init(fx_flux_step_cache_params* params) {
+  if (params == nullptr) return;
+  const fx::models::StepCachePolicy defaults;
+  *params = fx_flux_step_cache_params{};
+  params->struct_size = sizeof(fx_flux_step_cache_params);
+  params->threshold = static_cast<float>(defaults.threshold);
+  params->head_blocks = defaults.head_blocks;
+  params->tail_blocks = defaults.tail_blocks;
+  params->warmup_steps = defaults.warmup_steps;
+  params->final_steps = defaults.final_steps;
+  params->max_consecutive = defaults.max_consecutive;
+  params->total_steps = defaults.total_steps;
+}
+
+FX_API fx_status fx_flux_step_cache_create(const fx_flux_model* model, const fx_flux_step_cache_params* params,
+                                           fx_flux_step_cache** out) {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(out != nullptr, function, "out is NULL");
+    *out = nullptr;
+    require(model != nullptr, function, "model is NULL");
+    fx_flux_step_cache_params defaults;
+    fx_flux_step_cache_params_init(&defaults);
+    const auto p = fx::api::read_versioned(params, function, defaults);
+    fx::models::StepCachePolicy policy;
+    policy.threshold = p.threshold;
+    policy.head_blocks = p.head_blocks;
+    policy.tail_blocks = p.tail_blocks;
+    policy.warmup_steps = p.warmup_steps;
+    policy.final_steps = p.final_steps;
+    policy.max_consecutive = p.max_consecutive;
+    policy.total_steps = p.total_steps;
+    auto handle = std::make_unique<fx_flux_step_cache>();
+    handle->model = model;
+    handle->impl = std::make_unique<fx::models::FluxStepCache>(policy);
+    *out = handle.release();
+  });
+}
+
+FX_API void fx_flux_step_cache_free(fx_flux_step_cache* cache) { delete cache; }
+
+FX_API fx_status fx_flux_step_cache_reset(fx_flux_step_cache* cache) {
+  const char* const function = __func__;
+  return guard(function, [&] {
+    require(cache != nullptr, function, "cache is NULL");
+    cache->impl->reset();
+  });
+}
+
+FX_API fx_status fx_flux_step_cache_stats(const fx_flux_step_cache* cache, int32_t* steps, int32_t* reused_steps,
+                                          double* last_change) {
+  const char* const function = __func__;
+  return guard(function, [&] {
+    require(cache != nullptr, function, "cache is NULL");
+    if (steps != nullptr) *steps = cache->impl->step();
+    if (reused_steps != nullptr) *reused_steps = cache->impl->reused_steps();
+    if (last_change != nullptr) *last_change = cache->impl->last_change();
   });
 }
 

@@ -9,6 +9,7 @@
 #include "core/thread_pool.h"
 #include "fluxnative.h"
 #include "io/checkpoint.h"
+#include "models/flux_step_cache.h"
 #include "models/flux_transformer.h"
 
 struct fx_checkpoint {
@@ -19,6 +20,11 @@ struct fx_flux_model {
   std::unique_ptr<fx::ThreadPool> own_pool;  // when the caller asked for a thread count (outlives the model)
   std::unique_ptr<fx::models::FluxTransformer> model;
   std::mutex forward_mutex;                  // one forward at a time: two would fight over one pool
+};
+
+struct fx_flux_step_cache {
+  const fx_flux_model* model = nullptr;  // the model it was created for
+  std::unique_ptr<fx::models::FluxStepCache> impl;
 };
 
 namespace fx::api {

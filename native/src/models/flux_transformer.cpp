@@ -1,5 +1,6 @@
 #include "models/flux_transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -7,6 +8,7 @@
 
 #include "core/cancel.h"
 #include "core/error.h"
+#include "models/flux_step_cache.h"
 #include "models/recognize.h"
 #include "models/weight_loader.h"
 
@@ -205,6 +207,24 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
     be.linear(hidden_tmp, mlp2, Activation::None, dst);
   };
 
+  const int64_t n_doubles = static_cast<int64_t>(m.doubles.size());
+  const int64_t n_blocks = n_doubles + static_cast<int64_t>(m.singles.size());
+  // For step caching only: a gate of -1s turns gated_add into an exact subtraction; the host copy of a head residual.
+  Tensor minus_ones, head_input, head_change, middle_input;
+  std::vector<float> head_residual;
+  if (in.step_caches != nullptr) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t other = 0; other < b; ++other)
+        require(in.step_caches[b] == nullptr || in.step_caches[b] != in.step_caches[other],
+                "step_caches[" + std::to_string(other) + "] and step_caches[" + std::to_string(b) +
+                    "] are the same cache (one cache per sample)");
+    }
+    minus_ones = be.to_device(std::vector<float>(static_cast<size_t>(H), -1.0f));
+    head_input = be.alloc(DType::F32, {Li, H});   // the image rows before the head blocks
+    head_change = be.alloc(DType::F32, {Li, H});  // their change over the head blocks
+    middle_input = be.alloc(DType::F32, {L, H});  // the tokens after the head blocks
+  }
+
   for (int64_t b = 0; b < B; ++b) {
     check_cancel();
     // ---- conditioning vector: time (+ guidance) + pooled text ----
@@ -249,9 +269,9 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
     const Tensor a_txt = rows(a, 0, Lt), a_img = rows(a, Lt, Li);
     const Tensor p_txt = rows(proj, 0, Lt), p_img = rows(proj, Lt, Li);
 
-    // ---- double-stream blocks ----
-    for (const auto& blk : m.doubles) {
-      check_cancel();
+    // Block i of the network in execution order: the double-stream blocks, then the single-stream ones; each
+    // reads and updates x = [txt; img].
+    auto run_double = [&](const Impl::DoubleBlock& blk) {
       be.linear(vec, *blk.img_mod, Activation::None, mod);  // shift1 scale1 gate1 shift2 scale2 gate2
       be.linear(vec, *blk.txt_mod, Activation::None, mod2);
       be.layernorm_modulate(txt, chunk(mod2, 0), chunk(mod2, 1), norm_eps, a_txt);
@@ -275,11 +295,8 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
       be.linear(h_img, *blk.img_mlp2, Activation::None, p_img);
       be.gated_add(txt, chunk(mod2, 5), p_txt);
       be.gated_add(img, chunk(mod, 5), p_img);
-    }
-
-    // ---- single-stream blocks over x = [txt; img] ----
-    for (const auto& blk : m.singles) {
-      check_cancel();
+    };
+    auto run_single = [&](const Impl::SingleBlock& blk) {
       const Tensor mod3 = mod.narrow(1, 0, 3 * H);
       be.linear(vec, *blk.mod, Activation::None, mod3);  // shift scale gate
       be.layernorm_modulate(x, chunk(mod3, 0), chunk(mod3, 1), norm_eps, a);
@@ -291,6 +308,50 @@ void FluxTransformer::forward(const FluxInputs& in, float* out) const {
       be.gelu_tanh(mlp_part);
       be.linear(cat, *blk.linear2, Activation::None, proj);
       be.gated_add(x, chunk(mod3, 2), proj);
+    };
+    auto run_blocks = [&](int64_t first, int64_t end) {
+      for (int64_t i = first; i < end; ++i) {
+        check_cancel();
+        if (i < n_doubles) {
+          run_double(m.doubles[static_cast<size_t>(i)]);
+        } else {
+          run_single(m.singles[static_cast<size_t>(i - n_doubles)]);
+        }
+      }
+    };
+
+    FluxStepCache* cache = in.step_caches != nullptr ? in.step_caches[b] : nullptr;
+    if (cache == nullptr) {
+      run_blocks(0, n_blocks);
+      if (in.blocks_computed != nullptr) in.blocks_computed[b] = static_cast<int32_t>(n_blocks);
+    } else {
+      // Step caching (models/flux_step_cache.h): run the head, measure its residual on the image rows, then
+      // either run the middle and remember its residual, or add the remembered one; the tail always runs.
+      cache->bind(*this, Lt, Li);
+      const int64_t head = std::min<int64_t>(cache->policy().head_blocks, n_blocks);
+      const int64_t tail = std::min<int64_t>(cache->policy().tail_blocks, n_blocks - head);
+      const bool may_reuse = cache->may_reuse(n_blocks);
+      be.copy(img, head_input);
+      run_blocks(0, head);
+      be.copy(img, head_change);
+      be.gated_add(head_change, minus_ones, head_input);  // exact: x + (-1)·y is x - y
+      head_residual.resize(static_cast<size_t>(Li * H));
+      be.download(head_change, head_residual.data());
+      const bool reuse = cache->decide(head_residual, may_reuse);
+      if (reuse) {
+        be.add(x, cache->middle_residual);
+      } else {
+        cache->has_middle_residual = false;  // until the middle has run: a forward stopped inside it leaves nothing to reuse
+        be.copy(x, middle_input);
+        run_blocks(head, n_blocks - tail);
+        be.copy(x, cache->middle_residual);
+        be.gated_add(cache->middle_residual, minus_ones, middle_input);
+        cache->has_middle_residual = true;
+      }
+      run_blocks(n_blocks - tail, n_blocks);
+      cache->finish_step(reuse);
+      if (in.blocks_computed != nullptr)
+        in.blocks_computed[b] = static_cast<int32_t>(reuse ? head + tail : n_blocks);
     }
 
     // ---- final layer on the image tokens: (shift, scale) in BFL order ----

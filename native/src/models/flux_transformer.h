@@ -18,6 +18,8 @@
 
 namespace fx::models {
 
+class FluxStepCache;
+
 struct FluxConfig {
   int64_t in_channels = 0, out_channels = 0, hidden = 0, heads = 0, head_dim = 0, mlp_hidden = 0;
   int64_t context_in_dim = 0, vec_in_dim = 0, time_embed_dim = 256;
@@ -41,6 +43,10 @@ struct FluxInputs {
   const float* guidance = nullptr;
   // Optional: forward() throws FX_ERR_CANCELLED at the next block boundary after *cancel turns non-zero.
   const volatile int32_t* cancel = nullptr;
+  // Optional, [B] each: sample b's step cache (models/flux_step_cache.h; a null entry runs every block), and where
+  // to write how many blocks sample b ran (all of them, or the head and tail of a step that reused).
+  FluxStepCache* const* step_caches = nullptr;
+  int32_t* blocks_computed = nullptr;
 };
 
 class FluxTransformer {
@@ -60,6 +66,7 @@ class FluxTransformer {
   const FluxConfig& config() const { return config_; }
   backend::Precision precision() const { return precision_; }
   backend::Backend& backend() const { return *backend_; }
+  std::shared_ptr<backend::Backend> shared_backend() const { return backend_; }
 
   // Validates the inputs' sizes (FX_ERR_INVALID_ARGUMENT naming the tensor and the expected shape) and
   // writes the velocity [B, Limg, out_channels] to `out`. Inputs and output are host memory.

@@ -64,6 +64,45 @@ internal sealed class GenerationJob
 
     public bool Denoised => Step == Plan.Steps;
 
+    /// <summary>Its images' step caches (one each), created at its first step when the plan asks for caching.</summary>
+    public FluxStepCache[]? StepCaches { get; private set; }
+
+    /// <summary>Transformer blocks its images ran so far, and would have run without caching.</summary>
+    public long BlocksComputed { get; set; }
+
+    public long BlocksTotal { get; set; }
+
+    /// <summary>Image-steps that reused the cached middle blocks.</summary>
+    public int CachedSteps { get; set; }
+
+    /// <summary>Creates the step caches on the first step (on the scheduler thread), when the plan asks for caching.</summary>
+    public void EnsureStepCaches(FluxTransformer transformer)
+    {
+        if (StepCaches is null && Plan.StepCache is { } options)
+        {
+            var caches = new FluxStepCache[Plan.NumImages];
+            for (int k = 0; k < caches.Length; k++)
+            {
+                caches[k] = FluxStepCache.Create(transformer, options, Plan.StepsToRun);
+            }
+
+            StepCaches = caches;
+        }
+    }
+
+    /// <summary>Frees the step caches (their residuals are large); called on the scheduler thread when it leaves the batch.</summary>
+    public void ReleaseStepCaches()
+    {
+        if (StepCaches is { } caches)
+        {
+            StepCaches = null;
+            foreach (FluxStepCache cache in caches)
+            {
+                cache.Dispose();
+            }
+        }
+    }
+
     /// <summary>The most images in one forward this request was part of.</summary>
     public int PeakBatchImages { get; set; }
 

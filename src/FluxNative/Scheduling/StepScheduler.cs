@@ -257,7 +257,15 @@ internal sealed class StepScheduler : IDisposable
                         return;
                     }
 
-                    active.RemoveAll(j => j.IsOver);
+                    active.RemoveAll(static j =>
+                    {
+                        if (j.IsOver)
+                        {
+                            j.ReleaseStepCaches();   // here, on the scheduler thread: no forward is using them
+                        }
+
+                        return j.IsOver;
+                    });
                     Admit();
                     if (active.Count > 0)
                     {
@@ -285,6 +293,7 @@ internal sealed class StepScheduler : IDisposable
                 foreach (GenerationJob job in batch)
                 {
                     Fail(job, e);
+                    job.ReleaseStepCaches();
                 }
             }
             finally
@@ -339,6 +348,8 @@ internal sealed class StepScheduler : IDisposable
                 job.Admitted = job.Elapsed;
                 Report(job, static j => j.ReportStarted());
             }
+
+            job.EnsureStepCaches(transformer);
         }
 
         StepBuffers b = buffers is { } held && held.Holds(batch) ? held : buffers = new StepBuffers(batch, transformer.Config);
@@ -346,10 +357,19 @@ internal sealed class StepScheduler : IDisposable
         token.ThrowIfCancellationRequested();
         transformer.Forward(b.Inputs, b.Velocity, token);
 
-        int offset = 0;
+        int offset = 0, image = 0, blocksPerImage = transformer.Config.Depth + transformer.Config.DepthSingle;
         foreach (GenerationJob job in batch)
         {
             int length = job.Latents.Length;
+            for (int k = 0; k < job.Plan.NumImages; k++)
+            {
+                int blocks = b.BlocksComputed[image + k];
+                job.BlocksComputed += blocks;
+                job.BlocksTotal += blocksPerImage;
+                job.CachedSteps += blocks < blocksPerImage ? 1 : 0;
+            }
+
+            image += job.Plan.NumImages;
             if (!job.IsOver)
             {
                 float dt = (float)(job.Schedule[job.Step + 1] - job.Schedule[job.Step]);
@@ -359,6 +379,7 @@ internal sealed class StepScheduler : IDisposable
                 Report(job, static j => j.ReportStep());
                 if (job.Denoised)
                 {
+                    job.ReleaseStepCaches();
                     job.DenoisedAt = job.Elapsed;
                     lock (gate)
                     {
@@ -436,6 +457,19 @@ internal sealed class StepScheduler : IDisposable
             }
 
             Velocity = new float[checked((long)Images * tokens * config.OutChannels)];
+            BlocksComputed = new int[Images];
+            FluxStepCache?[]? caches = null;
+            if (batch.Exists(j => j.StepCaches is not null))
+            {
+                caches = new FluxStepCache?[Images];
+                image = 0;
+                foreach (GenerationJob job in batch)
+                {
+                    job.StepCaches?.CopyTo(caches, image);
+                    image += job.Plan.NumImages;
+                }
+            }
+
             Inputs = new FluxForwardInputs
             {
                 Batch = Images,
@@ -448,8 +482,13 @@ internal sealed class StepScheduler : IDisposable
                 Y = y,
                 Timesteps = timesteps,
                 Guidance = guidance,
+                StepCaches = caches,
+                BlocksComputed = BlocksComputed,
             };
         }
+
+        /// <summary>The blocks each image ran in the last forward.</summary>
+        public int[] BlocksComputed { get; }
 
         /// <summary>Images in the batch.</summary>
         public int Images { get; }

@@ -183,6 +183,29 @@ public class BatchingTests(TinyPipelines pipelines) : IClassFixture<TinyPipeline
         Assert.Throws<ObjectDisposedException>(() => { _ = pipeline.GenerateAsync(Request(seed: 3, steps: 1)); });
     }
 
+    [Fact]
+    public async Task Step_caches_stay_with_their_images_in_a_shared_batch()
+    {
+        // A caching request of two images beside a lossless one and another caching one: each image keeps its own
+        // cache, so each request gets what it gets alone, and the lossless one runs every block.
+        var cache = new StepCacheOptions { Threshold = 10, WarmupSteps = 1, FinalSteps = 1, MaxConsecutive = 2 };
+        GenerationRequest cached = Request(seed: 41, steps: 8, images: 2) with { StepCache = cache };
+        GenerationRequest lossless = Request(seed: 42, steps: 8);
+        GenerationRequest other = Request(seed: 43, steps: 6) with { SpeedMode = SpeedMode.Fastest, StepCache = cache with { MaxConsecutive = 1 } };
+
+        GenerationResult[] together = await GateAll(cached, lossless, other);
+        Assert.All(together, r => Assert.Equal(4, r.PeakBatchImages));
+        Assert.Equal(together[1].BlocksTotal, together[1].BlocksComputed);
+        Assert.True(together[0].CachedSteps > 0 && together[2].CachedSteps > 0, "the caching requests reused no step");
+        for (int k = 0; k < 3; k++)
+        {
+            GenerationResult alone = await Dev.GenerateAsync(new[] { cached, lossless, other }[k]);
+            Assert.Equal(alone.BlocksComputed, together[k].BlocksComputed);
+            Assert.Equal(alone.CachedSteps, together[k].CachedSteps);
+            AssertSameLatents(alone, together[k]);
+        }
+    }
+
     private GenerationRequest Request(long seed, int steps, int width = 64, int height = 48, int images = 1) =>
         pipelines.Request(Dev, seed) with { Steps = steps, Width = width, Height = height, NumImages = images, ReturnLatents = true };
 
