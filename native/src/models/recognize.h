@@ -23,6 +23,9 @@ namespace fx::models {
 //   "layout": "bfl" | "diffusers" | "hf" | "unknown",
 //   "variant": "dev" | "schnell" | ... (flux only; "fill"/"canny-depth" by img_in width; null otherwise),
 //   "key_prefix": "" | "model.diffusion_model." | ...   (a prefix stripped before matching),
+//   "components": [{"prefix", "kind", "layout", "tensor_count"}]  (every known prefix present: a ComfyUI
+//                 "all in one" file lists its transformer, text encoders and VAE; tensors under another
+//                 component's prefix are not "unexpected"),
 //   "config": { kind-specific inferred configuration; "defaults_used": [what was not in the checkpoint] },
 //   "parameter_count": N, "tensor_count": N, "total_bytes": N,
 //   "dtypes": {"BF16": count, ...},
@@ -44,6 +47,9 @@ namespace fx::models {
 //     max_position_embeddings, hidden_act, layer_norm_eps, has_text_projection
 // A value the tensors do not determine (e.g. a tensor is missing) is null and named in problems.
 nlohmann::json describe(const io::Checkpoint& checkpoint);
+// The same, describing the component of kind `want_kind` when the file holds one (a loader asking for the
+// autoencoder of an "all in one" file); otherwise what describe() finds.
+nlohmann::json describe(const io::Checkpoint& checkpoint, const std::string& want_kind);
 
 // What describe() looks at, without the tensor data: lets the recognizer run on a tensor list built in
 // memory (e.g. the published 12B lists in tests) exactly as on an opened checkpoint.
@@ -62,6 +68,7 @@ struct CheckpointListing {
 };
 
 nlohmann::json describe(const CheckpointListing& listing);
+nlohmann::json describe(const CheckpointListing& listing, const std::string& want_kind);
 
 // A tensor name with its shape; -1 in an expected shape means "any size" (a dimension the
 // checkpoint did not let us infer).

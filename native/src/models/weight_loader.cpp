@@ -1,5 +1,6 @@
 #include "models/weight_loader.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -126,10 +127,37 @@ LoadedTensor WeightLoader::fetch(const std::string& name, const std::string& ali
   return out;
 }
 
+float WeightLoader::fp8_scale(const LoadedTensor& weight, const std::string& name) const {
+  const std::string suffix = ".weight";
+  if (weight.dtype != DType::F8_E4M3FN && weight.dtype != DType::F8_E5M2) return 1.0f;
+  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return 1.0f;
+  const std::string scale_name = name.substr(0, name.size() - suffix.size()) + ".scale_weight";
+  if (weight.stored == nullptr) {
+    // Assembled from a diffusers layout's pieces: each piece would carry its own scale.
+    for (const auto& t : checkpoint_.tensors())
+      if (t.name.size() > 13 && t.name.compare(t.name.size() - 13, 13, ".scale_weight") == 0)
+        fail(FX_ERR_UNSUPPORTED, label(name) + " is assembled from fp8 pieces with per-tensor scale_weight "
+                                               "tensors; scaled fp8 files are read in the BFL layout only");
+    return 1.0f;
+  }
+  const auto* t = checkpoint_.find(prefix_ + scale_name);
+  if (t == nullptr) return 1.0f;
+  if (!dtype_is_float(t->dtype) || t->element_count() != 1)
+    fail(FX_ERR_FORMAT, label(t->name) + " must hold one floating-point value (the weight's fp8 scale), not " +
+                            std::to_string(t->element_count()) + " " + dtype_name(t->dtype) + " values");
+  float scale = 0.0f;
+  convert(t->dtype, t->data(), DType::F32, &scale, 1, Overflow::Ieee);
+  if (!std::isfinite(scale))
+    fail(FX_ERR_FORMAT, label(t->name) + " is " + std::to_string(scale) + "; an fp8 scale must be finite");
+  return scale;
+}
+
 std::vector<float> WeightLoader::host_f32(const std::string& name, std::vector<int64_t>* shape) const {
   const LoadedTensor t = fetch(name);
   std::vector<float> values(static_cast<size_t>(t.elements()));
   convert(t.dtype, t.data, DType::F32, values.data(), values.size(), Overflow::Ieee);
+  if (const float scale = fp8_scale(t, name); scale != 1.0f)
+    for (float& v : values) v *= scale;
   if (shape != nullptr) *shape = t.shape;
   return values;
 }
@@ -142,17 +170,25 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
   const std::string name = w.stored != nullptr ? w.stored->name : prefix + ".weight";
   std::vector<float> bias = has_bias ? host_f32(prefix + ".bias") : std::vector<float>{};
   const std::vector<LoraPatch>* patches = lora_ != nullptr ? lora_->take(prefix + ".weight") : nullptr;
+  const float scale = fp8_scale(w, prefix + ".weight");
   if (patches == nullptr) {
-    const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
+    backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
+    matrix.scale = scale;
     return backend_.linear_layer(matrix, bias, format_, precision_);
   }
 
-  // Merged in f32; "as stored" then keeps the stored dtype (bf16 stays bf16), so a LoRA changes the
-  // weights' values, never their size or speed.
+  // Merged in f32; "as stored" then keeps the stored dtype (bf16 stays bf16, fp8 is quantised again
+  // with per-channel scales), so a LoRA changes the weights' values, never their size or speed.
   std::vector<float> merged(static_cast<size_t>(w.elements()));
   convert(w.dtype, w.data, DType::F32, merged.data(), merged.size(), Overflow::Ieee);
+  if (scale != 1.0f)
+    for (float& v : merged) v *= scale;
   LoraMerge::apply(*patches, merged.data(), w.shape[0], w.shape[1]);
   const std::string text = label(name) + " (with " + std::to_string(patches->size()) + " LoRA update(s))";
+  if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::F8_E4M3FN) {
+    const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text};
+    return backend_.linear_layer(matrix, bias, backend::WeightFormat::FP8, precision_);
+  }
   if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::BF16) {
     std::vector<uint16_t> rounded(merged.size());
     convert(DType::F32, merged.data(), DType::BF16, rounded.data(), rounded.size(), Overflow::Ieee);

@@ -7,7 +7,8 @@
 // recognize.cpp: a diffusers tensor that is a whole BFL tensor is read in place; a BFL tensor that
 // diffusers splits (qkv, linear1) is assembled from its pieces into bytes the loader owns until the
 // backend has packed them. Every tensor is checked against the shape the configuration needs, and must
-// be a floating-point type; errors name the file and the stored tensor.
+// be a floating-point type; errors name the file and the stored tensor. An fp8 weight with a
+// "<linear>.scale_weight" beside it (ComfyUI's scaled fp8 files) is read as fp8 · scale.
 #pragma once
 
 #include <cstdint>
@@ -66,6 +67,9 @@ class WeightLoader {
 
  private:
   const io::Checkpoint::Tensor& stored(const std::string& name) const;
+  // An fp8 weight's per-tensor scale ("<name minus .weight>.scale_weight", ComfyUI's scaled fp8 files):
+  // the real weight is fp8 · scale. 1 for other dtypes or when the file has none.
+  float fp8_scale(const LoadedTensor& weight, const std::string& name) const;
 
   const io::Checkpoint& checkpoint_;
   nlohmann::json config_;
