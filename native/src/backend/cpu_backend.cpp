@@ -75,6 +75,24 @@ class CpuConv final : public ConvLayer {
 cpu::PackedWeights pack_in_format(const HostMatrix& stored, WeightFormat format, ThreadPool& pool) {
   const DType dtype = stored.dtype;
   const cpu::Weights view{dtype, stored.data, stored.n, stored.k, nullptr};
+  if (stored.block) {
+    // No quantised GEMM for this type (or another format asked for): dequantise at load, row by row on
+    // `pool`, into the format asked; AsStored holds such a matrix as bf16 (docs/checkpoints.md).
+    const BlockLayout& layout = block_layout(*stored.block);
+    if (stored.k % layout.elements != 0)
+      fail(FX_ERR_FORMAT, stored.label + ": rows of " + std::to_string(stored.k) + " values are not whole " + layout.name +
+                              " blocks");
+    const size_t row_bytes = static_cast<size_t>(stored.k / layout.elements * layout.bytes);
+    std::vector<float> decoded(static_cast<size_t>(stored.n * stored.k));
+    const auto* src = static_cast<const uint8_t*>(stored.data);
+    pool.parallel_for(stored.n, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        dequantize_blocks(*stored.block, src + static_cast<size_t>(i) * row_bytes, stored.k,
+                          decoded.data() + static_cast<size_t>(i * stored.k));
+    });
+    const HostMatrix as_f32{DType::F32, decoded.data(), stored.n, stored.k, stored.label};
+    return pack_in_format(as_f32, format == WeightFormat::AsStored ? WeightFormat::BF16 : format, pool);
+  }
   if (dtype != DType::F8_E4M3FN && stored.scale != 1.0f)
     fail(FX_ERR_INTERNAL, stored.label + ": a weight scale is only defined for e4m3fn weights");
   if (dtype == DType::F8_E4M3FN) {

@@ -1142,6 +1142,13 @@ json describe(const CheckpointListing& l, const std::string& want_kind) {
   std::map<std::string, uint64_t> dtypes;
   for (const TensorListing& t : l.tensors) {
     const uint64_t n = element_count(t.shape);
+    if (t.block) {
+      const BlockLayout& layout = block_layout(*t.block);
+      bytes += n / static_cast<uint64_t>(layout.elements) * static_cast<uint64_t>(layout.bytes);
+      params += n;
+      ++dtypes[layout.name];
+      continue;
+    }
     bytes += n * dtype_size(t.dtype);
     // Buffers such as CLIP's int64 position_ids are not parameters.
     if (dtype_is_float(t.dtype)) params += n;
@@ -1252,7 +1259,7 @@ json describe(const io::Checkpoint& checkpoint) { return describe(checkpoint, ""
 json describe(const io::Checkpoint& checkpoint, const std::string& want_kind) {
   CheckpointListing l;
   l.tensors.reserve(checkpoint.tensors().size());
-  for (const io::Checkpoint::Tensor& t : checkpoint.tensors()) l.tensors.push_back({t.name, t.dtype, t.shape});
+  for (const io::Checkpoint::Tensor& t : checkpoint.tensors()) l.tensors.push_back({t.name, t.dtype, t.shape, t.block});
   l.config = checkpoint.config();
   l.metadata = checkpoint.metadata();
   switch (checkpoint.source()) {
@@ -1266,7 +1273,7 @@ json describe(const io::Checkpoint& checkpoint, const std::string& want_kind) {
       l.source = "folder";
       break;
   }
-  for (const auto& f : checkpoint.files()) l.files.push_back(f->path());
+  l.files = checkpoint.file_paths();
   return describe(l, want_kind);
 }
 

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/block_quant.h"
 #include "core/dtype.h"
 #include "io/checkpoint.h"
 
@@ -28,7 +29,7 @@ namespace fx::models {
 //                 component's prefix are not "unexpected"),
 //   "config": { kind-specific inferred configuration; "defaults_used": [what was not in the checkpoint] },
 //   "parameter_count": N, "tensor_count": N, "total_bytes": N,
-//   "dtypes": {"BF16": count, ...},
+//   "dtypes": {"BF16": count, "Q8_0": count, ...}  (GGUF block types by ggml's names),
 //   "source": "file" | "index" | "folder", "files": [paths], "metadata": {..}, "has_config_json": bool,
 //   "checks": {"expected_count", "missing_count", "missing": [..], "unexpected_count", "unexpected": [..],
 //              "shape_mismatch_count", "shape_mismatches": [{"name","shape","expected"}]}  (first 20 of each),
@@ -57,6 +58,7 @@ struct TensorListing {
   std::string name;
   DType dtype = DType::BF16;
   std::vector<int64_t> shape;
+  std::optional<BlockType> block;  // GGUF block-quantised storage (dtype is then F32)
 };
 
 struct CheckpointListing {

@@ -86,6 +86,7 @@ LoadedTensor WeightLoader::fetch(const std::string& name, const std::string& ali
     out.shape = t->shape;
     out.data = t->data();
     out.stored = t;
+    out.block = t->block;
     return out;
   }
 
@@ -93,6 +94,9 @@ LoadedTensor WeightLoader::fetch(const std::string& name, const std::string& ali
   const auto pieces = bfl_to_diffusers(kind_, TensorShape{name, want}, config_);
   if (pieces.empty()) fail(FX_ERR_INTERNAL, "no diffusers tensor maps to " + name);
   const auto& first = stored(pieces[0].name);
+  if (first.block)
+    fail(FX_ERR_UNSUPPORTED, label(first.name) + " is GGUF block-quantised in a diffusers layout; GGUF FLUX files "
+                                                 "are read in the BFL layout (as sd.cpp and ComfyUI-GGUF write them)");
   out.dtype = first.dtype;
   const bool whole = pieces.size() == 1 && pieces[0].rows.size() == 1 && pieces[0].rows[0].first == 0 &&
                      pieces[0].rows[0].second == want[0];
@@ -155,7 +159,10 @@ float WeightLoader::fp8_scale(const LoadedTensor& weight, const std::string& nam
 std::vector<float> WeightLoader::host_f32(const std::string& name, std::vector<int64_t>* shape) const {
   const LoadedTensor t = fetch(name);
   std::vector<float> values(static_cast<size_t>(t.elements()));
-  convert(t.dtype, t.data, DType::F32, values.data(), values.size(), Overflow::Ieee);
+  if (t.block)
+    dequantize_blocks(*t.block, t.data, t.elements(), values.data());
+  else
+    convert(t.dtype, t.data, DType::F32, values.data(), values.size(), Overflow::Ieee);
   if (const float scale = fp8_scale(t, name); scale != 1.0f)
     for (float& v : values) v *= scale;
   if (shape != nullptr) *shape = t.shape;
@@ -174,13 +181,17 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
   if (patches == nullptr) {
     backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
     matrix.scale = scale;
+    matrix.block = w.block;
     return backend_.linear_layer(matrix, bias, format_, precision_);
   }
 
   // Merged in f32; "as stored" then keeps the stored dtype (bf16 stays bf16, fp8 is quantised again
   // with per-channel scales), so a LoRA changes the weights' values, never their size or speed.
   std::vector<float> merged(static_cast<size_t>(w.elements()));
-  convert(w.dtype, w.data, DType::F32, merged.data(), merged.size(), Overflow::Ieee);
+  if (w.block)
+    dequantize_blocks(*w.block, w.data, w.elements(), merged.data());
+  else
+    convert(w.dtype, w.data, DType::F32, merged.data(), merged.size(), Overflow::Ieee);
   if (scale != 1.0f)
     for (float& v : merged) v *= scale;
   LoraMerge::apply(*patches, merged.data(), w.shape[0], w.shape[1]);
@@ -189,7 +200,8 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
     const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text};
     return backend_.linear_layer(matrix, bias, backend::WeightFormat::FP8, precision_);
   }
-  if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::BF16) {
+  // GGUF blocks are not quantised again: a merged block-quantised weight is held as bf16.
+  if (format_ == backend::WeightFormat::AsStored && (w.dtype == DType::BF16 || w.block)) {
     std::vector<uint16_t> rounded(merged.size());
     convert(DType::F32, merged.data(), DType::BF16, rounded.data(), rounded.size(), Overflow::Ieee);
     const backend::HostMatrix matrix{DType::BF16, rounded.data(), w.shape[0], w.shape[1], text};

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,7 @@ struct LoadedTensor {
   const uint8_t* data = nullptr;
   std::vector<uint8_t> owned;  // the assembled bytes, when not in place
   const io::Checkpoint::Tensor* stored = nullptr;  // the checkpoint tensor, when read in place
+  std::optional<BlockType> block;                  // GGUF block-quantised (dtype F32: what it decodes to)
   int64_t elements() const;
 };
 
