@@ -75,6 +75,14 @@ class CpuConv final : public ConvLayer {
 cpu::PackedWeights pack_in_format(const HostMatrix& stored, WeightFormat format, ThreadPool& pool) {
   const DType dtype = stored.dtype;
   const cpu::Weights view{dtype, stored.data, stored.n, stored.k, nullptr};
+  if (stored.block && format == WeightFormat::AsStored && cpu::block_gemm_supported(*stored.block)) {
+    cpu::Weights blocks{DType::F32, stored.data, stored.n, stored.k, nullptr, stored.block};
+    try {
+      return cpu::pack_weights(blocks);
+    } catch (const Error& e) {
+      fail(e.status(), stored.label + ": " + e.what());
+    }
+  }
   if (stored.block) {
     // No quantised GEMM for this type (or another format asked for): dequantise at load, row by row on
     // `pool`, into the format asked; AsStored holds such a matrix as bf16 (docs/checkpoints.md).
