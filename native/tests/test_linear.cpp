@@ -366,7 +366,7 @@ TEST_P(LinearBlocks, MatchReferenceOnOddShapes) {
   const int64_t unit = fx::block_layout(type).elements;
   const Shape shapes[] = {{1, 1, unit, 0, 0},      {3, 33, unit, 1, 0},     {13, 37, 2 * unit, 2, 3},
                           {7, 95, 5 * unit, 0, 9}, {130, 65, 4 * unit, 4, 2}, {5, 40, 1280, 3, 2},
-                          {40, 70, 1280, 1, 2}};  // m > 12: the AVX2 path decodes micro-panels into a scratch
+                          {40, 70, 1280, 1, 2}};
   fx::ThreadPool pool(3);
   for (LinearPath path : {LinearPath::Portable, LinearPath::Avx2}) {
     if (!fx::cpu::linear_path_supported(path, DType::F32)) continue;

@@ -391,9 +391,6 @@ struct PathImpl {
   int mr = 0;
   bool bf16_x = false;  // x packed as bf16 pairs
   KernelTable kernels{};
-  // Block types with many rows: each task decodes a weight micro-panel once into an f32 scratch and runs
-  // these (f32) kernels on it for every row tile (see linear_quant.cpp).
-  bool decode_panels = false;
 };
 
 PathImpl path_impl(LinearPath path, DType dtype, const std::optional<BlockType>& block = std::nullopt) {
@@ -457,7 +454,7 @@ void run_linear(const PathImpl& impl, const float* x, int64_t m, int64_t ldx, co
   if (m == 0) return;
   const int64_t kpad = dtype == DType::BF16 ? (k + 1) / 2 * 2 : k;
   // Block types: k blocks of whole 32-k groups (k is whole blocks, so whole groups).
-  const int64_t kc_max = block ? (impl.decode_panels ? k_block(DType::F32) : 1024) : k_block(dtype);
+  const int64_t kc_max = block ? 1024 : k_block(dtype);
   auto panel_offset = [&](DType d, int64_t k0) {
     return block ? static_cast<size_t>(k0 / 32) * block_group_bytes(*block) : linear_detail_panel_offset(d, k0);
   };
@@ -517,8 +514,6 @@ void run_linear(const PathImpl& impl, const float* x, int64_t m, int64_t ldx, co
     // band of columns over all row blocks, so the threads get equal work even when the row blocks differ.
     pool.parallel_for(n_blocks * m_blocks, [&](int64_t tb, int64_t te) {
       alignas(64) float edge[kMaxMR * kPanel];
-      AlignedBuffer decoded;  // decode_panels: one f32 micro-panel [kc][32], 32 KiB
-      if (impl.decode_panels) decoded.p = aligned_array<float>(static_cast<size_t>(kc_max * kPanel));
       for (int64_t task = tb; task < te; ++task) {
         if (cancel_requested()) return;  // the output is undefined; the model reports the cancel (core/cancel.h)
         const int64_t nb = task / m_blocks, mb = task % m_blocks;
@@ -536,11 +531,6 @@ void run_linear(const PathImpl& impl, const float* x, int64_t m, int64_t ldx, co
                                                          : nullptr;
             const int64_t next_lines = static_cast<int64_t>(panel_offset(dtype, kc) / 64);
             const int64_t lines_per_tile = (next_lines + (tile1 - tile0) - 1) / (tile1 - tile0);
-            const uint8_t* w_block = pw.panel(p) + panel_offset(dtype, k0);
-            if (impl.decode_panels) {
-              decode_block_panel(*block, w_block, kc, static_cast<float*>(decoded.p));
-              w_block = static_cast<const uint8_t*>(decoded.p);
-            }
             for (int64_t i = tile0; i < tile1; ++i) {
               if (next_w) {
                 const int64_t l0 = (i - tile0) * lines_per_tile, l1 = std::min(next_lines, l0 + lines_per_tile);
@@ -550,7 +540,7 @@ void run_linear(const PathImpl& impl, const float* x, int64_t m, int64_t ldx, co
               Tile t;
               t.xp = xp + static_cast<size_t>(i) * tile_words +
                      static_cast<size_t>(impl.bf16_x ? k0 / 2 : k0) * mr;
-              t.w = w_block;
+              t.w = pw.panel(p) + panel_offset(dtype, k0);
               t.kc = kc;
               t.load_c = !first;
               t.finish = last;
@@ -685,19 +675,6 @@ LinearPath block_auto_path() {
   return linear_path_supported(LinearPath::Avx2, DType::F32) ? LinearPath::Avx2 : LinearPath::Portable;
 }
 
-// Block types on AVX2: up to two row tiles, each weight is used by so few rows that the kernels decode it in
-// registers (once per tile); with more, a task decodes each weight micro-panel once into a 32 KiB f32 scratch
-// that every row tile then streams with the f32 kernel (the decode paid once per row block, not per tile).
-// Both decode with the same instructions, so the weights are the same bits either way.
-PathImpl block_impl(LinearPath path, BlockType type, int64_t m) {
-  if (path == LinearPath::Avx2 && m > 2 * avx2::kMR) {
-    PathImpl p = path_impl(LinearPath::Avx2, DType::F32);
-    p.decode_panels = true;
-    return p;
-  }
-  return path_impl(path, DType::F32, type);
-}
-
 void linear_with_path(LinearPath path, const float* x, int64_t m, int64_t ldx, const PackedWeights& w,
                       const float* bias, Activation act, float* y, int64_t ldy, ThreadPool& pool) {
   if (w.block()) {
@@ -705,7 +682,7 @@ void linear_with_path(LinearPath path, const float* x, int64_t m, int64_t ldx, c
     if (path != LinearPath::Portable && (path != LinearPath::Avx2 || !linear_path_supported(path, DType::F32)))
       fail(FX_ERR_UNSUPPORTED, std::string("linear: path ") + linear_path_name(path) + " has no " +
                                    block_layout(*w.block()).name + " kernel here");
-    run_linear(block_impl(path, *w.block(), m), x, m, ldx, w, bias, act, y, ldy, pool);
+    run_linear(path_impl(path, w.dtype(), w.block()), x, m, ldx, w, bias, act, y, ldy, pool);
     return;
   }
   if (path == LinearPath::Auto) path = linear_auto_path(w.dtype(), Precision::Exact);
@@ -717,7 +694,8 @@ void linear_with_path(LinearPath path, const float* x, int64_t m, int64_t ldx, c
 void linear(const float* x, int64_t m, int64_t ldx, const PackedWeights& w, const float* bias, Activation act,
             float* y, int64_t ldy, Precision precision, ThreadPool& pool) {
   if (w.block()) {
-    run_linear(block_impl(block_auto_path(), *w.block(), m), x, m, ldx, w, bias, act, y, ldy, pool);
+    const LinearPath path = block_auto_path();
+    run_linear(path_impl(path, w.dtype(), w.block()), x, m, ldx, w, bias, act, y, ldy, pool);
     return;
   }
   const LinearPath path = linear_auto_path(w.dtype(), precision);

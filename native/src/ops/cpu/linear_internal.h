@@ -65,9 +65,6 @@ KernelTable make_table() {
 // table of the AVX2 (else portable) path.
 size_t block_group_bytes(BlockType type);
 KernelTable block_kernels(bool avx2, BlockType type);
-// AVX2: the kc values (whole groups) of one packed block panel decoded to f32 [kc][32], the layout the f32
-// kernels read; the same instructions as the in-register kernels, so the same values.
-void decode_block_panel(BlockType type, const uint8_t* groups, int64_t kc, float* out);
 
 namespace avx2_common {
 

@@ -9,10 +9,6 @@
 // steps are the products the reference decoder forms, so the weights the FMAs see are the reference's
 // values bit for bit.
 //
-// With more than two row tiles (m > 12 on AVX2) the same decode runs once per weight micro-panel (256 k ×
-// 32 channels) into a 32 KiB f32 scratch, and the f32 kernel streams it for every row tile of the task:
-// the decode is then paid once per row block instead of once per tile (linear.cpp, block_impl).
-//
 // Memory per weight: Q8_0 9 bits (8 + a 32-bit step per 32), Q4_K 6 bits (4 + two 32-bit values per 32);
 // the file holds 8.5 and 4.5. The 6-bit sub-block scales are expanded at load so the inner loop needs no
 // scale arithmetic.
@@ -111,43 +107,6 @@ struct Q4K {
   }
 };
 
-FX_AVX2 void decode_panel(BlockType type, const uint8_t* groups, int64_t kc, float* out) {
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  for (int64_t g = 0; g < kc / kGroup; ++g) {
-    if (type == BlockType::Q8_0) {
-      const uint8_t* group = groups + g * kQ8GroupBytes;
-      const float* step = reinterpret_cast<const float*>(group + kGroup * kPanel);
-      __m256 s[4];
-      for (int v = 0; v < 4; ++v) s[v] = _mm256_load_ps(step + 8 * v);
-      for (int kk = 0; kk < kGroup; ++kk, out += kPanel) {
-        for (int h = 0; h < 2; ++h) {
-          const __m128i codes = _mm_load_si128(reinterpret_cast<const __m128i*>(group + kk * kPanel + h * 16));
-          _mm256_store_ps(out + 16 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), s[2 * h]));
-          _mm256_store_ps(out + 16 * h + 8,
-                          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(codes, 8))), s[2 * h + 1]));
-        }
-      }
-    } else {
-      const uint8_t* group = groups + g * kQ4KGroupBytes;
-      const float* step = reinterpret_cast<const float*>(group + kGroup * kPanel / 2);
-      __m256 s[4], o[4];
-      for (int v = 0; v < 4; ++v) s[v] = _mm256_load_ps(step + 8 * v), o[v] = _mm256_load_ps(step + kPanel + 8 * v);
-      for (int kk = 0; kk < kGroup; ++kk, out += kPanel) {
-        const __m128i raw = _mm_load_si128(reinterpret_cast<const __m128i*>(group + kk * kPanel / 2));
-        for (int h = 0; h < 2; ++h) {
-          const __m128i codes = _mm_and_si128(h == 0 ? raw : _mm_srli_epi16(raw, 4), low4);
-          _mm256_store_ps(out + 16 * h,
-                          _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes)), s[2 * h]), o[2 * h]));
-          _mm256_store_ps(out + 16 * h + 8,
-                          _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8))),
-                                                      s[2 * h + 1]),
-                                        o[2 * h + 1]));
-        }
-      }
-    }
-  }
-}
-
 }  // namespace avx2q
 
 // ---- portable: one k step of 32 channels decoded to f32, then MR rows of multiply-adds ----
@@ -199,10 +158,6 @@ struct Kernel {
 }  // namespace portableq
 
 }  // namespace
-
-void decode_block_panel(BlockType type, const uint8_t* groups, int64_t kc, float* out) {
-  avx2q::decode_panel(type, groups, kc, out);
-}
 
 size_t block_group_bytes(BlockType type) { return type == BlockType::Q8_0 ? kQ8GroupBytes : kQ4KGroupBytes; }
 
