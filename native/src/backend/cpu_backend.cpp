@@ -74,7 +74,7 @@ class CpuConv final : public ConvLayer {
 // per-tensor scale repeated as the per-channel scales.
 cpu::PackedWeights pack_in_format(const HostMatrix& stored, WeightFormat format, ThreadPool& pool) {
   const DType dtype = stored.dtype;
-  const cpu::Weights view{dtype, stored.data, stored.n, stored.k, nullptr};
+  const cpu::Weights view{dtype, stored.data, stored.n, stored.k, nullptr, std::nullopt};
   if (stored.block && format == WeightFormat::AsStored && cpu::block_gemm_supported(*stored.block)) {
     cpu::Weights blocks{DType::F32, stored.data, stored.n, stored.k, nullptr, stored.block};
     try {
@@ -98,7 +98,7 @@ cpu::PackedWeights pack_in_format(const HostMatrix& stored, WeightFormat format,
         dequantize_blocks(*stored.block, src + static_cast<size_t>(i) * row_bytes, stored.k,
                           decoded.data() + static_cast<size_t>(i * stored.k));
     });
-    const HostMatrix as_f32{DType::F32, decoded.data(), stored.n, stored.k, stored.label};
+    const HostMatrix as_f32{DType::F32, decoded.data(), stored.n, stored.k, stored.label, 1.0f, std::nullopt};
     return pack_in_format(as_f32, format == WeightFormat::AsStored ? WeightFormat::BF16 : format, pool);
   }
   if (dtype != DType::F8_E4M3FN && stored.scale != 1.0f)
@@ -125,7 +125,7 @@ cpu::PackedWeights pack_in_format(const HostMatrix& stored, WeightFormat format,
         fail(FX_ERR_INVALID_ARGUMENT, stored.label + ": e4m3 weight row " + std::to_string(i / stored.k) + " holds NaN");
       widened[i] *= stored.scale;
     }
-    const HostMatrix as_f32{DType::F32, widened.data(), stored.n, stored.k, stored.label};
+    const HostMatrix as_f32{DType::F32, widened.data(), stored.n, stored.k, stored.label, 1.0f, std::nullopt};
     return pack_in_format(as_f32, format, pool);
   }
   const bool keep = (format == WeightFormat::AsStored && (dtype == DType::F32 || dtype == DType::BF16)) ||

@@ -248,9 +248,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path) {
   } else if (is_gguf(target)) {
     checkpoint->gguf_ = GgufFile::open(target);
     for (const GgufTensorInfo& info : checkpoint->gguf_->header().tensors) {
-      Tensor t{info.name, info.dtype, info.shape, info.byte_size, nullptr, nullptr, info.block};
-      t.gguf = checkpoint->gguf_.get();
-      t.gguf_entry = &info;
+      Tensor t{info.name, info.dtype, info.shape, info.byte_size, nullptr, nullptr, info.block,
+               checkpoint->gguf_.get(), &info};
       checkpoint->tensors_.push_back(std::move(t));
     }
     checkpoint->metadata_ = checkpoint->gguf_->metadata();
@@ -261,7 +260,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path) {
   for (const auto& file : checkpoint->files_) {
     for (const TensorEntry& entry : file->header().tensors) {
       checkpoint->tensors_.push_back(
-          Tensor{entry.name, entry.dtype, entry.shape, entry.byte_size(), file.get(), &entry});
+          Tensor{entry.name, entry.dtype, entry.shape, entry.byte_size(), file.get(), &entry, std::nullopt, nullptr, nullptr});
     }
     for (const auto& [key, value] : file->header().metadata) checkpoint->metadata_.emplace(key, value);
   }

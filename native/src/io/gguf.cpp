@@ -213,7 +213,7 @@ GgufHeader parse_gguf_header(const uint8_t* data, uint64_t size, const std::stri
     const std::string key = c.string("KV " + std::to_string(i) + " key");
     const uint32_t type = c.read<uint32_t>("KV " + text_quoted(key) + " type");
     if (!known_value_type(type)) c.bad("KV " + text_quoted(key) + " has unknown value type " + std::to_string(type));
-    GgufKV kv{GgufValueType(type)};
+    GgufKV kv{GgufValueType(type), GgufValueType::U8, nullptr};
     kv.value = read_value(c, kv.type, "KV " + text_quoted(key), 0, &kv.element_type);
     if (!h.kvs.emplace(key, std::move(kv)).second) c.bad("KV " + text_quoted(key) + " appears twice");
   }

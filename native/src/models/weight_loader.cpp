@@ -179,9 +179,7 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
   const std::vector<LoraPatch>* patches = lora_ != nullptr ? lora_->take(prefix + ".weight") : nullptr;
   const float scale = fp8_scale(w, prefix + ".weight");
   if (patches == nullptr) {
-    backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
-    matrix.scale = scale;
-    matrix.block = w.block;
+    const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name), scale, w.block};
     return backend_.linear_layer(matrix, bias, format_, precision_);
   }
 
@@ -197,24 +195,24 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
   LoraMerge::apply(*patches, merged.data(), w.shape[0], w.shape[1]);
   const std::string text = label(name) + " (with " + std::to_string(patches->size()) + " LoRA update(s))";
   if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::F8_E4M3FN) {
-    const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text};
+    const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
     return backend_.linear_layer(matrix, bias, backend::WeightFormat::FP8, precision_);
   }
   // GGUF blocks are not quantised again: a merged block-quantised weight is held as bf16.
   if (format_ == backend::WeightFormat::AsStored && (w.dtype == DType::BF16 || w.block)) {
     std::vector<uint16_t> rounded(merged.size());
     convert(DType::F32, merged.data(), DType::BF16, rounded.data(), rounded.size(), Overflow::Ieee);
-    const backend::HostMatrix matrix{DType::BF16, rounded.data(), w.shape[0], w.shape[1], text};
+    const backend::HostMatrix matrix{DType::BF16, rounded.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
     return backend_.linear_layer(matrix, bias, format_, precision_);
   }
-  const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text};
+  const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
   return backend_.linear_layer(matrix, bias, format_, precision_);
 }
 
 std::unique_ptr<backend::LinearLayer> WeightLoader::linear_from(const std::vector<float>& weight, int64_t n, int64_t k,
                                                                 const std::vector<float>& bias,
                                                                 const std::string& label_text) const {
-  const backend::HostMatrix matrix{DType::F32, weight.data(), n, k, label_text};
+  const backend::HostMatrix matrix{DType::F32, weight.data(), n, k, label_text, 1.0f, std::nullopt};
   return backend_.linear_layer(matrix, bias, backend::WeightFormat::F32, backend::Precision::Exact);
 }
 
