@@ -52,7 +52,7 @@ internal unsafe struct FxTensorInfo
     public byte* Name;
     public byte* File;
     public int NDim;
-    public int Reserved;
+    public int BlockType;  // 0, or a GGUF block-quantised tensor's ggml type id
     public FxShape Shape;
     public ulong ByteSize;
     public ulong FileOffset;

@@ -192,7 +192,9 @@ typedef struct fx_tensor_info {
   const char* name;              /* owned by the checkpoint */
   const char* file;              /* the file holding the tensor; owned by the checkpoint */
   int32_t ndim;
-  int32_t reserved;
+  int32_t block_type;            /* 0, or a GGUF block-quantised tensor's ggml type id (8 = Q8_0, 12 = Q4_K, ...;
+                                    docs/checkpoints.md): dtype is then F32, what its values read as, and
+                                    byte_size is the blocks' size */
   int64_t shape[FX_MAX_DIMS];
   uint64_t byte_size;
   uint64_t file_offset;          /* absolute offset of the data in `file` */
@@ -202,8 +204,10 @@ FX_API void fx_tensor_info_init(fx_tensor_info* info);
 
 /* Opens a checkpoint and validates every header completely:
  *   - a `.safetensors` file (memory-mapped; tensor data is not read until asked for);
+ *   - a GGUF file (by its magic; F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K tensors;
+ *     its KVs are the metadata; fx_checkpoint_read_tensor decodes block-quantised tensors);
  *   - a `*.safetensors.index.json` file (the shards it names, in its folder);
- *   - a folder holding one index file, or exactly one `.safetensors` file
+ *   - a folder holding one index file, or exactly one `.safetensors` or `.gguf` file
  *     (a `config.json` beside them is kept and reported by fx_checkpoint_describe_json).
  * Errors name the file and, where one is at fault, the tensor. */
 FX_API fx_status fx_checkpoint_open(const char* path, fx_checkpoint** out);

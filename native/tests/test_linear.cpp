@@ -12,10 +12,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/block_quant.h"
 #include "core/error.h"
 
 namespace {
@@ -42,6 +44,7 @@ struct Problem {
   std::vector<float> x, bias, w_f32;  // w_f32: the real weights (after bf16 / e4m3 rounding and scale)
   std::vector<uint8_t> w_bytes;
   std::vector<float> row_scale;
+  std::optional<fx::BlockType> block;
   fx::cpu::Weights weights() const {
     fx::cpu::Weights w;
     w.dtype = dtype;
@@ -49,6 +52,7 @@ struct Problem {
     w.n = n;
     w.k = k;
     w.row_scale = dtype == DType::F8_E4M3FN ? row_scale.data() : nullptr;
+    w.block = block;
     return w;
   }
 };
@@ -332,6 +336,87 @@ TEST(LinearQuantize, E4m3PerRowRoundTrips) {
   fx::cpu::quantize_e4m3_per_row(zeros.data(), 1, 8, zq.data(), &zs);
   EXPECT_EQ(zs, 1.0f);
   for (uint8_t b : zq) EXPECT_EQ(b, 0);
+}
+
+}  // namespace
+
+// ---- GGUF blocks kept quantised (Q8_0, Q4_K): every path that has a kernel, against the reference on the
+// decoded weights. Rows are whole blocks; n, m and the strides are not multiples of anything.
+namespace {
+
+Problem make_block_problem(int64_t m, int64_t n, int64_t k, int64_t ldx, int64_t ldy, fx::BlockType type, uint32_t seed) {
+  Problem p = make_problem(m, n, k, ldx, ldy, DType::F32, seed);
+  const fx::BlockLayout& layout = fx::block_layout(type);
+  std::vector<float> w = p.w_f32;
+  // One row far larger and one far smaller than the others: extreme steps and offsets in the same panel.
+  for (int64_t j = 0; j < k; ++j) w[j] *= 3e3f;
+  if (n > 1)
+    for (int64_t j = 0; j < k; ++j) w[k + j] *= 1e-3f;
+  p.block = type;
+  p.w_bytes.assign(static_cast<size_t>(n * k / layout.elements * layout.bytes), 0);
+  fx::quantize_blocks(type, w.data(), n * k, p.w_bytes.data());
+  fx::dequantize_blocks(type, p.w_bytes.data(), n * k, p.w_f32.data());
+  return p;
+}
+
+class LinearBlocks : public ::testing::TestWithParam<fx::BlockType> {};
+
+TEST_P(LinearBlocks, MatchReferenceOnOddShapes) {
+  const fx::BlockType type = GetParam();
+  const int64_t unit = fx::block_layout(type).elements;
+  const Shape shapes[] = {{1, 1, unit, 0, 0},      {3, 33, unit, 1, 0},     {13, 37, 2 * unit, 2, 3},
+                          {7, 95, 5 * unit, 0, 9}, {130, 65, 4 * unit, 4, 2}, {5, 40, 1280, 3, 2},
+                          {40, 70, 1280, 1, 2}};
+  fx::ThreadPool pool(3);
+  for (LinearPath path : {LinearPath::Portable, LinearPath::Avx2}) {
+    if (!fx::cpu::linear_path_supported(path, DType::F32)) continue;
+    uint32_t seed = 1;
+    for (const Shape& s : shapes) {
+      const Problem p = make_block_problem(s.m, s.n, s.k, s.k + s.ldx_extra, s.n + s.ldy_extra, type, seed++);
+      check_path(path, p, seed % 3 == 0 ? Activation::GeluTanh : Activation::None, seed % 2 == 0, pool);
+    }
+  }
+}
+
+TEST_P(LinearBlocks, AutoPathAndPackingRules) {
+  const fx::BlockType type = GetParam();
+  const Problem p = make_block_problem(9, 45, 512, 512, 45, type, 77);
+  const fx::cpu::PackedWeights packed = fx::cpu::pack_weights(p.weights());
+  ASSERT_TRUE(packed.block().has_value());
+  EXPECT_EQ(*packed.block(), type);
+  std::vector<float> ref(9 * 45), y(9 * 45, poison());
+  fx::cpu::linear_reference(p.x.data(), 9, 512, p.weights(), p.bias.data(), Activation::Silu, ref.data(), 45);
+  fx::cpu::linear(p.x.data(), 9, 512, packed, p.bias.data(), Activation::Silu, y.data(), 45);
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], 1e-5 * (1 + std::fabs(ref[i]))) << i;
+  // No AVX-512 kernel for blocks: asking for one is refused, never silently another path.
+  try {
+    fx::cpu::linear_with_path(LinearPath::Avx512, p.x.data(), 9, 512, packed, nullptr, Activation::None, y.data(), 45);
+    ADD_FAILURE() << "avx512 ran";
+  } catch (const fx::Error& e) {
+    EXPECT_EQ(e.status(), FX_ERR_UNSUPPORTED);
+  }
+  // Rows that are not whole blocks are refused.
+  fx::cpu::Weights bad = p.weights();
+  bad.k = 500;
+  EXPECT_THROW(fx::cpu::pack_weights(bad), fx::Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Gguf, LinearBlocks, ::testing::Values(fx::BlockType::Q8_0, fx::BlockType::Q4_K),
+                         [](const auto& info) { return std::string(fx::block_layout(info.param).name); });
+
+TEST(LinearBlocksApi, TypesWithoutAGemmAreRefusedByPacking) {
+  for (fx::BlockType type : {fx::BlockType::Q4_0, fx::BlockType::Q4_1, fx::BlockType::Q5_0, fx::BlockType::Q5_1,
+                             fx::BlockType::Q5_K, fx::BlockType::Q6_K}) {
+    EXPECT_FALSE(fx::cpu::block_gemm_supported(type));
+    std::vector<uint8_t> bytes(4096);
+    fx::cpu::Weights w{DType::F32, bytes.data(), 2, 256, nullptr, type};
+    try {
+      fx::cpu::pack_weights(w);
+      ADD_FAILURE() << fx::block_layout(type).name << " packed";
+    } catch (const fx::Error& e) {
+      EXPECT_EQ(e.status(), FX_ERR_UNSUPPORTED) << e.what();
+    }
+  }
 }
 
 }  // namespace

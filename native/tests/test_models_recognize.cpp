@@ -748,6 +748,8 @@ TEST(RecognizeProblems, NonFloatWeightIsAProblem) {
   EXPECT_TRUE(mentions(d["problems"], "text_model.final_layer_norm.bias has dtype I32")) << joined(d["problems"]);
 }
 
+// A ComfyUI "all in one" file: described by its largest part, the others listed as components (their
+// tensors are theirs, not unexpected); a loader asking for one kind gets that part.
 TEST(RecognizeProblems, CombinedFileIsDescribedByItsLargestPart) {
   CheckpointListing l = listing(spec_flux_bfl(tiny_flux(true)), fx::DType::BF16, "model.diffusion_model.");
   for (const auto& [name, shape] : spec_clip(tiny_clip()))
@@ -756,7 +758,15 @@ TEST(RecognizeProblems, CombinedFileIsDescribedByItsLargestPart) {
   const json d = fx::models::describe(l);
   EXPECT_EQ(d["kind"], "flux_transformer");
   EXPECT_EQ(d["key_prefix"], "model.diffusion_model.");
-  EXPECT_EQ(d["checks"]["unexpected_count"], static_cast<int64_t>(spec_clip(tiny_clip()).size()));
+  EXPECT_EQ(d["checks"]["unexpected_count"], 0);
+  EXPECT_TRUE(d["problems"].empty()) << joined(d["problems"]);
+  ASSERT_EQ(d["components"].size(), 2u);
+  EXPECT_EQ(d["components"][1]["prefix"], "text_encoders.clip_l.transformer.");
+  EXPECT_EQ(d["components"][1]["kind"], "clip_text");
+  EXPECT_EQ(d["components"][1]["tensor_count"], static_cast<int64_t>(spec_clip(tiny_clip()).size()));
+  const json clip = fx::models::describe(l, "clip_text");
+  EXPECT_EQ(clip["kind"], "clip_text");
+  EXPECT_EQ(clip["key_prefix"], "text_encoders.clip_l.transformer.");
 }
 
 TEST(RecognizeProblems, HeadDimWithoutAxesIsAProblem) {

@@ -40,6 +40,12 @@ internal static class CheckpointReport
         Field(output, "dtypes", description.DTypes.Count == 0
             ? "none"
             : string.Join(", ", description.DTypes.OrderByDescending(d => d.Value).Select(d => $"{d.Key} x{d.Value}")));
+        // A file holding several models (ComfyUI's "all in one"): each one, with the prefix its names carry.
+        if (description.Components.Count > 1)
+        {
+            Field(output, "components", string.Join(", ", description.Components.Select(c => $"{c.Kind} '{c.Prefix}' x{c.TensorCount}")));
+        }
+
         string source = description.Source.ToString().ToLowerInvariant() + (description.HasConfigJson ? ", with config.json" : string.Empty);
         Field(output, "source", source);
         Field(output, description.Files.Count == 1 ? "file" : "files", description.Files.Count == 0 ? "none" : description.Files[0]);
@@ -100,7 +106,7 @@ internal static class CheckpointReport
         output.WriteLine($"{"name".PadRight(nameWidth)}  {"dtype",-7}  shape");
         foreach (TensorInfo tensor in tensors)
         {
-            output.WriteLine($"{tensor.Name.PadRight(nameWidth)}  {tensor.DType.SafetensorsName(),-7}  {tensor.ShapeText}");
+            output.WriteLine($"{tensor.Name.PadRight(nameWidth)}  {tensor.StoredTypeName,-7}  {tensor.ShapeText}");
         }
     }
 
@@ -159,7 +165,7 @@ internal static class CheckpointReport
             list.Add(new JsonObject
             {
                 ["name"] = tensor.Name,
-                ["dtype"] = tensor.DType.SafetensorsName(),
+                ["dtype"] = tensor.StoredTypeName,
                 ["shape"] = new JsonArray(tensor.Shape.Select(d => (JsonNode?)JsonValue.Create(d)).ToArray()),
                 ["file"] = tensor.File,
                 ["offset"] = tensor.FileOffset,

@@ -177,11 +177,29 @@ public sealed class Checkpoint : IDisposable
                 checked((long)info.ByteSize),
                 elements,
                 file,
-                checked((long)info.FileOffset));
+                checked((long)info.FileOffset))
+            {
+                BlockType = BlockTypeName(info.BlockType),
+            };
         }
 
         return infos;
     }
+
+    // ggml's type ids of the GGUF block types the native reader accepts (fx_tensor_info.block_type).
+    private static string? BlockTypeName(int id) => id switch
+    {
+        0 => null,
+        2 => "Q4_0",
+        3 => "Q4_1",
+        6 => "Q5_0",
+        7 => "Q5_1",
+        8 => "Q8_0",
+        12 => "Q4_K",
+        13 => "Q5_K",
+        14 => "Q6_K",
+        _ => $"ggml type {id}",
+    };
 
     private TensorInfo Get(string name) => tensors[IndexOf(name)];
 

@@ -78,6 +78,12 @@ public sealed record CheckpointDescription
     /// <summary>A prefix stripped from every tensor name before recognition (e.g. <c>model.diffusion_model.</c>).</summary>
     public string KeyPrefix { get; init; } = string.Empty;
 
+    /// <summary>
+    /// Every model found under a known name prefix, largest first: a ComfyUI "all in one" file lists its
+    /// transformer (<c>model.diffusion_model.</c>), text encoders and VAE (<c>vae.</c>); empty when no prefix is used.
+    /// </summary>
+    public IReadOnlyList<CheckpointComponent> Components { get; init; } = [];
+
     /// <summary>The configuration inferred from tensor names and shapes (and config.json when present).</summary>
     public JsonElement Config { get; init; }
 
@@ -90,7 +96,8 @@ public sealed record CheckpointDescription
     /// <summary>Bytes of tensor data.</summary>
     public long TotalBytes { get; init; }
 
-    /// <summary>Tensor count per stored dtype, keyed by the safetensors name ("BF16", "F32", ...).</summary>
+    /// <summary>Tensor count per stored dtype, keyed by the safetensors name ("BF16", "F32", ...) or, for GGUF
+    /// block-quantised tensors, ggml's type name ("Q8_0", "Q4_K", ...).</summary>
     public IReadOnlyDictionary<string, long> DTypes { get; init; } = new Dictionary<string, long>();
 
     /// <summary>Whether it was opened from a file, an index or a folder.</summary>
@@ -165,6 +172,11 @@ public sealed record CheckpointDescription
             },
             Variant = String(root, "variant"),
             KeyPrefix = String(root, "key_prefix") ?? string.Empty,
+            Components = root.TryGetProperty("components", out JsonElement components) && components.ValueKind == JsonValueKind.Array
+                ? components.EnumerateArray()
+                    .Select(c => new CheckpointComponent(String(c, "prefix") ?? string.Empty, String(c, "kind") ?? "unknown", Int64(c, "tensor_count")))
+                    .ToList()
+                : [],
             // Clone: the element must outlive the document disposed at the end of this method.
             Config = root.TryGetProperty("config", out JsonElement config) ? config.Clone() : default,
             ParameterCount = Int64(root, "parameter_count"),
@@ -208,3 +220,9 @@ public sealed record CheckpointDescription
             ? value.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : e.GetRawText()).ToArray()
             : [];
 }
+
+/// <summary>One model inside a checkpoint file, found under a name prefix.</summary>
+/// <param name="Prefix">The prefix its tensor names carry (e.g. <c>vae.</c>).</param>
+/// <param name="Kind">The recognizer's kind ("flux_transformer", "autoencoder", "t5_encoder", "clip_text", "unknown").</param>
+/// <param name="TensorCount">Its tensors.</param>
+public sealed record CheckpointComponent(string Prefix, string Kind, long TensorCount);

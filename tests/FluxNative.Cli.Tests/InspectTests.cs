@@ -218,6 +218,43 @@ public sealed class InspectTests : IDisposable
         Assert.Equal("flux_transformer", document.RootElement.GetProperty("kind").GetString());
     }
 
+    [Fact]
+    public void Inspect_lists_the_components_of_an_all_in_one_file()
+    {
+        // ComfyUI's "all in one" layout: the transformer under model.diffusion_model., the VAE under vae.
+        string flux = TinyModel("flux", "bfl");
+        string ae = TinyModel("ae", "bfl");
+        var writer = new SafetensorsWriter();
+        int count = 0;
+        foreach ((string file, string prefix) in new[] { (flux, "model.diffusion_model."), (ae, "vae.") })
+        {
+            using Checkpoint part = Checkpoint.Open(file);
+            foreach ((string key, string value) in part.Describe().Metadata)
+            {
+                writer.Metadata[key] = value;
+            }
+
+            foreach (TensorInfo tensor in part.Tensors)
+            {
+                writer.Add(prefix + tensor.Name, part.ReadFloat32(tensor.Name), tensor.Shape.ToArray());
+                count++;
+            }
+        }
+
+        string path = temp.File("all-in-one.safetensors");
+        writer.Write(path);
+
+        CliResult result = CliRunner.Run("inspect", path);
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        // Described by its largest part (the tiny VAE has more tensors than the tiny transformer), every part listed.
+        Assert.True(result.Output.Contains("autoencoder (VAE)", StringComparison.Ordinal), result.Output);
+        Assert.Contains("names prefixed 'vae.'", result.Output);
+        Assert.Matches(@"components\s+autoencoder 'vae\.' x\d+, flux_transformer 'model\.diffusion_model\.' x\d+", result.Output);
+        Assert.Contains("problems    none", result.Output);
+        Assert.True(count > 0);
+    }
+
     private string TinyModel(string kind, string layout, params string[] extra)
     {
         string path = temp.File(layout == "bfl" ? $"{kind}-{Guid.NewGuid():N}.safetensors" : $"{kind}-{Guid.NewGuid():N}");

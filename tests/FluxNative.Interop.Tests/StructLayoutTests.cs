@@ -46,7 +46,7 @@ public class StructLayoutTests
         data.Add("fx_tensor_info", "name", nameof(i.Name), (byte*)&i.Name - info);
         data.Add("fx_tensor_info", "file", nameof(i.File), (byte*)&i.File - info);
         data.Add("fx_tensor_info", "ndim", nameof(i.NDim), (byte*)&i.NDim - info);
-        data.Add("fx_tensor_info", "reserved", nameof(i.Reserved), (byte*)&i.Reserved - info);
+        data.Add("fx_tensor_info", "block_type", nameof(i.BlockType), (byte*)&i.BlockType - info);
         data.Add("fx_tensor_info", "shape", nameof(i.Shape), (byte*)&i.Shape - info);
         data.Add("fx_tensor_info", "byte_size", nameof(i.ByteSize), (byte*)&i.ByteSize - info);
         data.Add("fx_tensor_info", "file_offset", nameof(i.FileOffset), (byte*)&i.FileOffset - info);

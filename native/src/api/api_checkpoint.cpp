@@ -72,11 +72,12 @@ FX_API fx_status fx_checkpoint_tensor_info(const fx_checkpoint* checkpoint, size
     fx_tensor_info value{};
     value.dtype = static_cast<int32_t>(tensor.dtype);
     value.name = tensor.name.c_str();
-    value.file = tensor.file->path().c_str();
+    value.file = tensor.file_path().c_str();
     value.ndim = static_cast<int32_t>(tensor.shape.size());
+    value.block_type = tensor.block ? static_cast<int32_t>(*tensor.block) : 0;
     for (size_t d = 0; d < tensor.shape.size() && d < FX_MAX_DIMS; ++d) value.shape[d] = tensor.shape[d];
     value.byte_size = tensor.byte_size;
-    value.file_offset = tensor.file->absolute_offset(*tensor.entry);
+    value.file_offset = tensor.file_offset();
     fx::api::write_versioned(info, function, value);
   });
 }
@@ -103,8 +104,8 @@ FX_API fx_status fx_checkpoint_read_tensor(const fx_checkpoint* checkpoint, size
     const auto target = static_cast<fx::DType>(dst_dtype);
     const uint64_t count = tensor.element_count();
     const uint64_t needed = count * fx::dtype_size(target);
-    const std::string what = tensor.file->path() + ": tensor \"" + tensor.name + "\" (" +
-                             fx::dtype_name(tensor.dtype) + " " + shape_text(tensor.shape) + ")";
+    const std::string what = tensor.file_path() + ": tensor \"" + tensor.name + "\" (" + tensor.type_name() + " " +
+                             shape_text(tensor.shape) + ")";
     if (dst_bytes < needed) {
       fx::fail(FX_ERR_BUFFER_TOO_SMALL, std::string(function) + ": " + what + " needs " + std::to_string(needed) +
                                             " bytes as " + fx::dtype_name(target) + ", the buffer has " +
@@ -112,6 +113,16 @@ FX_API fx_status fx_checkpoint_read_tensor(const fx_checkpoint* checkpoint, size
     }
     require(dst != nullptr || needed == 0, function, "dst is NULL");
     if (count == 0) return;
+    if (tensor.block) {
+      // Block-quantised (GGUF): the decoded values, as f32 and then as `target`.
+      if (!fx::dtype_is_float(target))
+        fx::fail(FX_ERR_UNSUPPORTED, std::string(function) + ": " + what + " cannot be converted to " +
+                                         fx::dtype_name(target) + " (only floating-point dtypes convert)");
+      std::vector<float> values(static_cast<size_t>(count));
+      fx::dequantize_blocks(*tensor.block, tensor.data(), static_cast<int64_t>(count), values.data());
+      fx::convert(fx::DType::F32, values.data(), target, dst, count, fx::Overflow::Saturate);
+      return;
+    }
     if (target == tensor.dtype) {
       std::memcpy(dst, tensor.data(), tensor.byte_size);
       return;

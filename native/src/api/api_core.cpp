@@ -178,7 +178,7 @@ const FieldOffset kFieldOffsets[] = {
     FX_FIELD(fx_build_info, cuda_toolkit_version), FX_FIELD(fx_build_info, cuda_driver_version),
     FX_FIELD(fx_build_info, cuda_device_count), FX_FIELD(fx_build_info, cpu_features_machine),
     FX_FIELD(fx_tensor_info, struct_size), FX_FIELD(fx_tensor_info, dtype), FX_FIELD(fx_tensor_info, name),
-    FX_FIELD(fx_tensor_info, file), FX_FIELD(fx_tensor_info, ndim), FX_FIELD(fx_tensor_info, reserved),
+    FX_FIELD(fx_tensor_info, file), FX_FIELD(fx_tensor_info, ndim), FX_FIELD(fx_tensor_info, block_type),
     FX_FIELD(fx_tensor_info, shape), FX_FIELD(fx_tensor_info, byte_size), FX_FIELD(fx_tensor_info, file_offset),
     FX_FIELD(fx_tensor_view, name), FX_FIELD(fx_tensor_view, dtype), FX_FIELD(fx_tensor_view, ndim),
     FX_FIELD(fx_tensor_view, shape), FX_FIELD(fx_tensor_view, data), FX_FIELD(fx_tensor_view, byte_size),

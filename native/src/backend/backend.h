@@ -17,10 +17,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "backend/tensor.h"
+#include "core/block_quant.h"
 #include "core/dtype.h"
 
 namespace fx {
@@ -46,12 +48,17 @@ enum class Precision {
 enum class Activation { None, GeluTanh, Silu };
 
 // A weight matrix as a checkpoint stores it: [n, k] row-major (PyTorch's [out, in]) in host memory,
-// f32, f16 or bf16. `label` names it in errors.
+// f32, f16, bf16 or e4m3fn. `label` names it in errors.
 struct HostMatrix {
   DType dtype = DType::F32;
   const void* data = nullptr;
   int64_t n = 0, k = 0;
   std::string label;
+  // e4m3fn only: the real weight is e4m3 · scale (ComfyUI's per-tensor "scale_weight"); 1 otherwise.
+  float scale = 1.0f;
+  // GGUF block-quantised storage: `data` is n rows of k / block_elements blocks each (dtype is F32, the
+  // decoded values' type).
+  std::optional<BlockType> block;
 };
 
 // A linear layer y = act(x·Wᵀ + b) in the backend's own layout (CPU: packed panels; CUDA: transposed,
@@ -127,8 +134,12 @@ class Backend {
   virtual void synchronize() = 0;
 
   // ---- weights ----
-  // Packs a linear layer in `format` (bias: [n] f32 or empty). Throws FX_ERR_UNSUPPORTED for a matrix
-  // stored as fp8 or a non-float dtype, FX_ERR_INVALID_ARGUMENT for NaN fp8 codes.
+  // Packs a linear layer in `format` (bias: [n] f32 or empty). A matrix stored as e4m3fn is kept in fp8
+  // by AsStored and FP8 (its scale becomes the per-channel scales: no wider copy exists) and widened by
+  // F32 / BF16. GGUF blocks: AsStored keeps Q8_0 and Q4_K blocks quantised where the backend has a GEMM
+  // for them (CPU) and dequantises every other type at load to bf16; F32 / BF16 / FP8 dequantise at load
+  // and convert (docs/checkpoints.md). Throws FX_ERR_UNSUPPORTED for e5m2 or a non-float dtype (the CUDA
+  // backend: for any fp8 matrix), FX_ERR_INVALID_ARGUMENT for NaN fp8 codes or a scale that is not finite.
   virtual std::unique_ptr<LinearLayer> linear_layer(const HostMatrix& weight, const std::vector<float>& bias,
                                                     WeightFormat format, Precision precision) = 0;
   // weight: [out, in, kh, kw] f32 on the host; bias [out].

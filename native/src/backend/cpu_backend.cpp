@@ -4,6 +4,7 @@
 // elementwise operations on strided views run row by row. view_host() and host_output() borrow the
 // caller's memory, so the C ABI's buffers are read and written in place: the seam costs no copy here.
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -67,12 +68,66 @@ class CpuConv final : public ConvLayer {
   std::vector<float> bias;
 };
 
-// Packs `stored` (f32, f16 or bf16 on the host) in `format`. A dtype change goes through temporaries
-// that die with the call (pack_weights copies what it needs); FP8 quantises row by row on `pool`, so no
-// f32 copy of the whole matrix exists.
+// Packs `stored` (f32, f16, bf16 or e4m3fn on the host) in `format`. A dtype change goes through
+// temporaries that die with the call (pack_weights copies what it needs); FP8 quantises row by row on
+// `pool`, so no f32 copy of the whole matrix exists. Stored e4m3fn kept as fp8 is packed as it is, its
+// per-tensor scale repeated as the per-channel scales.
 cpu::PackedWeights pack_in_format(const HostMatrix& stored, WeightFormat format, ThreadPool& pool) {
   const DType dtype = stored.dtype;
-  const cpu::Weights view{dtype, stored.data, stored.n, stored.k, nullptr};
+  const cpu::Weights view{dtype, stored.data, stored.n, stored.k, nullptr, std::nullopt};
+  if (stored.block && format == WeightFormat::AsStored && cpu::block_gemm_supported(*stored.block)) {
+    cpu::Weights blocks{DType::F32, stored.data, stored.n, stored.k, nullptr, stored.block};
+    try {
+      return cpu::pack_weights(blocks);
+    } catch (const Error& e) {
+      fail(e.status(), stored.label + ": " + e.what());
+    }
+  }
+  if (stored.block) {
+    // No quantised GEMM for this type (or another format asked for): dequantise at load, row by row on
+    // `pool`, into the format asked; AsStored holds such a matrix as bf16 (docs/checkpoints.md).
+    const BlockLayout& layout = block_layout(*stored.block);
+    if (stored.k % layout.elements != 0)
+      fail(FX_ERR_FORMAT, stored.label + ": rows of " + std::to_string(stored.k) + " values are not whole " + layout.name +
+                              " blocks");
+    const size_t row_bytes = static_cast<size_t>(stored.k / layout.elements * layout.bytes);
+    std::vector<float> decoded(static_cast<size_t>(stored.n * stored.k));
+    const auto* src = static_cast<const uint8_t*>(stored.data);
+    pool.parallel_for(stored.n, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        dequantize_blocks(*stored.block, src + static_cast<size_t>(i) * row_bytes, stored.k,
+                          decoded.data() + static_cast<size_t>(i * stored.k));
+    });
+    const HostMatrix as_f32{DType::F32, decoded.data(), stored.n, stored.k, stored.label, 1.0f, std::nullopt};
+    return pack_in_format(as_f32, format == WeightFormat::AsStored ? WeightFormat::BF16 : format, pool);
+  }
+  if (dtype != DType::F8_E4M3FN && stored.scale != 1.0f)
+    fail(FX_ERR_INTERNAL, stored.label + ": a weight scale is only defined for e4m3fn weights");
+  if (dtype == DType::F8_E4M3FN) {
+    if (!std::isfinite(stored.scale))
+      fail(FX_ERR_INVALID_ARGUMENT, stored.label + ": fp8 scale_weight " + std::to_string(stored.scale) + " is not finite");
+    if (format == WeightFormat::AsStored || format == WeightFormat::FP8) {
+      const std::vector<float> scales(static_cast<size_t>(stored.n), stored.scale);
+      cpu::Weights fp8 = view;
+      fp8.row_scale = scales.data();
+      try {
+        return cpu::pack_weights(fp8);
+      } catch (const Error& e) {
+        fail(e.status(), stored.label + ": " + e.what());
+      }
+    }
+    // F32 / BF16 asked for explicitly: widen e4m3 · scale to f32 (one rounding), then as any f32 matrix.
+    const size_t count = static_cast<size_t>(stored.n * stored.k);
+    std::vector<float> widened(count);
+    convert(dtype, stored.data, DType::F32, widened.data(), count, Overflow::Ieee);
+    for (size_t i = 0; i < count; ++i) {
+      if (std::isnan(widened[i]))
+        fail(FX_ERR_INVALID_ARGUMENT, stored.label + ": e4m3 weight row " + std::to_string(i / stored.k) + " holds NaN");
+      widened[i] *= stored.scale;
+    }
+    const HostMatrix as_f32{DType::F32, widened.data(), stored.n, stored.k, stored.label, 1.0f, std::nullopt};
+    return pack_in_format(as_f32, format, pool);
+  }
   const bool keep = (format == WeightFormat::AsStored && (dtype == DType::F32 || dtype == DType::BF16)) ||
                     (format == WeightFormat::F32 && dtype == DType::F32) ||
                     (format == WeightFormat::BF16 && dtype == DType::BF16);

@@ -274,7 +274,17 @@ class CudaBackend final : public Backend {
 
   // ---- weights ----
   std::unique_ptr<LinearLayer> linear_layer(const HostMatrix& w, const std::vector<float>& bias, WeightFormat format,
-                                            Precision) override {
+                                            Precision precision) override {
+    if (w.block) {
+      // No quantised GEMM on CUDA yet: GGUF blocks are dequantised on the host at load, then held as bf16
+      // (AsStored, BF16) or f32 (F32) like any other matrix.
+      if (format == WeightFormat::FP8)
+        fail(FX_ERR_UNSUPPORTED, "cuda backend: FP8 weights are not implemented on CUDA yet; load with bf16 or as stored");
+      std::vector<float> values(static_cast<size_t>(w.n * w.k));
+      dequantize_blocks(*w.block, static_cast<const uint8_t*>(w.data), w.n * w.k, values.data());
+      const HostMatrix decoded{DType::F32, values.data(), w.n, w.k, w.label, 1.0f, std::nullopt};
+      return linear_layer(decoded, bias, format == WeightFormat::F32 ? WeightFormat::F32 : WeightFormat::BF16, precision);
+    }
     if (!dtype_is_float(w.dtype) || w.dtype == DType::F8_E4M3FN || w.dtype == DType::F8_E5M2)
       fail(FX_ERR_UNSUPPORTED, w.label + " is stored as " + dtype_name(w.dtype) + ", which linear weights are not loaded from");
     if (format == WeightFormat::FP8)

@@ -6,6 +6,7 @@
 #include "io/checkpoint.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <system_error>
@@ -172,6 +173,16 @@ std::vector<std::unique_ptr<SafetensorsFile>> open_index(const std::string& inde
   return files;
 }
 
+// GGUF by its magic (its files are named *.gguf, but a renamed one is still GGUF).
+bool is_gguf(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;  // SafetensorsFile::open reports the error
+  uint8_t magic[4] = {};
+  const size_t got = std::fread(magic, 1, 4, f);
+  std::fclose(f);
+  return looks_like_gguf(magic, got);
+}
+
 struct FolderChoice {
   std::string path;
   bool is_index;
@@ -190,7 +201,7 @@ FolderChoice choose_in_folder(const std::string& folder) {
     if (!it->is_regular_file(status_ec)) continue;
     const std::string name = it->path().filename().string();
     if (ends_with(name, kIndexSuffix)) indexes.push_back(name);
-    else if (ends_with(name, kWeightsSuffix)) weights.push_back(name);
+    else if (ends_with(name, kWeightsSuffix) || ends_with(name, ".gguf")) weights.push_back(name);
   }
   if (ec) fail(FX_ERR_IO, folder + ": cannot list folder: " + ec.message());
   std::sort(indexes.begin(), indexes.end());
@@ -204,9 +215,9 @@ FolderChoice choose_in_folder(const std::string& folder) {
   }
   if (weights.size() == 1) return {(base / weights[0]).string(), false};
   if (weights.empty()) {
-    fail(FX_ERR_NOT_FOUND, folder + ": holds no *.safetensors file and no *.safetensors.index.json");
+    fail(FX_ERR_NOT_FOUND, folder + ": holds no *.safetensors or *.gguf file and no *.safetensors.index.json");
   }
-  fail(FX_ERR_FORMAT, folder + ": holds several .safetensors files (" + join_quoted(weights) +
+  fail(FX_ERR_FORMAT, folder + ": holds several .safetensors / .gguf files (" + join_quoted(weights) +
                           ") and no *.safetensors.index.json to say how they belong together; open one file directly");
 }
 
@@ -234,6 +245,14 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path) {
 
   if (is_index) {
     checkpoint->files_ = open_index(target);
+  } else if (is_gguf(target)) {
+    checkpoint->gguf_ = GgufFile::open(target);
+    for (const GgufTensorInfo& info : checkpoint->gguf_->header().tensors) {
+      Tensor t{info.name, info.dtype, info.shape, info.byte_size, nullptr, nullptr, info.block,
+               checkpoint->gguf_.get(), &info};
+      checkpoint->tensors_.push_back(std::move(t));
+    }
+    checkpoint->metadata_ = checkpoint->gguf_->metadata();
   } else {
     checkpoint->files_.push_back(SafetensorsFile::open(target));
   }
@@ -241,7 +260,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path) {
   for (const auto& file : checkpoint->files_) {
     for (const TensorEntry& entry : file->header().tensors) {
       checkpoint->tensors_.push_back(
-          Tensor{entry.name, entry.dtype, entry.shape, entry.byte_size(), file.get(), &entry});
+          Tensor{entry.name, entry.dtype, entry.shape, entry.byte_size(), file.get(), &entry, std::nullopt, nullptr, nullptr});
     }
     for (const auto& [key, value] : file->header().metadata) checkpoint->metadata_.emplace(key, value);
   }
@@ -251,12 +270,19 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path) {
   for (size_t i = 1; i < checkpoint->tensors_.size(); ++i) {
     if (checkpoint->tensors_[i].name == checkpoint->tensors_[i - 1].name) {
       fail(FX_ERR_FORMAT, path + ": tensor " + json_quoted(checkpoint->tensors_[i].name) + " is in both " +
-                              checkpoint->tensors_[i - 1].file->path() + " and " + checkpoint->tensors_[i].file->path());
+                              checkpoint->tensors_[i - 1].file_path() + " and " + checkpoint->tensors_[i].file_path());
     }
   }
 
   checkpoint->config_ = read_config(config_folder);
   return checkpoint;
+}
+
+std::vector<std::string> Checkpoint::file_paths() const {
+  std::vector<std::string> paths;
+  for (const auto& f : files_) paths.push_back(f->path());
+  if (gguf_) paths.push_back(gguf_->path());
+  return paths;
 }
 
 const Checkpoint::Tensor* Checkpoint::find(std::string_view name) const {

@@ -320,7 +320,7 @@ class Runner {
 
 std::unique_ptr<Autoencoder> Autoencoder::load(const io::Checkpoint& checkpoint,
                                                std::shared_ptr<backend::Backend> backend) {
-  const nlohmann::json description = describe(checkpoint);
+  const nlohmann::json description = describe(checkpoint, kKind);  // an "all in one" file: its part
   require_kind(checkpoint, description, {kKind}, "an autoencoder");
   std::unique_ptr<Autoencoder> model(new Autoencoder());
   model->backend_ = backend ? std::move(backend) : backend::cpu_backend();

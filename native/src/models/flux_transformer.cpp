@@ -93,7 +93,7 @@ std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& che
                                                        backend::Precision precision,
                                                        std::shared_ptr<backend::Backend> backend,
                                                        const std::vector<LoraFile>& loras) {
-  const nlohmann::json description = describe(checkpoint);
+  const nlohmann::json description = describe(checkpoint, kKind);  // an "all in one" file: its part
   require_kind(checkpoint, description, {kKind}, "a FLUX transformer");
 
   std::unique_ptr<FluxTransformer> model(new FluxTransformer());

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string_view>
 
+#include "core/block_quant.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -131,7 +132,10 @@ const Target* find_target(const std::map<std::string, Target>& targets, std::str
 
 std::vector<float> as_f32(const io::Checkpoint::Tensor& t) {
   std::vector<float> values(static_cast<size_t>(t.element_count()));
-  convert(t.dtype, t.data(), DType::F32, values.data(), values.size(), Overflow::Ieee);
+  if (t.block)  // a GGUF LoRA's block-quantised tensor: its decoded values
+    dequantize_blocks(*t.block, t.data(), static_cast<int64_t>(values.size()), values.data());
+  else
+    convert(t.dtype, t.data(), DType::F32, values.data(), values.size(), Overflow::Ieee);
   return values;
 }
 

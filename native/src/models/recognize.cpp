@@ -1015,6 +1015,25 @@ std::optional<Recognized> recognize(const View& v, const CheckpointListing& l, R
   return std::nullopt;
 }
 
+// The known prefix `name` starts with, or "".
+std::string known_prefix_of(const std::string& name) {
+  for (const char* p : kKnownPrefixes)
+    if (starts_with(name, p)) return p;
+  return "";
+}
+
+// ComfyUI's scaled fp8 files: "<linear>.scale_weight" (weight = fp8 · scale) and "<linear>.scale_input"
+// beside an fp8 "<linear>.weight", and an empty "scaled_fp8" marker tensor.
+bool is_fp8_scale(const View& v, const std::string& name) {
+  if (name == "scaled_fp8") return true;
+  for (std::string_view suffix : {std::string_view(".scale_weight"), std::string_view(".scale_input")}) {
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    const TensorListing* w = v.get(name.substr(0, name.size() - suffix.size()) + ".weight");
+    return w != nullptr && (w->dtype == DType::F8_E4M3FN || w->dtype == DType::F8_E5M2);
+  }
+  return false;
+}
+
 // Compares the present tensors with the expected set.
 json check_tensor_set(const View& v, std::vector<TensorShape> expected, const Recognized& rec, Report& r) {
   for (TensorShape& t : expected)
@@ -1045,9 +1064,23 @@ json check_tensor_set(const View& v, std::vector<TensorShape> expected, const Re
       r.problems.push_back("tensor " + p + t.name + " has dtype " + dtype_name(got->dtype) +
                            "; weights must be floating point");
   }
-  for (const auto& [name, t] : v.all())
-    if (!names.count(name) && !rec.ignorable(name)) unexpected.push_back(p + name + " " + shape_str(t->shape));
-  for (const TensorListing* t : v.outside()) unexpected.push_back(t->name + " " + shape_str(t->shape));
+  size_t fp8_scales = 0;
+  for (const auto& [name, t] : v.all()) {
+    if (names.count(name) || rec.ignorable(name)) continue;
+    if (is_fp8_scale(v, name)) {
+      ++fp8_scales;
+      continue;
+    }
+    unexpected.push_back(p + name + " " + shape_str(t->shape));
+  }
+  if (fp8_scales > 0)
+    r.notes.push_back(std::to_string(fp8_scales) +
+                      " fp8 scale tensors (ComfyUI scale_weight / scale_input / scaled_fp8): each scale_weight is "
+                      "folded into its weight's scales at load; scale_input is not needed (activations stay f32)");
+  // Another model's tensors under another known prefix (a ComfyUI "all in one" file) are that model's,
+  // described under "components"; only tensors under no known prefix are unexpected.
+  for (const TensorListing* t : v.outside())
+    if (known_prefix_of(t->name).empty()) unexpected.push_back(t->name + " " + shape_str(t->shape));
 
   auto listed = [&](const std::vector<std::string>& xs, const std::string& what) {
     json a = json::array();
@@ -1100,13 +1133,22 @@ std::vector<DerivedTensor> bfl_to_diffusers(const std::string& kind, const Tenso
   fail(FX_ERR_INVALID_ARGUMENT, "kind '" + kind + "' has no BFL layout");
 }
 
-json describe(const CheckpointListing& l) {
+json describe(const CheckpointListing& l) { return describe(l, ""); }
+
+json describe(const CheckpointListing& l, const std::string& want_kind) {
   json d;
   d["checks"] = nullptr;
   uint64_t params = 0, bytes = 0;
   std::map<std::string, uint64_t> dtypes;
   for (const TensorListing& t : l.tensors) {
     const uint64_t n = element_count(t.shape);
+    if (t.block) {
+      const BlockLayout& layout = block_layout(*t.block);
+      bytes += n / static_cast<uint64_t>(layout.elements) * static_cast<uint64_t>(layout.bytes);
+      params += n;
+      ++dtypes[layout.name];
+      continue;
+    }
     bytes += n * dtype_size(t.dtype);
     // Buffers such as CLIP's int64 position_ids are not parameters.
     if (dtype_is_float(t.dtype)) params += n;
@@ -1131,6 +1173,26 @@ json describe(const CheckpointListing& l) {
   candidates.push_back("");
   for (const auto& [n, p] : counted)
     if (p != shared_prefix) candidates.push_back(p);
+
+  // Every known component (ComfyUI "all in one" files hold a transformer, text encoders and a VAE).
+  json components = json::array();
+  for (const auto& [n, p] : counted) {
+    Report ignored;
+    const std::optional<Recognized> c = recognize(View(l, p), l, ignored);
+    components.push_back({{"prefix", p},
+                          {"kind", c ? c->kind : "unknown"},
+                          {"layout", c ? c->layout : "unknown"},
+                          {"tensor_count", n}});
+  }
+  // With `want_kind`, the first candidate of that kind wins (a loader asking for the VAE of a combined
+  // file); without one, or when none is of that kind, the first recognised one.
+  if (!want_kind.empty()) {
+    std::stable_partition(candidates.begin(), candidates.end(), [&](const std::string& p) {
+      Report ignored;
+      const std::optional<Recognized> c = recognize(View(l, p), l, ignored);
+      return c && c->kind == want_kind;
+    });
+  }
 
   Report report;
   std::optional<Recognized> rec;
@@ -1178,6 +1240,7 @@ json describe(const CheckpointListing& l) {
                   tried);
   }
   d["key_prefix"] = prefix;
+  d["components"] = components;
   d["parameter_count"] = params;
   d["tensor_count"] = l.tensors.size();
   d["total_bytes"] = bytes;
@@ -1191,10 +1254,12 @@ json describe(const CheckpointListing& l) {
   return d;
 }
 
-json describe(const io::Checkpoint& checkpoint) {
+json describe(const io::Checkpoint& checkpoint) { return describe(checkpoint, ""); }
+
+json describe(const io::Checkpoint& checkpoint, const std::string& want_kind) {
   CheckpointListing l;
   l.tensors.reserve(checkpoint.tensors().size());
-  for (const io::Checkpoint::Tensor& t : checkpoint.tensors()) l.tensors.push_back({t.name, t.dtype, t.shape});
+  for (const io::Checkpoint::Tensor& t : checkpoint.tensors()) l.tensors.push_back({t.name, t.dtype, t.shape, t.block});
   l.config = checkpoint.config();
   l.metadata = checkpoint.metadata();
   switch (checkpoint.source()) {
@@ -1208,8 +1273,8 @@ json describe(const io::Checkpoint& checkpoint) {
       l.source = "folder";
       break;
   }
-  for (const auto& f : checkpoint.files()) l.files.push_back(f->path());
-  return describe(l);
+  l.files = checkpoint.file_paths();
+  return describe(l, want_kind);
 }
 
 }  // namespace fx::models

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/block_quant.h"
 #include "core/dtype.h"
 #include "io/checkpoint.h"
 
@@ -23,9 +24,12 @@ namespace fx::models {
 //   "layout": "bfl" | "diffusers" | "hf" | "unknown",
 //   "variant": "dev" | "schnell" | ... (flux only; "fill"/"canny-depth" by img_in width; null otherwise),
 //   "key_prefix": "" | "model.diffusion_model." | ...   (a prefix stripped before matching),
+//   "components": [{"prefix", "kind", "layout", "tensor_count"}]  (every known prefix present: a ComfyUI
+//                 "all in one" file lists its transformer, text encoders and VAE; tensors under another
+//                 component's prefix are not "unexpected"),
 //   "config": { kind-specific inferred configuration; "defaults_used": [what was not in the checkpoint] },
 //   "parameter_count": N, "tensor_count": N, "total_bytes": N,
-//   "dtypes": {"BF16": count, ...},
+//   "dtypes": {"BF16": count, "Q8_0": count, ...}  (GGUF block types by ggml's names),
 //   "source": "file" | "index" | "folder", "files": [paths], "metadata": {..}, "has_config_json": bool,
 //   "checks": {"expected_count", "missing_count", "missing": [..], "unexpected_count", "unexpected": [..],
 //              "shape_mismatch_count", "shape_mismatches": [{"name","shape","expected"}]}  (first 20 of each),
@@ -44,6 +48,9 @@ namespace fx::models {
 //     max_position_embeddings, hidden_act, layer_norm_eps, has_text_projection
 // A value the tensors do not determine (e.g. a tensor is missing) is null and named in problems.
 nlohmann::json describe(const io::Checkpoint& checkpoint);
+// The same, describing the component of kind `want_kind` when the file holds one (a loader asking for the
+// autoencoder of an "all in one" file); otherwise what describe() finds.
+nlohmann::json describe(const io::Checkpoint& checkpoint, const std::string& want_kind);
 
 // What describe() looks at, without the tensor data: lets the recognizer run on a tensor list built in
 // memory (e.g. the published 12B lists in tests) exactly as on an opened checkpoint.
@@ -51,6 +58,7 @@ struct TensorListing {
   std::string name;
   DType dtype = DType::BF16;
   std::vector<int64_t> shape;
+  std::optional<BlockType> block;  // GGUF block-quantised storage (dtype is then F32)
 };
 
 struct CheckpointListing {
@@ -62,6 +70,7 @@ struct CheckpointListing {
 };
 
 nlohmann::json describe(const CheckpointListing& listing);
+nlohmann::json describe(const CheckpointListing& listing, const std::string& want_kind);
 
 // A tensor name with its shape; -1 in an expected shape means "any size" (a dimension the
 // checkpoint did not let us infer).

@@ -143,6 +143,8 @@ void load_embedding(const WeightLoader& load, const io::Checkpoint& checkpoint, 
                                 "\" are both present but differ (they are the same tied embedding)");
     }
   }
+  if (t.file == nullptr)
+    fail(FX_ERR_UNSUPPORTED, load.label(t.name) + ": text encoders are read from safetensors files only (this is GGUF)");
   const uint64_t offset = t.file->absolute_offset(*t.entry);
   m.embed_file = io::MappedFile::open(t.file->path());
   const uint8_t* original = t.data() - offset;

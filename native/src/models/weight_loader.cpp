@@ -1,5 +1,6 @@
 #include "models/weight_loader.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -85,6 +86,7 @@ LoadedTensor WeightLoader::fetch(const std::string& name, const std::string& ali
     out.shape = t->shape;
     out.data = t->data();
     out.stored = t;
+    out.block = t->block;
     return out;
   }
 
@@ -92,6 +94,9 @@ LoadedTensor WeightLoader::fetch(const std::string& name, const std::string& ali
   const auto pieces = bfl_to_diffusers(kind_, TensorShape{name, want}, config_);
   if (pieces.empty()) fail(FX_ERR_INTERNAL, "no diffusers tensor maps to " + name);
   const auto& first = stored(pieces[0].name);
+  if (first.block)
+    fail(FX_ERR_UNSUPPORTED, label(first.name) + " is GGUF block-quantised in a diffusers layout; GGUF FLUX files "
+                                                 "are read in the BFL layout (as sd.cpp and ComfyUI-GGUF write them)");
   out.dtype = first.dtype;
   const bool whole = pieces.size() == 1 && pieces[0].rows.size() == 1 && pieces[0].rows[0].first == 0 &&
                      pieces[0].rows[0].second == want[0];
@@ -126,10 +131,40 @@ LoadedTensor WeightLoader::fetch(const std::string& name, const std::string& ali
   return out;
 }
 
+float WeightLoader::fp8_scale(const LoadedTensor& weight, const std::string& name) const {
+  const std::string suffix = ".weight";
+  if (weight.dtype != DType::F8_E4M3FN && weight.dtype != DType::F8_E5M2) return 1.0f;
+  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return 1.0f;
+  const std::string scale_name = name.substr(0, name.size() - suffix.size()) + ".scale_weight";
+  if (weight.stored == nullptr) {
+    // Assembled from a diffusers layout's pieces: each piece would carry its own scale.
+    for (const auto& t : checkpoint_.tensors())
+      if (t.name.size() > 13 && t.name.compare(t.name.size() - 13, 13, ".scale_weight") == 0)
+        fail(FX_ERR_UNSUPPORTED, label(name) + " is assembled from fp8 pieces with per-tensor scale_weight "
+                                               "tensors; scaled fp8 files are read in the BFL layout only");
+    return 1.0f;
+  }
+  const auto* t = checkpoint_.find(prefix_ + scale_name);
+  if (t == nullptr) return 1.0f;
+  if (!dtype_is_float(t->dtype) || t->element_count() != 1)
+    fail(FX_ERR_FORMAT, label(t->name) + " must hold one floating-point value (the weight's fp8 scale), not " +
+                            std::to_string(t->element_count()) + " " + dtype_name(t->dtype) + " values");
+  float scale = 0.0f;
+  convert(t->dtype, t->data(), DType::F32, &scale, 1, Overflow::Ieee);
+  if (!std::isfinite(scale))
+    fail(FX_ERR_FORMAT, label(t->name) + " is " + std::to_string(scale) + "; an fp8 scale must be finite");
+  return scale;
+}
+
 std::vector<float> WeightLoader::host_f32(const std::string& name, std::vector<int64_t>* shape) const {
   const LoadedTensor t = fetch(name);
   std::vector<float> values(static_cast<size_t>(t.elements()));
-  convert(t.dtype, t.data, DType::F32, values.data(), values.size(), Overflow::Ieee);
+  if (t.block)
+    dequantize_blocks(*t.block, t.data, t.elements(), values.data());
+  else
+    convert(t.dtype, t.data, DType::F32, values.data(), values.size(), Overflow::Ieee);
+  if (const float scale = fp8_scale(t, name); scale != 1.0f)
+    for (float& v : values) v *= scale;
   if (shape != nullptr) *shape = t.shape;
   return values;
 }
@@ -142,31 +177,42 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
   const std::string name = w.stored != nullptr ? w.stored->name : prefix + ".weight";
   std::vector<float> bias = has_bias ? host_f32(prefix + ".bias") : std::vector<float>{};
   const std::vector<LoraPatch>* patches = lora_ != nullptr ? lora_->take(prefix + ".weight") : nullptr;
+  const float scale = fp8_scale(w, prefix + ".weight");
   if (patches == nullptr) {
-    const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name)};
+    const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name), scale, w.block};
     return backend_.linear_layer(matrix, bias, format_, precision_);
   }
 
-  // Merged in f32; "as stored" then keeps the stored dtype (bf16 stays bf16), so a LoRA changes the
-  // weights' values, never their size or speed.
+  // Merged in f32; "as stored" then keeps the stored dtype (bf16 stays bf16, fp8 is quantised again
+  // with per-channel scales), so a LoRA changes the weights' values, never their size or speed.
   std::vector<float> merged(static_cast<size_t>(w.elements()));
-  convert(w.dtype, w.data, DType::F32, merged.data(), merged.size(), Overflow::Ieee);
+  if (w.block)
+    dequantize_blocks(*w.block, w.data, w.elements(), merged.data());
+  else
+    convert(w.dtype, w.data, DType::F32, merged.data(), merged.size(), Overflow::Ieee);
+  if (scale != 1.0f)
+    for (float& v : merged) v *= scale;
   LoraMerge::apply(*patches, merged.data(), w.shape[0], w.shape[1]);
   const std::string text = label(name) + " (with " + std::to_string(patches->size()) + " LoRA update(s))";
-  if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::BF16) {
+  if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::F8_E4M3FN) {
+    const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
+    return backend_.linear_layer(matrix, bias, backend::WeightFormat::FP8, precision_);
+  }
+  // GGUF blocks are not quantised again: a merged block-quantised weight is held as bf16.
+  if (format_ == backend::WeightFormat::AsStored && (w.dtype == DType::BF16 || w.block)) {
     std::vector<uint16_t> rounded(merged.size());
     convert(DType::F32, merged.data(), DType::BF16, rounded.data(), rounded.size(), Overflow::Ieee);
-    const backend::HostMatrix matrix{DType::BF16, rounded.data(), w.shape[0], w.shape[1], text};
+    const backend::HostMatrix matrix{DType::BF16, rounded.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
     return backend_.linear_layer(matrix, bias, format_, precision_);
   }
-  const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text};
+  const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
   return backend_.linear_layer(matrix, bias, format_, precision_);
 }
 
 std::unique_ptr<backend::LinearLayer> WeightLoader::linear_from(const std::vector<float>& weight, int64_t n, int64_t k,
                                                                 const std::vector<float>& bias,
                                                                 const std::string& label_text) const {
-  const backend::HostMatrix matrix{DType::F32, weight.data(), n, k, label_text};
+  const backend::HostMatrix matrix{DType::F32, weight.data(), n, k, label_text, 1.0f, std::nullopt};
   return backend_.linear_layer(matrix, bias, backend::WeightFormat::F32, backend::Precision::Exact);
 }
 

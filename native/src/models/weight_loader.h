@@ -7,13 +7,15 @@
 // recognize.cpp: a diffusers tensor that is a whole BFL tensor is read in place; a BFL tensor that
 // diffusers splits (qkv, linear1) is assembled from its pieces into bytes the loader owns until the
 // backend has packed them. Every tensor is checked against the shape the configuration needs, and must
-// be a floating-point type; errors name the file and the stored tensor.
+// be a floating-point type; errors name the file and the stored tensor. An fp8 weight with a
+// "<linear>.scale_weight" beside it (ComfyUI's scaled fp8 files) is read as fp8 · scale.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,7 @@ struct LoadedTensor {
   const uint8_t* data = nullptr;
   std::vector<uint8_t> owned;  // the assembled bytes, when not in place
   const io::Checkpoint::Tensor* stored = nullptr;  // the checkpoint tensor, when read in place
+  std::optional<BlockType> block;                  // GGUF block-quantised (dtype F32: what it decodes to)
   int64_t elements() const;
 };
 
@@ -66,6 +69,9 @@ class WeightLoader {
 
  private:
   const io::Checkpoint::Tensor& stored(const std::string& name) const;
+  // An fp8 weight's per-tensor scale ("<name minus .weight>.scale_weight", ComfyUI's scaled fp8 files):
+  // the real weight is fp8 · scale. 1 for other dtypes or when the file has none.
+  float fp8_scale(const LoadedTensor& weight, const std::string& name) const;
 
   const io::Checkpoint& checkpoint_;
   nlohmann::json config_;

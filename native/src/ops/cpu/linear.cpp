@@ -14,6 +14,7 @@
 // the partial sums between k blocks; the epilogue (e4m3 scale, bias, activation) runs on the
 // registers of the last k block.
 #include "ops/cpu/linear.h"
+#include "ops/cpu/linear_internal.h"
 
 // GCC 12 reports its own _mm512_undefined_* placeholders inside the intrinsic headers as "maybe
 // uninitialized" once they are inlined here (a false positive of the compiler, not of this code).
@@ -35,18 +36,13 @@
 #include "fluxnative.h"
 #include "ops/cpu/avx512_math.h"
 
-#define FX_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
-#define FX_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define FX_INLINE inline __attribute__((always_inline))
-
 namespace fx::cpu {
 
 void PackedWeights::FreeDeleter::operator()(void* p) const { std::free(p); }
 
 namespace {
 
-constexpr int64_t kPanel = PackedWeights::kPanel;
-constexpr int kMaxMR = 12;
+using namespace linear_detail;
 
 template <typename T>
 T* aligned_array(size_t count) {
@@ -61,32 +57,6 @@ struct AlignedBuffer {
   ~AlignedBuffer() { std::free(p); }
 };
 
-// One MR×32 micro-tile of work for a kernel.
-struct Tile {
-  const void* xp;        // packed x: f32 [kc][kXStride] or, for the bf16-dot path, u32 pairs [kc/2][kXStride]
-  const uint8_t* w;      // weight panel at the first k of this block
-  int64_t kc;            // k values in this block (even for bf16 weights)
-  float* c;              // output tile, 32 columns
-  int64_t ldc;
-  bool load_c;           // accumulate onto c (not the first k block)
-  bool finish;           // last k block: apply scale, bias, activation
-  const float* scale;    // 32 floats or nullptr (e4m3: row_scale·256)
-  const float* bias;     // 32 floats or nullptr
-  Activation act;
-};
-
-using KernelFn = void (*)(const Tile&);
-using KernelTable = std::array<KernelFn, kMaxMR + 1>;  // indexed by the rows of the tile
-
-// GELU-tanh(v) = 0.5·v·(1 + tanh(z)) = v·sigmoid(2z): one exp and one division for both activations.
-constexpr float kGeluC1 = 1.5957691216057308f;   // 2·sqrt(2/π)
-constexpr float kGeluC3 = 0.07135481627159562f;  // 2·sqrt(2/π)·0.044715
-
-float act_scalar(float v, Activation act) {
-  if (act == Activation::None) return v;
-  const float t = act == Activation::Silu ? v : v * (kGeluC1 + kGeluC3 * v * v);
-  return v / (1.0f + std::exp(-t));
-}
 
 // ================================ AVX-512 ================================
 namespace avx512 {
@@ -275,72 +245,8 @@ FX_AVX512 void pack_x_bf16_row(const float* src, int64_t k, int64_t kpad, uint16
 // ================================ AVX2 ================================
 namespace avx2 {
 
-constexpr int kMR = 6;  // 6×2 accumulators + 2 weights + 1 broadcast of the 16 ymm registers; a 32-wide
-                        // panel is done as two 16-wide halves
+using namespace linear_detail::avx2_common;
 
-FX_AVX2 FX_INLINE __m256 exp_ps(__m256 t) {
-  t = _mm256_max_ps(_mm256_min_ps(t, _mm256_set1_ps(88.3f)), _mm256_set1_ps(-87.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  // n is in [-126, 127] after the clamp, so 2^n is a normal float built from its exponent field.
-  const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2));
-}
-
-FX_AVX2 FX_INLINE __m256 activate(__m256 v, Activation act) {
-  if (act == Activation::None) return v;
-  const __m256 t = act == Activation::Silu
-                       ? v
-                       : _mm256_mul_ps(v, _mm256_fmadd_ps(_mm256_mul_ps(v, v), _mm256_set1_ps(kGeluC3),
-                                                          _mm256_set1_ps(kGeluC1)));
-  const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), t));
-  return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-}
-
-template <int MR>
-FX_AVX2 FX_INLINE void load_acc(const Tile& t, int h, __m256 (&acc)[MR][2]) {
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    if (t.load_c) {
-      acc[r][0] = _mm256_loadu_ps(t.c + r * t.ldc + h * 16);
-      acc[r][1] = _mm256_loadu_ps(t.c + r * t.ldc + h * 16 + 8);
-    } else {
-      acc[r][0] = _mm256_setzero_ps();
-      acc[r][1] = _mm256_setzero_ps();
-    }
-  }
-}
-
-template <int MR>
-FX_AVX2 FX_INLINE void store_acc(const Tile& t, int h, __m256 (&acc)[MR][2]) {
-  if (t.finish) {
-    if (t.scale) {
-      const __m256 s0 = _mm256_loadu_ps(t.scale + h * 16), s1 = _mm256_loadu_ps(t.scale + h * 16 + 8);
-      for (int r = 0; r < MR; ++r) acc[r][0] = _mm256_mul_ps(acc[r][0], s0), acc[r][1] = _mm256_mul_ps(acc[r][1], s1);
-    }
-    if (t.bias) {
-      const __m256 b0 = _mm256_loadu_ps(t.bias + h * 16), b1 = _mm256_loadu_ps(t.bias + h * 16 + 8);
-      for (int r = 0; r < MR; ++r) acc[r][0] = _mm256_add_ps(acc[r][0], b0), acc[r][1] = _mm256_add_ps(acc[r][1], b1);
-    }
-    if (t.act != Activation::None) {
-      for (int r = 0; r < MR; ++r) acc[r][0] = activate(acc[r][0], t.act), acc[r][1] = activate(acc[r][1], t.act);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(t.c + r * t.ldc + h * 16, acc[r][0]);
-    _mm256_storeu_ps(t.c + r * t.ldc + h * 16 + 8, acc[r][1]);
-  }
-}
 
 struct F32 {
   template <int MR>
@@ -480,16 +386,6 @@ struct Kernel {
 
 }  // namespace portable
 
-template <class K, size_t... I>
-KernelTable table_of(std::index_sequence<I...>) {
-  return KernelTable{{nullptr, &K::template run<static_cast<int>(I) + 1>...}};
-}
-template <class K, int MR>
-KernelTable make_table() {
-  KernelTable t = table_of<K>(std::make_index_sequence<MR>());
-  for (int i = MR + 1; i <= kMaxMR; ++i) t[i] = nullptr;
-  return t;
-}
 
 struct PathImpl {
   int mr = 0;
@@ -497,8 +393,13 @@ struct PathImpl {
   KernelTable kernels{};
 };
 
-PathImpl path_impl(LinearPath path, DType dtype) {
+PathImpl path_impl(LinearPath path, DType dtype, const std::optional<BlockType>& block = std::nullopt) {
   PathImpl p;
+  if (block) {
+    p.mr = path == LinearPath::Avx2 ? avx2::kMR : portable::kMR;
+    p.kernels = block_kernels(path == LinearPath::Avx2, *block);
+    return p;
+  }
   switch (path) {
     case LinearPath::Portable:
       p.mr = portable::kMR;
@@ -534,7 +435,7 @@ PathImpl path_impl(LinearPath path, DType dtype) {
 int64_t k_block(DType dtype) { return dtype == DType::F32 ? 256 : dtype == DType::BF16 ? 512 : 1024; }
 
 // Byte offset of k0 inside a panel (k0 even for bf16).
-size_t panel_offset(DType dtype, int64_t k0) {
+size_t linear_detail_panel_offset(DType dtype, int64_t k0) {
   return static_cast<size_t>(k0) * kPanel * (dtype == DType::F32 ? 4 : dtype == DType::BF16 ? 2 : 1);
 }
 
@@ -547,11 +448,16 @@ void check_args(const float* x, int64_t m, int64_t ldx, int64_t n, int64_t k, fl
 void run_linear(const PathImpl& impl, const float* x, int64_t m, int64_t ldx, const PackedWeights& pw,
                 const float* bias, Activation act, float* y, int64_t ldy, ThreadPool& pool) {
   const DType dtype = pw.dtype();
+  const std::optional<BlockType> block = pw.block();
   const int64_t n = pw.n(), k = pw.k(), panels = pw.panels();
   check_args(x, m, ldx, n, k, y, ldy);
   if (m == 0) return;
   const int64_t kpad = dtype == DType::BF16 ? (k + 1) / 2 * 2 : k;
-  const int64_t kc_max = k_block(dtype);
+  // Block types: k blocks of whole 32-k groups (k is whole blocks, so whole groups).
+  const int64_t kc_max = block ? 1024 : k_block(dtype);
+  auto panel_offset = [&](DType d, int64_t k0) {
+    return block ? static_cast<size_t>(k0 / 32) * block_group_bytes(*block) : linear_detail_panel_offset(d, k0);
+  };
   const int mr = impl.mr;
 
   std::vector<float> bias_padded;
@@ -559,7 +465,7 @@ void run_linear(const PathImpl& impl, const float* x, int64_t m, int64_t ldx, co
     bias_padded.assign(static_cast<size_t>(panels * kPanel), 0.0f);
     std::copy(bias, bias + n, bias_padded.begin());
   }
-  const float* scale = dtype == DType::F8_E4M3FN ? pw.scale256() : nullptr;
+  const float* scale = dtype == DType::F8_E4M3FN && !block ? pw.scale256() : nullptr;
 
   // Rows per super-block: the packed x of one super-block is kept under ~32 MiB.
   const int64_t x_elem = impl.bf16_x ? 2 : 4;  // bytes of packed x per row and k
@@ -681,6 +587,7 @@ double act_reference(double v, Activation act) {
 // ================================ public ================================
 
 PackedWeights pack_weights(const Weights& w) {
+  if (w.block) return pack_block_weights(w);
   if (w.n < 1 || w.k < 1 || !w.data) fail(FX_ERR_INVALID_ARGUMENT, "pack_weights: empty or null weights");
   if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F8_E4M3FN)
     fail(FX_ERR_INVALID_ARGUMENT, "pack_weights: dtype must be F32, BF16 or F8_E4M3FN");
@@ -691,7 +598,7 @@ PackedWeights pack_weights(const Weights& w) {
   pw.k_ = w.k;
   const int64_t n = w.n, k = w.k, panels = pw.panels();
   const int64_t kpad = w.dtype == DType::BF16 ? (k + 1) / 2 * 2 : k;
-  pw.panel_bytes_ = panel_offset(w.dtype, kpad);
+  pw.panel_bytes_ = linear_detail_panel_offset(w.dtype, kpad);
   pw.data_.reset(aligned_array<uint8_t>(pw.panel_bytes_ * static_cast<size_t>(panels)));
   if (w.dtype == DType::F8_E4M3FN) {
     pw.scale_.reset(aligned_array<float>(static_cast<size_t>(panels * kPanel)));
@@ -763,8 +670,21 @@ LinearPath linear_auto_path(DType dtype, Precision precision) {
   return LinearPath::Portable;
 }
 
+// Block types have AVX2 and portable kernels; an AVX-512 CPU runs the AVX2 ones.
+LinearPath block_auto_path() {
+  return linear_path_supported(LinearPath::Avx2, DType::F32) ? LinearPath::Avx2 : LinearPath::Portable;
+}
+
 void linear_with_path(LinearPath path, const float* x, int64_t m, int64_t ldx, const PackedWeights& w,
                       const float* bias, Activation act, float* y, int64_t ldy, ThreadPool& pool) {
+  if (w.block()) {
+    if (path == LinearPath::Auto) path = block_auto_path();
+    if (path != LinearPath::Portable && (path != LinearPath::Avx2 || !linear_path_supported(path, DType::F32)))
+      fail(FX_ERR_UNSUPPORTED, std::string("linear: path ") + linear_path_name(path) + " has no " +
+                                   block_layout(*w.block()).name + " kernel here");
+    run_linear(path_impl(path, w.dtype(), w.block()), x, m, ldx, w, bias, act, y, ldy, pool);
+    return;
+  }
   if (path == LinearPath::Auto) path = linear_auto_path(w.dtype(), Precision::Exact);
   if (!linear_path_supported(path, w.dtype()))
     fail(FX_ERR_UNSUPPORTED, std::string("linear: path ") + linear_path_name(path) + " not supported here");
@@ -773,6 +693,11 @@ void linear_with_path(LinearPath path, const float* x, int64_t m, int64_t ldx, c
 
 void linear(const float* x, int64_t m, int64_t ldx, const PackedWeights& w, const float* bias, Activation act,
             float* y, int64_t ldy, Precision precision, ThreadPool& pool) {
+  if (w.block()) {
+    const LinearPath path = block_auto_path();
+    run_linear(path_impl(path, w.dtype(), w.block()), x, m, ldx, w, bias, act, y, ldy, pool);
+    return;
+  }
   const LinearPath path = linear_auto_path(w.dtype(), precision);
   run_linear(path_impl(path, w.dtype()), x, m, ldx, w, bias, act, y, ldy, pool);
 }
@@ -785,13 +710,24 @@ void linear(const float* x, int64_t m, int64_t ldx, const Weights& w, const floa
 
 void linear_reference(const float* x, int64_t m, int64_t ldx, const Weights& w, const float* bias, Activation act,
                       float* y, int64_t ldy) {
+  // Block types: each row decoded by the plain reference decoder (core/block_quant.h).
+  std::vector<float> decoded;
+  if (w.block) {
+    const BlockLayout& layout = block_layout(*w.block);
+    decoded.resize(static_cast<size_t>(w.n * w.k));
+    for (int64_t j = 0; j < w.n; ++j)
+      dequantize_blocks(*w.block, static_cast<const uint8_t*>(w.data) + j * (w.k / layout.elements) * layout.bytes, w.k,
+                        decoded.data() + j * w.k);
+  }
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < w.n; ++j) {
       double sum = 0.0;
       for (int64_t kk = 0; kk < w.k; ++kk) {
         double wv;
         const int64_t idx = j * w.k + kk;
-        if (w.dtype == DType::F32) {
+        if (w.block) {
+          wv = decoded[static_cast<size_t>(idx)];
+        } else if (w.dtype == DType::F32) {
           wv = static_cast<const float*>(w.data)[idx];
         } else if (w.dtype == DType::BF16) {
           wv = bf16_to_f32(static_cast<const uint16_t*>(w.data)[idx]);

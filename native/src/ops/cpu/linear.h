@@ -1,6 +1,7 @@
 // CPU GEMM for linear layers: y = act(x · Wᵀ + bias), with W as the checkpoint stores it
-// ([out_features, in_features], PyTorch convention) in f32, bf16, or fp8 e4m3fn with a per-output-
-// channel scale. Weights are converted inside the kernel's inner loop, never into a dequantized copy.
+// ([out_features, in_features], PyTorch convention) in f32, bf16, fp8 e4m3fn with a per-output-channel
+// scale, or GGUF Q8_0 / Q4_K blocks. Weights are converted inside the kernel's inner loop, never into a
+// dequantized copy. (Block types run on the AVX2 and portable paths; an AVX-512 CPU takes the AVX2 one.)
 //
 // Two steps, as an engine uses them:
 //   pack_weights()  once at load time: REORDERS W into column panels the micro-kernels stream
@@ -23,7 +24,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
+#include "core/block_quant.h"
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 
@@ -36,7 +39,13 @@ struct Weights {
   int64_t n = 0;                 // output features
   int64_t k = 0;                 // input features
   const float* row_scale = nullptr;  // F8_E4M3FN only: real W[i][j] = e4m3(W[i][j]) * row_scale[i]
+  // GGUF blocks (core/block_quant.h): data is n rows of k / block-size blocks; dtype is ignored. Only the
+  // types block_gemm_supported() names can be packed; the reference takes every type.
+  std::optional<BlockType> block;
 };
+
+// Whether the GEMM keeps `type` quantised (Q8_0 and Q4_K; see linear_quant.cpp).
+bool block_gemm_supported(BlockType type);
 
 enum class Activation { None, GeluTanh, Silu };
 
@@ -49,7 +58,8 @@ class PackedWeights {
  public:
   static constexpr int64_t kPanel = 32;
 
-  DType dtype() const { return dtype_; }
+  DType dtype() const { return dtype_; }  // F32 for block types (what the kernels compute in)
+  const std::optional<BlockType>& block() const { return block_; }
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
   int64_t panels() const { return (n_ + kPanel - 1) / kPanel; }
@@ -63,10 +73,12 @@ class PackedWeights {
 
  private:
   friend PackedWeights pack_weights(const Weights& w);
+  friend PackedWeights pack_block_weights(const Weights& w);
   struct FreeDeleter {
     void operator()(void* p) const;
   };
   DType dtype_ = DType::F32;
+  std::optional<BlockType> block_;
   int64_t n_ = 0, k_ = 0;
   size_t panel_bytes_ = 0;
   std::unique_ptr<uint8_t[], FreeDeleter> data_;
@@ -75,8 +87,10 @@ class PackedWeights {
 
 // Throws fx::Error(FX_ERR_INVALID_ARGUMENT) for an unsupported dtype, n or k < 1, a null pointer, or an
 // e4m3 weight holding a NaN code (0x7F/0xFF: the fast decoders would read it as ±480, so it is refused
-// here rather than silently changed).
+// here rather than silently changed); FX_ERR_UNSUPPORTED for a block type without a GEMM.
 PackedWeights pack_weights(const Weights& w);
+// The block-type part of pack_weights (linear_quant.cpp).
+PackedWeights pack_block_weights(const Weights& w);
 
 // x: [m, k] f32 with row stride ldx >= k. y: [m, n] f32 with row stride ldy >= n.
 // bias: [n] f32 or nullptr. y doubles as the accumulator across k blocks: its prior contents are
