@@ -42,7 +42,10 @@ internal static class ServeCommand
                 result.AddError($"--model-name: {problem}");
             }
         });
-        var database = new Option<string>("--database") { Description = "The SQLite database of predictions.", DefaultValueFactory = _ => "flux-server.db" };
+        var database = new Option<string>("--database")
+        {
+            Description = "Where predictions are kept: a path (an SQLite file, for one server) or postgres://USER:PASSWORD@HOST:PORT/DATABASE (PostgreSQL, which several servers can share).", DefaultValueFactory = _ => "flux-server.db",
+        };
         var outputDir = new Option<string>("--output-dir") { Description = "Where generated images are written.", DefaultValueFactory = _ => "flux-outputs" };
         var retention = CliOptions.Number("--retention-hours", "Hours output files are kept.", 0.001, 24.0 * 365 * 100, 24.0);
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "Serve without API keys (otherwise FLUX_API_KEYS or FluxServer:ApiKeys must name at least one)." };

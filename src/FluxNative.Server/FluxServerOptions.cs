@@ -48,7 +48,11 @@ public sealed record FluxServerOptions
     /// </summary>
     public IReadOnlyList<string> ModelNames { get; init; } = [];
 
-    /// <summary>The SQLite database of predictions (created when missing).</summary>
+    /// <summary>
+    /// The database of predictions: a path, for an SQLite file (created when missing; one server per file), or a
+    /// PostgreSQL address, <c>postgres://USER:PASSWORD@HOST:PORT/DATABASE</c> (tables created when missing), which
+    /// several servers can share.
+    /// </summary>
     public string DatabasePath { get; init; } = "flux-server.db";
 
     /// <summary>The folder of generated image files, one subfolder per prediction.</summary>

@@ -5,14 +5,20 @@ using Microsoft.Data.Sqlite;
 namespace FluxNative.Server;
 
 /// <summary>
-/// Where predictions are kept. <see cref="PredictionStore"/> is the SQLite one; <see cref="StorageMonitor"/> lives with
-/// its faults (and the fault-injection tests wrap it). Every method may throw what the storage throws
-/// (<see cref="SqliteException"/>, <see cref="IOException"/>, <see cref="UnauthorizedAccessException"/>).
+/// Where predictions are kept. <see cref="PredictionStore"/> is the SQLite one (the embedded default),
+/// <see cref="PostgresPredictionStore"/> the PostgreSQL one (several nodes over one database); both pass the same
+/// contract tests (PredictionStoreContractTests). <see cref="StorageMonitor"/> lives with their faults (and the
+/// fault-injection tests wrap it). Every method may throw what the storage throws (<see cref="SqliteException"/>,
+/// <see cref="Npgsql.NpgsqlException"/>, <see cref="IOException"/>, <see cref="UnauthorizedAccessException"/>):
+/// <see cref="StorageMonitor.IsStorageFault"/> tells those from bugs.
 /// </summary>
 internal interface IPredictionStore
 {
-    /// <summary>The database file.</summary>
-    string Path { get; }
+    /// <summary>Where the database is, for messages: the SQLite file's path, or the PostgreSQL server and database (never a password).</summary>
+    string Location { get; }
+
+    /// <summary>True when the database is a file and that file is gone (deleted under the server); a database server's is never.</summary>
+    bool IsDeleted { get; }
 
     void Insert(PredictionView p);
 
@@ -33,6 +39,15 @@ internal interface IPredictionStore
     /// <see cref="Path"/> from the open connection and reopens it there: true when it did. False when the file is there.
     /// </summary>
     bool RestoreIfDeleted();
+
+    /// <summary>
+    /// The secret <paramref name="key"/> (the URL-signing key, the webhook secret), created with <paramref name="create"/>
+    /// the first time, the same for every node of one database. Never created over existing predictions: a new key would
+    /// silently break every output URL or webhook signature handed out so far, so a database that has predictions but
+    /// lost its key is refused.
+    /// </summary>
+    /// <exception cref="FluxServerConfigurationException">The key is missing but predictions exist.</exception>
+    string GetOrCreateSetting(string key, Func<string> create);
 }
 
 /// <summary>
@@ -70,15 +85,15 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
     /// <exception cref="FluxServerConfigurationException">It cannot be opened, read or written; the message says which file and why, in one line.</exception>
     public PredictionStore(string path)
     {
-        Path = System.IO.Path.GetFullPath(path);
+        Location = System.IO.Path.GetFullPath(path);
         try
         {
-            if (System.IO.Path.GetDirectoryName(Path) is { } directory)
+            if (System.IO.Path.GetDirectoryName(Location) is { } directory)
             {
                 Directory.CreateDirectory(directory);
             }
 
-            connection = Open(Path);
+            connection = Open(Location);
             Execute("""
                 CREATE TABLE IF NOT EXISTS predictions (
                     id TEXT PRIMARY KEY,
@@ -108,11 +123,13 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {
             connection?.Dispose();
-            throw new FluxServerConfigurationException($"Cannot use the database '{Path}': {StorageMonitor.Describe(e)}");
+            throw new FluxServerConfigurationException($"Cannot use the database '{Location}': {StorageMonitor.Describe(e)}");
         }
     }
 
-    public string Path { get; }
+    public string Location { get; }
+
+    public bool IsDeleted => !File.Exists(Location);
 
     public void Insert(PredictionView p)
     {
@@ -193,12 +210,6 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         }
     }
 
-    /// <summary>
-    /// The secret <paramref name="key"/> (the URL-signing key, the webhook secret), created with <paramref name="create"/>
-    /// the first time. Never created over existing predictions: a new key would silently break every output URL or
-    /// webhook signature handed out so far, so a database that has predictions but lost its key is refused.
-    /// </summary>
-    /// <exception cref="FluxServerConfigurationException">The key is missing but predictions exist.</exception>
     public string GetOrCreateSetting(string key, Func<string> create)
     {
         lock (gate)
@@ -216,15 +227,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
             long predictions = Convert.ToInt64(count.ExecuteScalar(), CultureInfo.InvariantCulture);
             if (predictions > 0)
             {
-                string consequence = key switch
-                {
-                    "url_signing_key" => "would make every output URL handed out so far invalid",
-                    "webhook_secret" => "would make webhook receivers reject every signature (FLUX_WEBHOOK_SECRET can give the secret they know)",
-                    _ => "would not match what was handed out with them",
-                };
-                throw new FluxServerConfigurationException(
-                    $"The database '{Path}' holds {predictions} prediction(s) but no {key}: a new one {consequence}. " +
-                    "Restore the database's settings table, or start with another --database.");
+                throw MissingSetting(Location, key, predictions);
             }
 
             string created = create();
@@ -252,19 +255,19 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
     {
         lock (gate)
         {
-            if (File.Exists(Path))
+            if (File.Exists(Location))
             {
                 return false;
             }
 
             // The open connection still reads the deleted file: copy it (VACUUM INTO writes a consistent copy) beside
             // the path, move the copy into place, and go on with it.
-            if (System.IO.Path.GetDirectoryName(Path) is { } directory)
+            if (System.IO.Path.GetDirectoryName(Location) is { } directory)
             {
                 Directory.CreateDirectory(directory);
             }
 
-            string copy = Path + ".restoring";
+            string copy = Location + ".restoring";
             File.Delete(copy);
             using (SqliteCommand vacuum = connection.CreateCommand())
             {
@@ -273,8 +276,8 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                 vacuum.ExecuteNonQuery();
             }
 
-            File.Move(copy, Path, overwrite: false);
-            SqliteConnection reopened = Open(Path);
+            File.Move(copy, Location, overwrite: false);
+            SqliteConnection reopened = Open(Location);
             connection.Dispose();
             connection = reopened;
             return true;
@@ -287,6 +290,20 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         {
             connection.Dispose();
         }
+    }
+
+    /// <summary>Why a database that holds predictions but not the setting <paramref name="key"/> is refused.</summary>
+    internal static FluxServerConfigurationException MissingSetting(string location, string key, long predictions)
+    {
+        string consequence = key switch
+        {
+            "url_signing_key" => "would make every output URL handed out so far invalid",
+            "webhook_secret" => "would make webhook receivers reject every signature (FLUX_WEBHOOK_SECRET can give the secret they know)",
+            _ => "would not match what was handed out with them",
+        };
+        return new FluxServerConfigurationException(
+            $"The database '{location}' holds {predictions} prediction(s) but no {key}: a new one {consequence}. " +
+            "Restore the database's settings table, or start with another --database.");
     }
 
     /// <summary>A connection with the settings of the remarks above.</summary>

@@ -30,11 +30,13 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
     /// <summary>Writes refused so far.</summary>
     public int FailedWrites => Volatile.Read(ref failedWrites);
 
-    public string Path => inner.Path;
+    public string Location => inner.Location;
+
+    public bool IsDeleted => inner.IsDeleted;
 
     /// <summary>Puts a <see cref="FaultyStore"/> in front of the server's own store.</summary>
     public static void Install(WebApplicationBuilder builder) =>
-        builder.Services.AddSingleton<IPredictionStore>(provider => new FaultyStore(provider.GetRequiredService<PredictionStore>()));
+        builder.Services.AddSingleton<IPredictionStore>(provider => new FaultyStore(FluxServer.OpenStore(provider.GetRequiredService<FluxServerOptions>())));
 
     /// <summary>The server's <see cref="FaultyStore"/> (see <see cref="Install"/>).</summary>
     public static FaultyStore Of(ServerHost server) => (FaultyStore)server.App.Services.GetRequiredService<IPredictionStore>();
@@ -64,6 +66,8 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
     public IReadOnlyList<PredictionView> Unfinished() => inner.Unfinished();
 
     public bool RestoreIfDeleted() => inner.RestoreIfDeleted();
+
+    public string GetOrCreateSetting(string key, Func<string> create) => inner.GetOrCreateSetting(key, create);
 
     private void Fault()
     {

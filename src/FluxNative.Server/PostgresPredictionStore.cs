@@ -1,0 +1,311 @@
+using System.Text.Json;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace FluxNative.Server;
+
+/// <summary>
+/// Predictions in PostgreSQL (<c>flux serve --database postgres://…</c>): the store several nodes share. The same tables
+/// and rules as the SQLite <see cref="PredictionStore"/> (a state on the way never replaces a final one; keys are never
+/// made over existing predictions), held to the same contract tests.
+/// </summary>
+/// <remarks>
+/// <list type="bullet">
+/// <item>Connections come from Npgsql's pool (one <see cref="NpgsqlDataSource"/>): a connection the server closed (a
+/// restart of PostgreSQL) fails the statement it was given, is dropped, and the next one opens afresh, so a node
+/// recovers by itself when the database comes back.</item>
+/// <item>Short timeouts unless the address sets its own (<c>Timeout</c> 3 s to connect, <c>Command Timeout</c> 10 s):
+/// a database that is down or unreachable fails a request within seconds as a 503 with the reason, instead of holding
+/// it for Npgsql's defaults.</item>
+/// <item>The schema is created under a transaction-scoped advisory lock: nodes starting together do not race on
+/// <c>CREATE TABLE IF NOT EXISTS</c> (which is not safe against a concurrent create), nor on the first keys.</item>
+/// </list>
+/// </remarks>
+internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
+{
+    private const string Columns =
+        "id, kind, model, version, status, input, output, error, logs, metrics, created_at, started_at, completed_at, webhook, webhook_events, base_url";
+
+    /// <summary>The advisory lock taken while the schema and the first keys are made (any fixed number; "flux" in ASCII).</summary>
+    private const long SchemaLock = 0x666C7578;
+
+    private static readonly string Terminal = $"('{PredictionStatus.Succeeded}', '{PredictionStatus.Failed}', '{PredictionStatus.Canceled}')";
+
+    private readonly NpgsqlDataSource dataSource;
+
+    /// <summary>Connects to <paramref name="address"/> (a <c>postgres://</c> URI), creates the tables when missing, and checks that it can write.</summary>
+    /// <exception cref="FluxServerConfigurationException">A bad address, or a database that cannot be reached, read or written; the message says why, in one line.</exception>
+    public PostgresPredictionStore(string address)
+    {
+        NpgsqlConnectionStringBuilder settings = ConnectionSettings(address);
+        Location = Describe(settings);
+        dataSource = NpgsqlDataSource.Create(settings);
+        try
+        {
+            using NpgsqlConnection connection = dataSource.OpenConnection();
+            using NpgsqlTransaction transaction = connection.BeginTransaction();
+            Execute(connection, $"SELECT pg_advisory_xact_lock({SchemaLock});");
+            Execute(connection, """
+                CREATE TABLE IF NOT EXISTS predictions (
+                    seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+                    id TEXT PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    version TEXT,
+                    status TEXT NOT NULL,
+                    input TEXT NOT NULL,
+                    output TEXT,
+                    error TEXT,
+                    logs TEXT NOT NULL DEFAULT '',
+                    metrics TEXT,
+                    created_at TIMESTAMPTZ NOT NULL,
+                    started_at TIMESTAMPTZ,
+                    completed_at TIMESTAMPTZ,
+                    webhook TEXT,
+                    webhook_events TEXT,
+                    base_url TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at, seq);
+                CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (seq) WHERE status IN ('starting', 'processing');
+                CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                """);
+            transaction.Commit();
+            Probe();
+        }
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+        {
+            dataSource.Dispose();
+            throw new FluxServerConfigurationException($"Cannot use the database '{Location}': {StorageMonitor.Describe(e)}");
+        }
+    }
+
+    public string Location { get; }
+
+    public bool IsDeleted => false;
+
+    /// <summary>Whether <paramref name="database"/> (a <c>--database</c> value) names a PostgreSQL database rather than an SQLite file.</summary>
+    public static bool IsAddress(string database) =>
+        database.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase) || database.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// Npgsql's settings from a libpq-style URI, <c>postgres://USER:PASSWORD@HOST:PORT/DATABASE?KEY=VALUE&amp;…</c>: user,
+    /// password and database percent-decoded, the query's keys given to Npgsql as they are (<c>sslmode=require</c>,
+    /// <c>Timeout=10</c>, <c>Maximum Pool Size=50</c>; any Npgsql keyword).
+    /// </summary>
+    /// <exception cref="FluxServerConfigurationException">Not such a URI, or a key Npgsql does not know.</exception>
+    public static NpgsqlConnectionStringBuilder ConnectionSettings(string address)
+    {
+        if (!IsAddress(address) || !Uri.TryCreate(address, UriKind.Absolute, out Uri? uri) || uri.Host.Length == 0)
+        {
+            throw new FluxServerConfigurationException(
+                $"'{Redact(address)}' is not a PostgreSQL address: postgres://USER:PASSWORD@HOST:PORT/DATABASE (or a path, for an SQLite file).");
+        }
+
+        var settings = new NpgsqlConnectionStringBuilder
+        {
+            Host = uri.Host,
+            Port = uri.IsDefaultPort || uri.Port < 0 ? 5432 : uri.Port,
+            Timeout = 3,
+            CommandTimeout = 10,
+        };
+        if (uri.UserInfo.Length > 0)
+        {
+            string[] user = uri.UserInfo.Split(':', 2);
+            settings.Username = Uri.UnescapeDataString(user[0]);
+            if (user.Length == 2)
+            {
+                settings.Password = Uri.UnescapeDataString(user[1]);
+            }
+        }
+
+        string database = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+        if (database.Length > 0)
+        {
+            settings.Database = database;
+        }
+
+        foreach (string pair in uri.Query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string[] parts = pair.Split('=', 2);
+            string key = Uri.UnescapeDataString(parts[0].Replace('+', ' '));
+            string value = parts.Length == 2 ? Uri.UnescapeDataString(parts[1].Replace('+', ' ')) : string.Empty;
+            try
+            {
+                settings[key] = value;
+            }
+            catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
+            {
+                throw new FluxServerConfigurationException($"The PostgreSQL address has a setting Npgsql does not take: '{key}={value}' ({e.Message.TrimEnd('.')}).");
+            }
+        }
+
+        return settings;
+    }
+
+    public void Insert(PredictionView p)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new($"INSERT INTO predictions ({Columns}) VALUES " +
+            "(@id, @kind, @model, @version, @status, @input, @output, @error, @logs, @metrics, @created_at, @started_at, @completed_at, @webhook, @webhook_events, @base_url);", connection);
+        Bind(command, p);
+        command.ExecuteNonQuery();
+    }
+
+    public void Update(PredictionView p)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new("UPDATE predictions SET status = @status, output = @output, error = @error, logs = @logs, metrics = @metrics, " +
+            "started_at = @started_at, completed_at = @completed_at WHERE id = @id" + (p.IsTerminal ? ";" : $" AND status NOT IN {Terminal};"), connection);
+        Bind(command, p);
+        command.ExecuteNonQuery();
+    }
+
+    public PredictionView? Get(string id)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new($"SELECT {Columns} FROM predictions WHERE id = @id;", connection);
+        command.Parameters.AddWithValue("id", id);
+        using NpgsqlDataReader reader = command.ExecuteReader();
+        return reader.Read() ? Read(reader) : null;
+    }
+
+    public IReadOnlyList<PredictionView> List(int limit, string? before)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new(before is null
+            ? $"SELECT {Columns} FROM predictions ORDER BY created_at DESC, seq DESC LIMIT @limit;"
+            : $"SELECT {Columns} FROM predictions WHERE seq < (SELECT seq FROM predictions WHERE id = @before) ORDER BY created_at DESC, seq DESC LIMIT @limit;",
+            connection);
+        command.Parameters.AddWithValue("limit", limit);
+        if (before is not null)
+        {
+            command.Parameters.AddWithValue("before", before);
+        }
+
+        return ReadAll(command);
+    }
+
+    public IReadOnlyList<PredictionView> Unfinished()
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new(
+            $"SELECT {Columns} FROM predictions WHERE status IN ('{PredictionStatus.Starting}', '{PredictionStatus.Processing}') ORDER BY seq;", connection);
+        return ReadAll(command);
+    }
+
+    public string GetOrCreateSetting(string key, Func<string> create)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlTransaction transaction = connection.BeginTransaction();
+        // Two nodes starting together must end up with one key: the lock makes the second wait, then read the first's.
+        Execute(connection, $"SELECT pg_advisory_xact_lock({SchemaLock});");
+        using (NpgsqlCommand select = new("SELECT value FROM settings WHERE key = @key;", connection))
+        {
+            select.Parameters.AddWithValue("key", key);
+            if (select.ExecuteScalar() is string value)
+            {
+                transaction.Commit();
+                return value;
+            }
+        }
+
+        using (NpgsqlCommand count = new("SELECT COUNT(*) FROM predictions;", connection))
+        {
+            long predictions = (long)count.ExecuteScalar()!;
+            if (predictions > 0)
+            {
+                throw PredictionStore.MissingSetting(Location, key, predictions);
+            }
+        }
+
+        string created = create();
+        using (NpgsqlCommand insert = new("INSERT INTO settings (key, value) VALUES (@key, @value);", connection))
+        {
+            insert.Parameters.AddWithValue("key", key);
+            insert.Parameters.AddWithValue("value", created);
+            insert.ExecuteNonQuery();
+        }
+
+        transaction.Commit();
+        return created;
+    }
+
+    public void Probe()
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new(
+            "INSERT INTO settings (key, value) VALUES ('heartbeat', @now) ON CONFLICT (key) DO UPDATE SET value = excluded.value;", connection);
+        command.Parameters.AddWithValue("now", PredictionStore.Time(DateTimeOffset.UtcNow));
+        command.ExecuteNonQuery();
+    }
+
+    public bool RestoreIfDeleted() => false;
+
+    public void Dispose() => dataSource.Dispose();
+
+    /// <summary>The address without its password, as messages show it: <c>postgres://USER@HOST:PORT/DATABASE</c>.</summary>
+    internal static string Describe(NpgsqlConnectionStringBuilder settings) =>
+        $"postgres://{(settings.Username is { Length: > 0 } user ? Uri.EscapeDataString(user) + "@" : string.Empty)}{settings.Host}:{settings.Port}/{settings.Database}";
+
+    /// <summary>An address as it may be shown: the password replaced.</summary>
+    private static string Redact(string address) =>
+        System.Text.RegularExpressions.Regex.Replace(address, "(://[^:/@]*:)[^@]*@", "$1***@");
+
+    private static void Execute(NpgsqlConnection connection, string sql)
+    {
+        using NpgsqlCommand command = new(sql, connection);
+        command.ExecuteNonQuery();
+    }
+
+    private static List<PredictionView> ReadAll(NpgsqlCommand command)
+    {
+        using NpgsqlDataReader reader = command.ExecuteReader();
+        var list = new List<PredictionView>();
+        while (reader.Read())
+        {
+            list.Add(Read(reader));
+        }
+
+        return list;
+    }
+
+    private static void Bind(NpgsqlCommand command, PredictionView p)
+    {
+        NpgsqlParameterCollection parameters = command.Parameters;
+        parameters.AddWithValue("id", p.Id);
+        parameters.AddWithValue("kind", p.Kind);
+        parameters.AddWithValue("model", p.Model);
+        parameters.AddWithValue("version", NpgsqlDbType.Text, (object?)p.Version ?? DBNull.Value);
+        parameters.AddWithValue("status", p.Status);
+        parameters.AddWithValue("input", p.Input);
+        parameters.AddWithValue("output", NpgsqlDbType.Text, p.Output is null ? DBNull.Value : JsonSerializer.Serialize(p.Output));
+        parameters.AddWithValue("error", NpgsqlDbType.Text, (object?)p.Error ?? DBNull.Value);
+        parameters.AddWithValue("logs", p.Logs);
+        parameters.AddWithValue("metrics", NpgsqlDbType.Text, p.Metrics is null ? DBNull.Value : JsonSerializer.Serialize(p.Metrics));
+        parameters.AddWithValue("created_at", NpgsqlDbType.TimestampTz, p.CreatedAt.UtcDateTime);
+        parameters.AddWithValue("started_at", NpgsqlDbType.TimestampTz, p.StartedAt is { } started ? started.UtcDateTime : DBNull.Value);
+        parameters.AddWithValue("completed_at", NpgsqlDbType.TimestampTz, p.CompletedAt is { } completed ? completed.UtcDateTime : DBNull.Value);
+        parameters.AddWithValue("webhook", NpgsqlDbType.Text, (object?)p.Webhook ?? DBNull.Value);
+        parameters.AddWithValue("webhook_events", JsonSerializer.Serialize(p.WebhookEvents));
+        parameters.AddWithValue("base_url", p.BaseUrl);
+    }
+
+    private static PredictionView Read(NpgsqlDataReader r) => new()
+    {
+        Id = r.GetString(0),
+        Kind = r.GetString(1),
+        Model = r.GetString(2),
+        Version = r.IsDBNull(3) ? null : r.GetString(3),
+        Status = r.GetString(4),
+        Input = r.GetString(5),
+        Output = r.IsDBNull(6) ? null : JsonSerializer.Deserialize<List<string>>(r.GetString(6)),
+        Error = r.IsDBNull(7) ? null : r.GetString(7),
+        Logs = r.GetString(8),
+        Metrics = r.IsDBNull(9) ? null : JsonSerializer.Deserialize<Dictionary<string, double>>(r.GetString(9)),
+        CreatedAt = r.GetFieldValue<DateTimeOffset>(10),
+        StartedAt = r.IsDBNull(11) ? null : r.GetFieldValue<DateTimeOffset>(11),
+        CompletedAt = r.IsDBNull(12) ? null : r.GetFieldValue<DateTimeOffset>(12),
+        Webhook = r.IsDBNull(13) ? null : r.GetString(13),
+        WebhookEvents = r.IsDBNull(14) ? [] : JsonSerializer.Deserialize<List<string>>(r.GetString(14)) ?? [],
+        BaseUrl = r.GetString(15),
+    };
+}
