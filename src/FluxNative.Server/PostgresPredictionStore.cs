@@ -26,6 +26,9 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
     private const string Columns =
         "id, kind, model, version, status, input, output, error, logs, metrics, created_at, started_at, completed_at, webhook, webhook_events, base_url";
 
+    private const string InsertSql = $"INSERT INTO predictions ({Columns}) VALUES " +
+        "(@id, @kind, @model, @version, @status, @input, @output, @error, @logs, @metrics, @created_at, @started_at, @completed_at, @webhook, @webhook_events, @base_url);";
+
     /// <summary>The advisory lock taken while the schema and the first keys are made (any fixed number; "flux" in ASCII).</summary>
     private const long SchemaLock = 0x666C7578;
 
@@ -67,6 +70,14 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
                 CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at, seq);
                 CREATE INDEX IF NOT EXISTS predictions_unfinished ON predictions (seq) WHERE status IN ('starting', 'processing');
                 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS jobs (
+                    seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+                    prediction_id TEXT PRIMARY KEY REFERENCES predictions (id),
+                    batch_key TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    leased_at TIMESTAMPTZ,
+                    lease_expires TIMESTAMPTZ);
                 """);
             transaction.Commit();
             Probe();
@@ -144,8 +155,7 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
     public void Insert(PredictionView p)
     {
         using NpgsqlConnection connection = dataSource.OpenConnection();
-        using NpgsqlCommand command = new($"INSERT INTO predictions ({Columns}) VALUES " +
-            "(@id, @kind, @model, @version, @status, @input, @output, @error, @logs, @metrics, @created_at, @started_at, @completed_at, @webhook, @webhook_events, @base_url);", connection);
+        using NpgsqlCommand command = new(InsertSql, connection);
         Bind(command, p);
         command.ExecuteNonQuery();
     }
@@ -240,6 +250,124 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
 
     public bool RestoreIfDeleted() => false;
 
+    public void Enqueue(PredictionView p, string batchKey)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlTransaction transaction = connection.BeginTransaction();
+        using (NpgsqlCommand insert = new(InsertSql, connection))
+        {
+            Bind(insert, p);
+            insert.ExecuteNonQuery();
+        }
+
+        using (NpgsqlCommand job = new("INSERT INTO jobs (prediction_id, batch_key) VALUES (@id, @key);", connection))
+        {
+            job.Parameters.AddWithValue("id", p.Id);
+            job.Parameters.AddWithValue("key", batchKey);
+            job.ExecuteNonQuery();
+        }
+
+        transaction.Commit();
+    }
+
+    public IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxJobs, 1);
+        // One statement, one round trip: the oldest free job, then its batch companions, each row locked as it is
+        // picked with the rows other workers' statements hold skipped (SKIP LOCKED): concurrent workers never wait on
+        // each other nor lease one job twice. The database's clock decides expiry, so the nodes' clocks need not agree.
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new($"""
+            WITH first AS (
+                SELECT prediction_id, batch_key FROM jobs WHERE {FreeJob("jobs")} ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED),
+            more AS (
+                SELECT j.prediction_id FROM jobs j, first
+                WHERE j.batch_key = first.batch_key AND j.prediction_id <> first.prediction_id AND {FreeJob("j")}
+                ORDER BY j.seq LIMIT @more FOR UPDATE OF j SKIP LOCKED),
+            taken AS (
+                UPDATE jobs SET lease_owner = @worker, leased_at = clock_timestamp(), lease_expires = clock_timestamp() + @lease, attempts = attempts + 1
+                WHERE prediction_id IN (SELECT prediction_id FROM first UNION ALL SELECT prediction_id FROM more)
+                RETURNING prediction_id, batch_key, attempts, seq)
+            SELECT taken.batch_key, taken.attempts, {string.Join(", ", Columns.Split(", ").Select(c => "p." + c))}
+            FROM taken JOIN predictions p ON p.id = taken.prediction_id ORDER BY taken.seq;
+            """, connection);
+        command.Parameters.AddWithValue("more", maxJobs - 1);
+        command.Parameters.AddWithValue("worker", worker);
+        command.Parameters.AddWithValue("lease", NpgsqlDbType.Interval, lease);
+        using NpgsqlDataReader reader = command.ExecuteReader();
+        var jobs = new List<LeasedJob>();
+        while (reader.Read())
+        {
+            jobs.Add(new LeasedJob(Read(reader, offset: 2), reader.GetString(0), reader.GetInt32(1)));
+        }
+
+        return jobs;
+    }
+
+    /// <summary>A job nobody holds: never leased, or its lease ran out.</summary>
+    private static string FreeJob(string table) => $"({table}.lease_expires IS NULL OR {table}.lease_expires < clock_timestamp())";
+
+    public IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    {
+        if (jobs.Count == 0)
+        {
+            return [];
+        }
+
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand renew = new("UPDATE jobs SET lease_expires = clock_timestamp() + @lease FROM unnest(@ids, @attempts) AS held (id, attempt) " +
+            "WHERE jobs.prediction_id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = @worker RETURNING jobs.prediction_id;", connection);
+        renew.Parameters.AddWithValue("lease", NpgsqlDbType.Interval, lease);
+        renew.Parameters.AddWithValue("ids", jobs.Select(j => j.Id).ToArray());
+        renew.Parameters.AddWithValue("attempts", jobs.Select(j => j.Attempt).ToArray());
+        renew.Parameters.AddWithValue("worker", worker);
+        using NpgsqlDataReader reader = renew.ExecuteReader();
+        var held = new List<string>();
+        while (reader.Read())
+        {
+            held.Add(reader.GetString(0));
+        }
+
+        return held;
+    }
+
+    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    {
+        if (!final.IsTerminal || final.Id != job.Id)
+        {
+            throw new ArgumentException($"Complete takes the final state of job {job.Id}, not a {final.Status} state of {final.Id}.", nameof(final));
+        }
+
+        // One statement: the job leaves the queue only for its lease's holder, and the outcome is written only when it
+        // did, so of two workers that ran one job (one stalled past its lease) exactly one records.
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new("""
+            WITH taken AS (DELETE FROM jobs WHERE prediction_id = @id AND lease_owner = @worker AND attempts = @attempt RETURNING prediction_id)
+            UPDATE predictions SET status = @status, output = @output, error = @error, logs = @logs, metrics = @metrics,
+                started_at = @started_at, completed_at = @completed_at
+            WHERE id = (SELECT prediction_id FROM taken);
+            """, connection);
+        Bind(command, final);
+        command.Parameters.AddWithValue("worker", worker);
+        command.Parameters.AddWithValue("attempt", job.Attempt);
+        return command.ExecuteNonQuery() == 1;
+    }
+
+    public QueueState Queue()
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand command = new("""
+            SELECT count(*) FILTER (WHERE lease_expires IS NULL OR lease_expires < clock_timestamp()),
+                   count(*) FILTER (WHERE lease_expires >= clock_timestamp()),
+                   count(DISTINCT lease_owner) FILTER (WHERE lease_expires >= clock_timestamp()),
+                   max(clock_timestamp() - leased_at) FILTER (WHERE lease_expires >= clock_timestamp())
+            FROM jobs;
+            """, connection);
+        using NpgsqlDataReader reader = command.ExecuteReader();
+        reader.Read();
+        return new QueueState((int)reader.GetInt64(0), (int)reader.GetInt64(1), (int)reader.GetInt64(2), reader.IsDBNull(3) ? null : reader.GetFieldValue<TimeSpan>(3));
+    }
+
     public void Dispose() => dataSource.Dispose();
 
     /// <summary>The address without its password, as messages show it: <c>postgres://USER@HOST:PORT/DATABASE</c>.</summary>
@@ -289,7 +417,10 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         parameters.AddWithValue("base_url", p.BaseUrl);
     }
 
-    private static PredictionView Read(NpgsqlDataReader r) => new()
+    /// <summary>A prediction from the row's columns <see cref="Columns"/>, starting at column <paramref name="offset"/>.</summary>
+    private static PredictionView Read(NpgsqlDataReader r, int offset = 0) => ReadColumns(new OffsetReader(r, offset));
+
+    private static PredictionView ReadColumns(OffsetReader r) => new()
     {
         Id = r.GetString(0),
         Kind = r.GetString(1),
@@ -308,4 +439,14 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         WebhookEvents = r.IsDBNull(14) ? [] : JsonSerializer.Deserialize<List<string>>(r.GetString(14)) ?? [],
         BaseUrl = r.GetString(15),
     };
+
+    /// <summary>The reader's columns from <paramref name="offset"/> on, numbered from 0.</summary>
+    private readonly struct OffsetReader(NpgsqlDataReader reader, int offset)
+    {
+        public bool IsDBNull(int column) => reader.IsDBNull(offset + column);
+
+        public string GetString(int column) => reader.GetString(offset + column);
+
+        public T GetFieldValue<T>(int column) => reader.GetFieldValue<T>(offset + column);
+    }
 }

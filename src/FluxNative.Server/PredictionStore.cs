@@ -48,6 +48,33 @@ internal interface IPredictionStore
     /// </summary>
     /// <exception cref="FluxServerConfigurationException">The key is missing but predictions exist.</exception>
     string GetOrCreateSetting(string key, Func<string> create);
+
+    // The job queue: a prediction put in with Enqueue waits as a job until a worker leases it; the lease runs out unless
+    // renewed (a heartbeat), and a job whose lease ran out (its worker died) is leased again by the next worker that
+    // asks, from the start, with its attempt counted. Complete records the outcome once, for the lease's holder only.
+
+    /// <summary>Inserts a prediction and its job together (both or neither). <paramref name="batchKey"/>: jobs with equal keys can share a batch.</summary>
+    void Enqueue(PredictionView p, string batchKey);
+
+    /// <summary>
+    /// Leases for <paramref name="worker"/>, for <paramref name="lease"/>, the oldest job that is free (never leased, or its
+    /// lease ran out) and up to <paramref name="maxJobs"/> - 1 more free ones with its batch key, oldest first. Jobs
+    /// another worker is leasing at that moment are skipped, not waited for. Empty when no job is free.
+    /// </summary>
+    IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease);
+
+    /// <summary>Extends the leases of <paramref name="jobs"/> that <paramref name="worker"/> still holds to <paramref name="lease"/> from now; returns the ids it still holds (a job missing from them was lost: another worker took it up).</summary>
+    IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease);
+
+    /// <summary>
+    /// Records <paramref name="final"/> (a final state) for <paramref name="job"/> and takes the job off the queue, in one
+    /// transaction, when <paramref name="worker"/> still holds its lease (this attempt's); false, with nothing written,
+    /// when it does not (another worker has the job now, or finished it): the outcome is recorded exactly once.
+    /// </summary>
+    bool Complete(string worker, LeasedJob job, PredictionView final);
+
+    /// <summary>The queue now (<see cref="QueueState"/>).</summary>
+    QueueState Queue();
 }
 
 /// <summary>
@@ -115,6 +142,13 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                 CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
                 CREATE INDEX IF NOT EXISTS predictions_status ON predictions (status);
                 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS jobs (
+                    prediction_id TEXT PRIMARY KEY REFERENCES predictions (id),
+                    batch_key TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    leased_at TEXT,
+                    lease_expires TEXT);
                 """);
             // A database that opens but cannot be written (a read-only file or folder, a full disk) would fail every
             // prediction later: refuse to start now, saying so.
@@ -135,12 +169,163 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
     {
         lock (gate)
         {
-            using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = $"INSERT INTO predictions ({Columns}) VALUES " +
-                "($id, $kind, $model, $version, $status, $input, $output, $error, $logs, $metrics, $created_at, $started_at, $completed_at, $webhook, $webhook_events, $base_url);";
-            Bind(command, p);
-            command.ExecuteNonQuery();
+            InsertPrediction(p);
         }
+    }
+
+    public void Enqueue(PredictionView p, string batchKey)
+    {
+        lock (gate)
+        {
+            using SqliteTransaction transaction = connection.BeginTransaction();
+            InsertPrediction(p);
+            using SqliteCommand job = connection.CreateCommand();
+            job.CommandText = "INSERT INTO jobs (prediction_id, batch_key) VALUES ($id, $key);";
+            job.Parameters.AddWithValue("$id", p.Id);
+            job.Parameters.AddWithValue("$key", batchKey);
+            job.ExecuteNonQuery();
+            transaction.Commit();
+        }
+    }
+
+    public IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxJobs, 1);
+        lock (gate)
+        {
+            // One file, one writer at a time (BEGIN IMMEDIATE takes the write lock first): no two leases can interleave,
+            // which PostgreSQL's store gets from row locks with SKIP LOCKED.
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            const string Free = "(lease_expires IS NULL OR lease_expires < $now)";
+            using SqliteCommand pick = connection.CreateCommand();
+            pick.CommandText = $"""
+                WITH first AS (SELECT prediction_id, batch_key FROM jobs WHERE {Free} ORDER BY rowid LIMIT 1)
+                SELECT jobs.prediction_id, jobs.batch_key FROM jobs, first
+                WHERE jobs.batch_key = first.batch_key AND {Free.Replace("lease_expires", "jobs.lease_expires", StringComparison.Ordinal)}
+                ORDER BY jobs.prediction_id = first.prediction_id DESC, jobs.rowid LIMIT $max;
+                """;
+            pick.Parameters.AddWithValue("$now", Time(now));
+            pick.Parameters.AddWithValue("$max", maxJobs);
+            var ids = new List<string>();
+            string? batchKey = null;
+            using (SqliteDataReader reader = pick.ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    ids.Add(reader.GetString(0));
+                    batchKey = reader.GetString(1);
+                }
+            }
+
+            var jobs = new List<LeasedJob>();
+            foreach (string id in ids)
+            {
+                using SqliteCommand take = connection.CreateCommand();
+                take.CommandText = "UPDATE jobs SET lease_owner = $worker, leased_at = $now, lease_expires = $expires, attempts = attempts + 1 " +
+                    "WHERE prediction_id = $id RETURNING attempts;";
+                take.Parameters.AddWithValue("$worker", worker);
+                take.Parameters.AddWithValue("$now", Time(now));
+                take.Parameters.AddWithValue("$expires", Time(now + lease));
+                take.Parameters.AddWithValue("$id", id);
+                int attempt = Convert.ToInt32(take.ExecuteScalar(), CultureInfo.InvariantCulture);
+                using SqliteCommand read = connection.CreateCommand();
+                read.CommandText = $"SELECT {Columns} FROM predictions WHERE id = $id;";
+                read.Parameters.AddWithValue("$id", id);
+                using SqliteDataReader reader = read.ExecuteReader();
+                reader.Read();
+                jobs.Add(new LeasedJob(Read(reader), batchKey!, attempt));
+            }
+
+            transaction.Commit();
+            return jobs;
+        }
+    }
+
+    public IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    {
+        lock (gate)
+        {
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            var held = new List<string>();
+            foreach (LeasedJob job in jobs)
+            {
+                using SqliteCommand renew = connection.CreateCommand();
+                renew.CommandText = "UPDATE jobs SET lease_expires = $expires WHERE prediction_id = $id AND attempts = $attempt AND lease_owner = $worker;";
+                renew.Parameters.AddWithValue("$expires", Time(now + lease));
+                renew.Parameters.AddWithValue("$id", job.Id);
+                renew.Parameters.AddWithValue("$attempt", job.Attempt);
+                renew.Parameters.AddWithValue("$worker", worker);
+                if (renew.ExecuteNonQuery() == 1)
+                {
+                    held.Add(job.Id);
+                }
+            }
+
+            transaction.Commit();
+            return held;
+        }
+    }
+
+    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    {
+        if (!final.IsTerminal || final.Id != job.Id)
+        {
+            throw new ArgumentException($"Complete takes the final state of job {job.Id}, not a {final.Status} state of {final.Id}.", nameof(final));
+        }
+
+        lock (gate)
+        {
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            using SqliteCommand take = connection.CreateCommand();
+            take.CommandText = "DELETE FROM jobs WHERE prediction_id = $id AND lease_owner = $worker AND attempts = $attempt;";
+            take.Parameters.AddWithValue("$id", job.Id);
+            take.Parameters.AddWithValue("$worker", worker);
+            take.Parameters.AddWithValue("$attempt", job.Attempt);
+            if (take.ExecuteNonQuery() == 0)
+            {
+                transaction.Rollback();
+                return false;
+            }
+
+            using SqliteCommand update = connection.CreateCommand();
+            update.CommandText = "UPDATE predictions SET status = $status, output = $output, error = $error, logs = $logs, metrics = $metrics, " +
+                "started_at = $started_at, completed_at = $completed_at WHERE id = $id;";
+            Bind(update, final);
+            update.ExecuteNonQuery();
+            transaction.Commit();
+            return true;
+        }
+    }
+
+    public QueueState Queue()
+    {
+        lock (gate)
+        {
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            using SqliteCommand command = connection.CreateCommand();
+            command.CommandText = """
+                SELECT count(*) FILTER (WHERE lease_expires IS NULL OR lease_expires < $now),
+                       count(*) FILTER (WHERE lease_expires >= $now),
+                       count(DISTINCT lease_owner) FILTER (WHERE lease_expires >= $now),
+                       min(leased_at) FILTER (WHERE lease_expires >= $now)
+                FROM jobs;
+                """;
+            command.Parameters.AddWithValue("$now", Time(now));
+            using SqliteDataReader reader = command.ExecuteReader();
+            reader.Read();
+            return new QueueState(reader.GetInt32(0), reader.GetInt32(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : now - ParseTime(reader.GetString(3)));
+        }
+    }
+
+    private void InsertPrediction(PredictionView p)
+    {
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"INSERT INTO predictions ({Columns}) VALUES " +
+            "($id, $kind, $model, $version, $status, $input, $output, $error, $logs, $metrics, $created_at, $started_at, $completed_at, $webhook, $webhook_events, $base_url);";
+        Bind(command, p);
+        command.ExecuteNonQuery();
     }
 
     public void Update(PredictionView p)

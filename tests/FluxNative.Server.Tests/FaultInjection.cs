@@ -69,6 +69,32 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
 
     public string GetOrCreateSetting(string key, Func<string> create) => inner.GetOrCreateSetting(key, create);
 
+    public void Enqueue(PredictionView p, string batchKey)
+    {
+        Fault();
+        inner.Enqueue(p, batchKey);
+    }
+
+    public IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease)
+    {
+        Fault();
+        return inner.Lease(worker, maxJobs, lease);
+    }
+
+    public IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    {
+        Fault();
+        return inner.Renew(worker, jobs, lease);
+    }
+
+    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    {
+        Fault();
+        return inner.Complete(worker, job, final);
+    }
+
+    public QueueState Queue() => inner.Queue();
+
     private void Fault()
     {
         if (WriteFault is { } fault)
