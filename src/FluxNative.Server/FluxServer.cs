@@ -71,6 +71,12 @@ public static class FluxServer
         services.AddHostedService(provider => provider.GetRequiredService<PredictionService>());
         services.AddHostedService(provider => provider.GetRequiredService<RetentionSweeper>());
         services.AddHostedService(provider => provider.GetRequiredService<StorageMonitor>());
+        if (options.Role == ServerRole.Worker)
+        {
+            services.AddSingleton<QueueWorker>();
+            services.AddHostedService(provider => provider.GetRequiredService<QueueWorker>());
+        }
+
         configure?.Invoke(builder);
 
         WebApplication app = builder.Build();
@@ -92,6 +98,13 @@ public static class FluxServer
             throw;
         }
 
+        if (options.Role != ServerRole.All)
+        {
+            IPredictionStore store = app.Services.GetRequiredService<IPredictionStore>();
+            QueueWorker? worker = options.Role == ServerRole.Worker ? app.Services.GetRequiredService<QueueWorker>() : null;
+            app.Services.GetRequiredService<ServerMetrics>().ObserveSharedQueue(store.Queue, worker is null ? null : () => worker.Held);
+        }
+
         ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FluxNative.Server");
         if (keys.Count == 0)
         {
@@ -102,7 +115,7 @@ public static class FluxServer
         app.UseStatusCodePages(context => EmptyStatus(context.HttpContext));
         ApiKeyAuthentication authentication = app.Services.GetRequiredService<ApiKeyAuthentication>();
         app.Use((context, next) => authentication.InvokeAsync(context, next));
-        Endpoints.Map(app);
+        Endpoints.Map(app, options.Role);
         return app;
     }
 
@@ -231,6 +244,17 @@ public static class FluxServer
         if (options.ModelNames.Select(CheckModelName).FirstOrDefault(e => e is not null) is { } badName)
         {
             throw new FluxServerConfigurationException(badName);
+        }
+
+        if (options.Role != ServerRole.All && !PostgresPredictionStore.IsAddress(options.DatabasePath))
+        {
+            throw new FluxServerConfigurationException(
+                $"--role {options.Role.ToString().ToLowerInvariant()} shares a job queue with other nodes: it needs a PostgreSQL database (--database postgres://…), not an SQLite file.");
+        }
+
+        if (options.LeaseDuration < TimeSpan.FromMilliseconds(300))
+        {
+            throw new FluxServerConfigurationException("The lease must be at least 0.3 s.");
         }
 
         if (PostgresPredictionStore.IsAddress(options.DatabasePath))

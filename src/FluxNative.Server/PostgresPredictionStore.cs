@@ -14,9 +14,10 @@ namespace FluxNative.Server;
 /// <item>Connections come from Npgsql's pool (one <see cref="NpgsqlDataSource"/>): a connection the server closed (a
 /// restart of PostgreSQL) fails the statement it was given, is dropped, and the next one opens afresh, so a node
 /// recovers by itself when the database comes back.</item>
-/// <item>Short timeouts unless the address sets its own (<c>Timeout</c> 3 s to connect, <c>Command Timeout</c> 10 s):
-/// a database that is down or unreachable fails a request within seconds as a 503 with the reason, instead of holding
-/// it for Npgsql's defaults.</item>
+/// <item>Short timeouts unless the address sets its own (<c>Timeout</c> 5 s to connect, <c>Command Timeout</c> 15 s):
+/// a database that is down fails a request at once (the connection is refused), one that cannot be reached within
+/// 5 s, as a 503 with the reason.</item>
+/// <item>Every command is one statement (see <see cref="Enqueue"/> for why).</item>
 /// <item>The schema is created under a transaction-scoped advisory lock: nodes starting together do not race on
 /// <c>CREATE TABLE IF NOT EXISTS</c> (which is not safe against a concurrent create), nor on the first keys.</item>
 /// </list>
@@ -25,6 +26,9 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
 {
     private const string Columns =
         "id, kind, model, version, status, input, output, error, logs, metrics, created_at, started_at, completed_at, webhook, webhook_events, base_url";
+
+    /// <summary>The LISTEN/NOTIFY channel: every insert and state write of a prediction notifies its id.</summary>
+    private const string Channel = "flux_predictions";
 
     private const string InsertSql = $"INSERT INTO predictions ({Columns}) VALUES " +
         "(@id, @kind, @model, @version, @status, @input, @output, @error, @logs, @metrics, @created_at, @started_at, @completed_at, @webhook, @webhook_events, @base_url);";
@@ -74,10 +78,13 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
                     seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
                     prediction_id TEXT PRIMARY KEY REFERENCES predictions (id),
                     batch_key TEXT NOT NULL,
+                    spec TEXT NOT NULL,
                     attempts INTEGER NOT NULL DEFAULT 0,
                     lease_owner TEXT,
                     leased_at TIMESTAMPTZ,
-                    lease_expires TIMESTAMPTZ);
+                    lease_expires TIMESTAMPTZ,
+                    abort_status TEXT,
+                    abort_error TEXT);
                 """);
             transaction.Commit();
             Probe();
@@ -115,8 +122,8 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         {
             Host = uri.Host,
             Port = uri.IsDefaultPort || uri.Port < 0 ? 5432 : uri.Port,
-            Timeout = 3,
-            CommandTimeout = 10,
+            Timeout = 5,
+            CommandTimeout = 15,
         };
         if (uri.UserInfo.Length > 0)
         {
@@ -163,8 +170,9 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
     public void Update(PredictionView p)
     {
         using NpgsqlConnection connection = dataSource.OpenConnection();
-        using NpgsqlCommand command = new("UPDATE predictions SET status = @status, output = @output, error = @error, logs = @logs, metrics = @metrics, " +
-            "started_at = @started_at, completed_at = @completed_at WHERE id = @id" + (p.IsTerminal ? ";" : $" AND status NOT IN {Terminal};"), connection);
+        using NpgsqlCommand command = new("WITH changed AS (UPDATE predictions SET status = @status, output = @output, error = @error, logs = @logs, metrics = @metrics, " +
+            "started_at = @started_at, completed_at = @completed_at WHERE id = @id" + (p.IsTerminal ? string.Empty : $" AND status NOT IN {Terminal}") +
+            $" RETURNING id) SELECT pg_notify('{Channel}', id) FROM changed;", connection);
         Bind(command, p);
         command.ExecuteNonQuery();
     }
@@ -250,7 +258,44 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
 
     public bool RestoreIfDeleted() => false;
 
-    public void Enqueue(PredictionView p, string batchKey)
+    public async Task ListenAsync(Action<string> changed, CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                await using NpgsqlConnection connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+                connection.Notification += (_, e) => changed(e.Payload);
+                await using (NpgsqlCommand listen = new($"LISTEN {Channel};", connection))
+                {
+                    await listen.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                while (true)
+                {
+                    await connection.WaitAsync(cancellationToken).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+            {
+                // The database went away: listen again once it is back (what changed meanwhile, the callers' reads find).
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    public void Enqueue(PredictionView p, string batchKey, string spec)
     {
         using NpgsqlConnection connection = dataSource.OpenConnection();
         using NpgsqlTransaction transaction = connection.BeginTransaction();
@@ -260,10 +305,15 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
             insert.ExecuteNonQuery();
         }
 
-        using (NpgsqlCommand job = new("INSERT INTO jobs (prediction_id, batch_key) VALUES (@id, @key);", connection))
+        // One statement, as every command here: Npgsql sends a command of several statements from a pool thread when
+        // called synchronously, and under a burst of requests (the pool's threads all blocked in such calls) the send
+        // waited its turn past the command timeout: 60 creates at once stalled 15 s, the server waiting in ClientRead.
+        using (NpgsqlCommand job = new($"WITH queued AS (INSERT INTO jobs (prediction_id, batch_key, spec) VALUES (@id, @key, @spec) RETURNING prediction_id) " +
+            $"SELECT pg_notify('{Channel}', prediction_id) FROM queued;", connection))
         {
             job.Parameters.AddWithValue("id", p.Id);
             job.Parameters.AddWithValue("key", batchKey);
+            job.Parameters.AddWithValue("spec", spec);
             job.ExecuteNonQuery();
         }
 
@@ -287,8 +337,8 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
             taken AS (
                 UPDATE jobs SET lease_owner = @worker, leased_at = clock_timestamp(), lease_expires = clock_timestamp() + @lease, attempts = attempts + 1
                 WHERE prediction_id IN (SELECT prediction_id FROM first UNION ALL SELECT prediction_id FROM more)
-                RETURNING prediction_id, batch_key, attempts, seq)
-            SELECT taken.batch_key, taken.attempts, {string.Join(", ", Columns.Split(", ").Select(c => "p." + c))}
+                RETURNING prediction_id, batch_key, spec, attempts, seq)
+            SELECT taken.batch_key, taken.attempts, taken.spec, {string.Join(", ", Columns.Split(", ").Select(c => "p." + c))}
             FROM taken JOIN predictions p ON p.id = taken.prediction_id ORDER BY taken.seq;
             """, connection);
         command.Parameters.AddWithValue("more", maxJobs - 1);
@@ -298,7 +348,7 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         var jobs = new List<LeasedJob>();
         while (reader.Read())
         {
-            jobs.Add(new LeasedJob(Read(reader, offset: 2), reader.GetString(0), reader.GetInt32(1)));
+            jobs.Add(new LeasedJob(Read(reader, offset: 3), reader.GetString(0), reader.GetInt32(1), reader.GetString(2)));
         }
 
         return jobs;
@@ -307,28 +357,74 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
     /// <summary>A job nobody holds: never leased, or its lease ran out.</summary>
     private static string FreeJob(string table) => $"({table}.lease_expires IS NULL OR {table}.lease_expires < clock_timestamp())";
 
-    public IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    public LeaseRenewal Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
     {
+        var held = new List<string>();
+        var aborts = new Dictionary<string, JobAbort>(StringComparer.Ordinal);
         if (jobs.Count == 0)
         {
-            return [];
+            return new LeaseRenewal(held, aborts);
         }
 
         using NpgsqlConnection connection = dataSource.OpenConnection();
         using NpgsqlCommand renew = new("UPDATE jobs SET lease_expires = clock_timestamp() + @lease FROM unnest(@ids, @attempts) AS held (id, attempt) " +
-            "WHERE jobs.prediction_id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = @worker RETURNING jobs.prediction_id;", connection);
+            "WHERE jobs.prediction_id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = @worker " +
+            "RETURNING jobs.prediction_id, jobs.abort_status, jobs.abort_error;", connection);
         renew.Parameters.AddWithValue("lease", NpgsqlDbType.Interval, lease);
         renew.Parameters.AddWithValue("ids", jobs.Select(j => j.Id).ToArray());
         renew.Parameters.AddWithValue("attempts", jobs.Select(j => j.Attempt).ToArray());
         renew.Parameters.AddWithValue("worker", worker);
         using NpgsqlDataReader reader = renew.ExecuteReader();
-        var held = new List<string>();
         while (reader.Read())
         {
             held.Add(reader.GetString(0));
+            if (!reader.IsDBNull(1))
+            {
+                aborts[reader.GetString(0)] = new JobAbort(reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2));
+            }
         }
 
-        return held;
+        return new LeaseRenewal(held, aborts);
+    }
+
+    public AbortOutcome Abort(string id, PredictionView final)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlTransaction transaction = connection.BeginTransaction();
+        // A waiting job leaves the queue with its final state written; one a worker holds is marked for the worker's
+        // heartbeat. A job being leased at this moment is waited for (its row is locked), then found held.
+        using (NpgsqlCommand free = new($"""
+            WITH freed AS (DELETE FROM jobs WHERE prediction_id = @id AND {FreeJob("jobs")} RETURNING prediction_id),
+            recorded AS (
+                UPDATE predictions SET status = @status, output = @output, error = @error, logs = @logs, metrics = @metrics,
+                    started_at = @started_at, completed_at = @completed_at
+                WHERE id = (SELECT prediction_id FROM freed) RETURNING id)
+            SELECT pg_notify('{Channel}', id) FROM recorded;
+            """, connection))
+        {
+            Bind(free, final);
+            using NpgsqlDataReader reader = free.ExecuteReader();
+            if (reader.Read())
+            {
+                reader.Close();
+                transaction.Commit();
+                return AbortOutcome.Finished;
+            }
+        }
+
+        using NpgsqlCommand mark = new("WITH marked AS (UPDATE jobs SET abort_status = @status, abort_error = @error WHERE prediction_id = @id RETURNING prediction_id) " +
+            $"SELECT pg_notify('{Channel}', prediction_id) FROM marked;", connection);
+        mark.Parameters.AddWithValue("id", id);
+        mark.Parameters.AddWithValue("status", final.Status);
+        mark.Parameters.AddWithValue("error", NpgsqlDbType.Text, (object?)final.Error ?? DBNull.Value);
+        AbortOutcome outcome;
+        using (NpgsqlDataReader reader = mark.ExecuteReader())
+        {
+            outcome = reader.Read() ? AbortOutcome.Requested : AbortOutcome.NoJob;
+        }
+
+        transaction.Commit();
+        return outcome;
     }
 
     public bool Complete(string worker, LeasedJob job, PredictionView final)
@@ -341,16 +437,19 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         // One statement: the job leaves the queue only for its lease's holder, and the outcome is written only when it
         // did, so of two workers that ran one job (one stalled past its lease) exactly one records.
         using NpgsqlConnection connection = dataSource.OpenConnection();
-        using NpgsqlCommand command = new("""
-            WITH taken AS (DELETE FROM jobs WHERE prediction_id = @id AND lease_owner = @worker AND attempts = @attempt RETURNING prediction_id)
-            UPDATE predictions SET status = @status, output = @output, error = @error, logs = @logs, metrics = @metrics,
-                started_at = @started_at, completed_at = @completed_at
-            WHERE id = (SELECT prediction_id FROM taken);
+        using NpgsqlCommand command = new($"""
+            WITH taken AS (DELETE FROM jobs WHERE prediction_id = @id AND lease_owner = @worker AND attempts = @attempt RETURNING prediction_id),
+            recorded AS (
+                UPDATE predictions SET status = @status, output = @output, error = @error, logs = @logs, metrics = @metrics,
+                    started_at = @started_at, completed_at = @completed_at
+                WHERE id = (SELECT prediction_id FROM taken) RETURNING id)
+            SELECT pg_notify('{Channel}', id) FROM recorded;
             """, connection);
         Bind(command, final);
         command.Parameters.AddWithValue("worker", worker);
         command.Parameters.AddWithValue("attempt", job.Attempt);
-        return command.ExecuteNonQuery() == 1;
+        using NpgsqlDataReader reader = command.ExecuteReader();
+        return reader.Read();
     }
 
     public QueueState Queue()

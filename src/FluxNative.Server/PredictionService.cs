@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Security.Cryptography;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Hosting;
@@ -102,6 +103,11 @@ internal sealed class PredictionService : BackgroundService
     /// </summary>
     public int RecoverInterrupted()
     {
+        if (options.Role != ServerRole.All)
+        {
+            return 0;   // the queue's leases take care of jobs whose worker died; nothing here is this node's alone
+        }
+
         IReadOnlyList<PredictionView> unfinished = store.Unfinished();
         foreach (PredictionView v in unfinished)
         {
@@ -180,6 +186,11 @@ internal sealed class PredictionService : BackgroundService
             waiting.Add(prediction);   // its place, held while it is stored
         }
 
+        if (options.Role == ServerRole.Api)
+        {
+            return Queue(order, prediction);
+        }
+
         // Stored before it is acknowledged or run: a crash from here on leaves a record that the restart reports. Not
         // under the queue's lock: a slow or locked database must not hold up the pipeline's threads, which take it.
         try
@@ -206,6 +217,157 @@ internal sealed class PredictionService : BackgroundService
     }
 
     /// <summary>
+    /// An API node's create: the prediction and its job go on the shared queue (the spec with the seed drawn, so that a
+    /// worker's run, and a run again after a worker died, makes the images this plan says), and it stays live here,
+    /// following what the workers write (<see cref="FollowQueueAsync"/>) for waits, streams and webhooks.
+    /// </summary>
+    private Prediction Queue(PredictionOrder order, Prediction prediction)
+    {
+        GenerationPlan plan = prediction.Plan;
+        string spec = JsonSerializer.Serialize(order.Spec with { Seed = plan.Seed });
+        live[prediction.Id] = prediction;
+        try
+        {
+            storage.Enqueue(prediction.View, BatchKey(plan), spec);
+        }
+        catch (ApiException)
+        {
+            live.TryRemove(prediction.Id, out _);
+            lock (queueGate)
+            {
+                waiting.Remove(prediction);
+            }
+
+            metrics.Rejected();
+            prediction.Dispose();
+            throw;
+        }
+
+        metrics.Created(order.Kind);
+        logger.LogInformation("Prediction {Id} queued for the workers: {Width}x{Height}, {Steps} steps, {Images} image(s)", prediction.Id, plan.Width, plan.Height, plan.Steps, plan.NumImages);
+        return prediction;
+    }
+
+    /// <summary>Jobs with one key can share a worker's batch: the pipeline batches predictions of one size.</summary>
+    internal static string BatchKey(GenerationPlan plan) => string.Create(CultureInfo.InvariantCulture, $"{plan.Width}x{plan.Height}");
+
+    /// <summary>
+    /// An API node follows the predictions it queued: each change a worker writes is told by the database
+    /// (LISTEN/NOTIFY) and read then, and every second all are read anyway (a notification missed while the database was
+    /// away). New log lines go to the streams; processing and the final state as the in-process path has them, with
+    /// their webhooks.
+    /// </summary>
+    private async Task FollowQueueAsync(CancellationToken stoppingToken)
+    {
+        Task listening = store.ListenAsync(id =>
+        {
+            if (live.ContainsKey(id))
+            {
+                ThreadPool.QueueUserWorkItem(static state => state.Service.Refresh(state.Id), (Service: this, Id: id), preferLocal: false);
+            }
+        }, stoppingToken);
+        while (true)
+        {
+            try
+            {
+                await Task.Delay(StorageMonitor.RetryInterval, stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+
+            foreach (string id in live.Keys)
+            {
+                Refresh(id);
+            }
+        }
+
+        await listening.ConfigureAwait(false);
+    }
+
+    /// <summary>Reads a followed prediction and applies what changed.</summary>
+    private void Refresh(string id)
+    {
+        if (!live.TryGetValue(id, out Prediction? p))
+        {
+            return;
+        }
+
+        PredictionView? stored;
+        try
+        {
+            stored = store.Get(id);
+        }
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+        {
+            return;   // the next read gets it; readiness tells the fault
+        }
+
+        if (stored is null)
+        {
+            return;
+        }
+
+        lock (p)
+        {
+            string logs = p.View.Logs;
+            if (stored.Logs.Length > logs.Length && stored.Logs.StartsWith(logs, StringComparison.Ordinal))
+            {
+                foreach (string line in stored.Logs[logs.Length..].Split('\n', StringSplitOptions.RemoveEmptyEntries))
+                {
+                    p.Log(line);
+                }
+            }
+
+            if (stored.Status != PredictionStatus.Starting && p.View.Status == PredictionStatus.Starting)
+            {
+                lock (queueGate)
+                {
+                    if (waiting.Remove(p))
+                    {
+                        running.Add(p);
+                    }
+                }
+
+                if (p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = stored.StartedAt ?? DateTimeOffset.UtcNow }) is { } started)
+                {
+                    webhooks.Send(started, "start", Render(started));
+                }
+            }
+
+            if (!stored.IsTerminal)
+            {
+                return;
+            }
+
+            PredictionView? final = p.Finish(_ => stored, FinalEvents);
+            if (final is null)
+            {
+                return;
+            }
+
+            live.TryRemove(id, out _);
+            lock (queueGate)
+            {
+                waiting.Remove(p);
+                running.Remove(p);
+            }
+
+            p.Release(final);
+            p.Dispose();
+            metrics.Completed(final.Status);
+            string body = Render(final);
+            if (final.Status == PredictionStatus.Succeeded)
+            {
+                webhooks.Send(final, "output", body);
+            }
+
+            webhooks.Send(final, "completed", body);
+        }
+    }
+
+    /// <summary>
     /// The prediction now: live when it is not finished, else from the database (or from memory while its final state
     /// waits for the database); null for an unknown id. A database that cannot be read is a 503.
     /// </summary>
@@ -221,6 +383,11 @@ internal sealed class PredictionService : BackgroundService
     /// <summary>Cancels a prediction: a waiting one leaves the queue, a running one stops within a step. Waits (a little) until it is final.</summary>
     public async Task<PredictionView?> CancelAsync(string id, CancellationToken cancellationToken)
     {
+        if (options.Role == ServerRole.Api && !live.ContainsKey(id))
+        {
+            return await CancelQueuedAsync(id, cancellationToken).ConfigureAwait(false);
+        }
+
         if (!live.TryGetValue(id, out Prediction? p))
         {
             return Get(id);
@@ -237,8 +404,65 @@ internal sealed class PredictionService : BackgroundService
         }
     }
 
-    /// <summary>Stops a prediction for <paramref name="reason"/>: its token fires, which the pipeline answers at once (out of its queue, or out of the batch at the next step).</summary>
-    public void Stop(Prediction p, AbortReason reason) => p.RequestAbort(reason);
+    /// <summary>
+    /// Stops a prediction for <paramref name="reason"/>: its token fires, which the pipeline answers at once (out of its
+    /// queue, or out of the batch at the next step). On an API node the queue is told instead: a waiting job ends now, a
+    /// running one at its worker's next heartbeat (at once when the worker hears the notification).
+    /// </summary>
+    public void Stop(Prediction p, AbortReason reason)
+    {
+        if (!p.RequestAbort(reason) || options.Role != ServerRole.Api)
+        {
+            return;
+        }
+
+        PredictionView final = AbortedState(p.View, reason);
+        ThreadPool.QueueUserWorkItem(state =>
+        {
+            try
+            {
+                AbortOutcome outcome = store.Abort(state.Id, state);
+                logger.LogInformation("Prediction {Id}: {Status} asked of the queue ({Outcome})", state.Id, state.Status, outcome);
+                Refresh(state.Id);
+            }
+            catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+            {
+                logger.LogError("Prediction {Id} could not be stopped: {Reason}", state.Id, StorageMonitor.Describe(e));
+            }
+        }, final, preferLocal: false);
+    }
+
+    /// <summary>An API node's cancel of a prediction it does not follow (another API node created it): through the queue, then read back until final (up to 10 s).</summary>
+    private async Task<PredictionView?> CancelQueuedAsync(string id, CancellationToken cancellationToken)
+    {
+        PredictionView? current = Get(id);
+        if (current is null || current.IsTerminal)
+        {
+            return current;
+        }
+
+        storage.Read(s => s.Abort(id, AbortedState(current, AbortReason.Canceled)));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            current = Get(id);
+            if (current is null || current.IsTerminal)
+            {
+                break;
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+
+        return current;
+    }
+
+    /// <summary>The final state of a prediction stopped for <paramref name="reason"/> (as <see cref="FinishAborted"/> writes it in-process).</summary>
+    private PredictionView AbortedState(PredictionView view, AbortReason reason)
+    {
+        (string status, string? error) = AbortedStatus(reason);
+        return view with { Status = status, Error = error, Logs = view.Logs + (error ?? "Canceled.") + "\n", CompletedAt = DateTimeOffset.UtcNow };
+    }
 
     /// <summary>A prediction in the API's shape, with links under <paramref name="baseUrl"/> (default: the one it was created with).</summary>
     public JsonObject RenderJson(PredictionView view, string? baseUrl = null) => PredictionJson.Render(view, baseUrl ?? view.BaseUrl, files);
@@ -247,6 +471,13 @@ internal sealed class PredictionService : BackgroundService
     {
         shuttingDown = true;
         await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        if (options.Role == ServerRole.Api)
+        {
+            // The workers run them on; the database has them. Only this node's webhooks end here.
+            await webhooks.DrainAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            return;
+        }
+
         List<Prediction> unfinished = [.. live.Values];
         foreach (Prediction p in unfinished)
         {
@@ -260,8 +491,10 @@ internal sealed class PredictionService : BackgroundService
         await webhooks.DrainAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
     }
 
-    // The work happens in the pipeline's threads; predictions start from Create.
-    protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.CompletedTask;
+    // In-process, the work happens in the pipeline's threads and predictions start from Create; an API node follows
+    // the queue.
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        options.Role == ServerRole.Api ? FollowQueueAsync(stoppingToken) : Task.CompletedTask;
 
     /// <summary>
     /// One prediction through the pipeline, to its final state. Never throws: every outcome (success, cancel, timeout,
@@ -363,31 +596,43 @@ internal sealed class PredictionService : BackgroundService
         {
             Status = PredictionStatus.Succeeded,
             Output = names,
-            Metrics = new Dictionary<string, double>
-            {
-                ["predict_time"] = Math.Round(t.Total.TotalSeconds, 6),
-                ["total_time"] = Math.Round((now - v.CreatedAt).TotalSeconds, 6),
-                ["denoise_time"] = Math.Round(t.Denoise.TotalSeconds, 6),
-                ["decode_time"] = Math.Round(t.Decode.TotalSeconds, 6),
-                ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
-                ["image_count"] = plan.NumImages,
-                ["batch_size"] = result.PeakBatchImages,
-                ["seed"] = plan.Seed,
-            },
+            Metrics = ResultMetrics(result, plan, v.CreatedAt, now),
         });
+    }
+
+    /// <summary>A finished generation's <c>metrics</c> (Replicate's names, and ours).</summary>
+    internal static Dictionary<string, double> ResultMetrics(GenerationResult result, GenerationPlan plan, DateTimeOffset createdAt, DateTimeOffset now)
+    {
+        GenerationTimings t = result.Timings;
+        return new Dictionary<string, double>
+        {
+            ["predict_time"] = Math.Round(t.Total.TotalSeconds, 6),
+            ["total_time"] = Math.Round((now - createdAt).TotalSeconds, 6),
+            ["denoise_time"] = Math.Round(t.Denoise.TotalSeconds, 6),
+            ["decode_time"] = Math.Round(t.Decode.TotalSeconds, 6),
+            ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
+            ["image_count"] = plan.NumImages,
+            ["batch_size"] = result.PeakBatchImages,
+            ["seed"] = plan.Seed,
+        };
     }
 
     private void FinishAborted(Prediction p, AbortReason reason)
     {
-        (string status, string? error) = reason switch
+        (string status, string? error) = AbortedStatus(reason);
+        p.Log(error ?? "Canceled.");
+        Finish(p, v => v with { Status = status, Error = error });
+    }
+
+    private (string Status, string? Error) AbortedStatus(AbortReason reason)
+    {
+        return reason switch
         {
             AbortReason.Canceled => (PredictionStatus.Canceled, (string?)null),
             AbortReason.TimedOut => (PredictionStatus.Failed,
                 string.Create(CultureInfo.InvariantCulture, $"{TimedOutMessage}: it did not finish within {options.RequestTimeout.TotalSeconds:0.###} s of being created (the server's request timeout).")),
             _ => (PredictionStatus.Failed, "The server shut down before this prediction finished. Create it again."),
         };
-        p.Log(error ?? "Canceled.");
-        Finish(p, v => v with { Status = status, Error = error });
     }
 
     private void Finish(Prediction p, Func<PredictionView, PredictionView> change)

@@ -53,8 +53,11 @@ internal interface IPredictionStore
     // renewed (a heartbeat), and a job whose lease ran out (its worker died) is leased again by the next worker that
     // asks, from the start, with its attempt counted. Complete records the outcome once, for the lease's holder only.
 
-    /// <summary>Inserts a prediction and its job together (both or neither). <paramref name="batchKey"/>: jobs with equal keys can share a batch.</summary>
-    void Enqueue(PredictionView p, string batchKey);
+    /// <summary>
+    /// Inserts a prediction and its job together (both or neither). <paramref name="batchKey"/>: jobs with equal keys can
+    /// share a batch; <paramref name="spec"/>: what the worker runs (<see cref="LeasedJob.Spec"/>).
+    /// </summary>
+    void Enqueue(PredictionView p, string batchKey, string spec);
 
     /// <summary>
     /// Leases for <paramref name="worker"/>, for <paramref name="lease"/>, the oldest job that is free (never leased, or its
@@ -63,8 +66,19 @@ internal interface IPredictionStore
     /// </summary>
     IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease);
 
-    /// <summary>Extends the leases of <paramref name="jobs"/> that <paramref name="worker"/> still holds to <paramref name="lease"/> from now; returns the ids it still holds (a job missing from them was lost: another worker took it up).</summary>
-    IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease);
+    /// <summary>
+    /// Extends the leases of <paramref name="jobs"/> that <paramref name="worker"/> still holds to <paramref name="lease"/>
+    /// from now; returns the ids it still holds (a job missing from them was lost: another worker took it up) and which
+    /// of them were asked to stop (<see cref="Abort"/>).
+    /// </summary>
+    LeaseRenewal Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease);
+
+    /// <summary>
+    /// Stops a queued prediction from any node: a job that waits leaves the queue and <paramref name="final"/> (canceled,
+    /// or failed as timed out) is written, in one transaction; a job a worker holds is marked, and the worker stops it and
+    /// records the state <paramref name="final"/> names.
+    /// </summary>
+    AbortOutcome Abort(string id, PredictionView final);
 
     /// <summary>
     /// Records <paramref name="final"/> (a final state) for <paramref name="job"/> and takes the job off the queue, in one
@@ -75,6 +89,14 @@ internal interface IPredictionStore
 
     /// <summary>The queue now (<see cref="QueueState"/>).</summary>
     QueueState Queue();
+
+    /// <summary>
+    /// Calls <paramref name="changed"/> with the id of each prediction another node changed (PostgreSQL's LISTEN/NOTIFY:
+    /// every insert and state write notifies), until <paramref name="cancellationToken"/> fires; reconnects by itself
+    /// after the database comes back (changes meanwhile are not told: callers also read what they track now and then).
+    /// SQLite's store has no other node, and returns at once.
+    /// </summary>
+    Task ListenAsync(Action<string> changed, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -145,10 +167,13 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                 CREATE TABLE IF NOT EXISTS jobs (
                     prediction_id TEXT PRIMARY KEY REFERENCES predictions (id),
                     batch_key TEXT NOT NULL,
+                    spec TEXT NOT NULL,
                     attempts INTEGER NOT NULL DEFAULT 0,
                     lease_owner TEXT,
                     leased_at TEXT,
-                    lease_expires TEXT);
+                    lease_expires TEXT,
+                    abort_status TEXT,
+                    abort_error TEXT);
                 """);
             // A database that opens but cannot be written (a read-only file or folder, a full disk) would fail every
             // prediction later: refuse to start now, saying so.
@@ -173,16 +198,17 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         }
     }
 
-    public void Enqueue(PredictionView p, string batchKey)
+    public void Enqueue(PredictionView p, string batchKey, string spec)
     {
         lock (gate)
         {
             using SqliteTransaction transaction = connection.BeginTransaction();
             InsertPrediction(p);
             using SqliteCommand job = connection.CreateCommand();
-            job.CommandText = "INSERT INTO jobs (prediction_id, batch_key) VALUES ($id, $key);";
+            job.CommandText = "INSERT INTO jobs (prediction_id, batch_key, spec) VALUES ($id, $key, $spec);";
             job.Parameters.AddWithValue("$id", p.Id);
             job.Parameters.AddWithValue("$key", batchKey);
+            job.Parameters.AddWithValue("$spec", spec);
             job.ExecuteNonQuery();
             transaction.Commit();
         }
@@ -201,25 +227,25 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
             using SqliteCommand pick = connection.CreateCommand();
             pick.CommandText = $"""
                 WITH first AS (SELECT prediction_id, batch_key FROM jobs WHERE {Free} ORDER BY rowid LIMIT 1)
-                SELECT jobs.prediction_id, jobs.batch_key FROM jobs, first
+                SELECT jobs.prediction_id, jobs.batch_key, jobs.spec FROM jobs, first
                 WHERE jobs.batch_key = first.batch_key AND {Free.Replace("lease_expires", "jobs.lease_expires", StringComparison.Ordinal)}
                 ORDER BY jobs.prediction_id = first.prediction_id DESC, jobs.rowid LIMIT $max;
                 """;
             pick.Parameters.AddWithValue("$now", Time(now));
             pick.Parameters.AddWithValue("$max", maxJobs);
-            var ids = new List<string>();
+            var picked = new List<(string Id, string Spec)>();
             string? batchKey = null;
             using (SqliteDataReader reader = pick.ExecuteReader())
             {
                 while (reader.Read())
                 {
-                    ids.Add(reader.GetString(0));
+                    picked.Add((reader.GetString(0), reader.GetString(2)));
                     batchKey = reader.GetString(1);
                 }
             }
 
             var jobs = new List<LeasedJob>();
-            foreach (string id in ids)
+            foreach ((string id, string spec) in picked)
             {
                 using SqliteCommand take = connection.CreateCommand();
                 take.CommandText = "UPDATE jobs SET lease_owner = $worker, leased_at = $now, lease_expires = $expires, attempts = attempts + 1 " +
@@ -234,7 +260,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                 read.Parameters.AddWithValue("$id", id);
                 using SqliteDataReader reader = read.ExecuteReader();
                 reader.Read();
-                jobs.Add(new LeasedJob(Read(reader), batchKey!, attempt));
+                jobs.Add(new LeasedJob(Read(reader), batchKey!, attempt, spec));
             }
 
             transaction.Commit();
@@ -242,29 +268,67 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         }
     }
 
-    public IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    public LeaseRenewal Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
     {
         lock (gate)
         {
             DateTimeOffset now = DateTimeOffset.UtcNow;
             using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
             var held = new List<string>();
+            var aborts = new Dictionary<string, JobAbort>(StringComparer.Ordinal);
             foreach (LeasedJob job in jobs)
             {
                 using SqliteCommand renew = connection.CreateCommand();
-                renew.CommandText = "UPDATE jobs SET lease_expires = $expires WHERE prediction_id = $id AND attempts = $attempt AND lease_owner = $worker;";
+                renew.CommandText = "UPDATE jobs SET lease_expires = $expires WHERE prediction_id = $id AND attempts = $attempt AND lease_owner = $worker " +
+                    "RETURNING abort_status, abort_error;";
                 renew.Parameters.AddWithValue("$expires", Time(now + lease));
                 renew.Parameters.AddWithValue("$id", job.Id);
                 renew.Parameters.AddWithValue("$attempt", job.Attempt);
                 renew.Parameters.AddWithValue("$worker", worker);
-                if (renew.ExecuteNonQuery() == 1)
+                using SqliteDataReader reader = renew.ExecuteReader();
+                if (reader.Read())
                 {
                     held.Add(job.Id);
+                    if (!reader.IsDBNull(0))
+                    {
+                        aborts[job.Id] = new JobAbort(reader.GetString(0), reader.IsDBNull(1) ? null : reader.GetString(1));
+                    }
                 }
             }
 
             transaction.Commit();
-            return held;
+            return new LeaseRenewal(held, aborts);
+        }
+    }
+
+    public AbortOutcome Abort(string id, PredictionView final)
+    {
+        lock (gate)
+        {
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            using SqliteCommand free = connection.CreateCommand();
+            free.CommandText = "DELETE FROM jobs WHERE prediction_id = $id AND (lease_expires IS NULL OR lease_expires < $now);";
+            free.Parameters.AddWithValue("$id", id);
+            free.Parameters.AddWithValue("$now", Time(DateTimeOffset.UtcNow));
+            if (free.ExecuteNonQuery() == 1)
+            {
+                using SqliteCommand update = connection.CreateCommand();
+                update.CommandText = "UPDATE predictions SET status = $status, output = $output, error = $error, logs = $logs, metrics = $metrics, " +
+                    "started_at = $started_at, completed_at = $completed_at WHERE id = $id;";
+                Bind(update, final);
+                update.ExecuteNonQuery();
+                transaction.Commit();
+                return AbortOutcome.Finished;
+            }
+
+            using SqliteCommand mark = connection.CreateCommand();
+            mark.CommandText = "UPDATE jobs SET abort_status = $status, abort_error = $error WHERE prediction_id = $id;";
+            mark.Parameters.AddWithValue("$id", id);
+            mark.Parameters.AddWithValue("$status", final.Status);
+            mark.Parameters.AddWithValue("$error", (object?)final.Error ?? DBNull.Value);
+            AbortOutcome outcome = mark.ExecuteNonQuery() == 1 ? AbortOutcome.Requested : AbortOutcome.NoJob;
+            transaction.Commit();
+            return outcome;
         }
     }
 
@@ -318,6 +382,8 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
             return new QueueState(reader.GetInt32(0), reader.GetInt32(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : now - ParseTime(reader.GetString(3)));
         }
     }
+
+    public Task ListenAsync(Action<string> changed, CancellationToken cancellationToken) => Task.CompletedTask;
 
     private void InsertPrediction(PredictionView p)
     {

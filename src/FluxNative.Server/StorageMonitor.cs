@@ -104,6 +104,24 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
         DatabaseWorks(failuresBefore);
     }
 
+    /// <summary>Puts a new prediction and its job on the shared queue (<see cref="IPredictionStore.Enqueue"/>).</summary>
+    /// <exception cref="ApiException">503 with the reason when it cannot be stored (the prediction is then not accepted).</exception>
+    public void Enqueue(PredictionView view, string batchKey, string spec)
+    {
+        int failuresBefore = Failures;
+        try
+        {
+            store.Enqueue(view, batchKey, spec);
+        }
+        catch (Exception e) when (IsStorageFault(e))
+        {
+            DatabaseFailed(e);
+            throw Unavailable("The prediction could not be stored, so it was not accepted", e);
+        }
+
+        DatabaseWorks(failuresBefore);
+    }
+
     /// <summary>Writes a prediction's new state; false when it cannot be written now (a final state is then kept to retry).</summary>
     public bool Save(PredictionView view)
     {

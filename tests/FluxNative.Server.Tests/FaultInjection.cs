@@ -69,10 +69,10 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
 
     public string GetOrCreateSetting(string key, Func<string> create) => inner.GetOrCreateSetting(key, create);
 
-    public void Enqueue(PredictionView p, string batchKey)
+    public void Enqueue(PredictionView p, string batchKey, string spec)
     {
         Fault();
-        inner.Enqueue(p, batchKey);
+        inner.Enqueue(p, batchKey, spec);
     }
 
     public IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease)
@@ -81,10 +81,16 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
         return inner.Lease(worker, maxJobs, lease);
     }
 
-    public IReadOnlyList<string> Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    public LeaseRenewal Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
     {
         Fault();
         return inner.Renew(worker, jobs, lease);
+    }
+
+    public AbortOutcome Abort(string id, PredictionView final)
+    {
+        Fault();
+        return inner.Abort(id, final);
     }
 
     public bool Complete(string worker, LeasedJob job, PredictionView final)
@@ -94,6 +100,8 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
     }
 
     public QueueState Queue() => inner.Queue();
+
+    public Task ListenAsync(Action<string> changed, CancellationToken cancellationToken) => inner.ListenAsync(changed, cancellationToken);
 
     private void Fault()
     {
@@ -135,8 +143,8 @@ internal sealed class FluxServeProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts <c>flux serve --demo</c> on <paramref name="database"/> and <paramref name="outputs"/> and waits until it is ready.</summary>
-    public static async Task<FluxServeProcess> StartAsync(string database, string outputs)
+    /// <summary>Starts <c>flux serve --demo</c> on <paramref name="database"/> and <paramref name="outputs"/> (and <paramref name="options"/>) and waits until it is ready.</summary>
+    public static async Task<FluxServeProcess> StartAsync(string database, string outputs, params string[] options)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
         var start = new ProcessStartInfo(dotnet)
@@ -149,7 +157,7 @@ internal sealed class FluxServeProcess : IAsyncDisposable
         {
             Path.Combine(AppContext.BaseDirectory, "flux.dll"), "serve", "--demo", "--demo-dir", ServerHost.DemoDirectory,
             "--urls", "http://127.0.0.1:0", "--database", database, "--output-dir", outputs,
-        })
+        }.Concat(options))
         {
             start.ArgumentList.Add(arg);
         }

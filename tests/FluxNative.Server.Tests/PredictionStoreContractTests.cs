@@ -154,7 +154,7 @@ public sealed class PredictionStoreContractTests
         Assert.Equal("flux db", settings.Database);
         Assert.Equal(Npgsql.SslMode.Require, settings.SslMode);
         Assert.Equal(7, settings.MaxPoolSize);
-        Assert.Equal(3, settings.Timeout);   // fails fast by default
+        Assert.Equal(5, settings.Timeout);   // fails fast by default
         Assert.Equal("postgres://fl%40ux@db.example:6543/flux db", PostgresPredictionStore.Describe(settings));
         Assert.Equal(5432, PostgresPredictionStore.ConnectionSettings("postgres://db.example/flux").Port);
 
