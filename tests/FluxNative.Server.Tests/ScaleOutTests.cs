@@ -112,6 +112,92 @@ public sealed class ScaleOutTests
     }
 
     [PostgresFact]
+    public async Task PostgreSQL_killed_and_restarted_under_load_loses_no_accepted_prediction_and_runs_none_twice()
+    {
+        const int Sent = 40;
+        using var database = TestPostgres.Create();
+        using var outputs = new TempDirectory();
+        await using FluxServeProcess api = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api", "--queue-size", "1000");
+        await using FluxServeProcess one = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "worker", "--worker-id", "worker-1", "--max-batch-images", "4");
+        await using FluxServeProcess two = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "worker", "--worker-id", "worker-2", "--max-batch-images", "4");
+
+        // A client that sends its predictions one after another and retries a 503 (the database down) after a pause.
+        var accepted = new List<string>();
+        int refused = 0;
+        bool restarted = false;
+        bool stopped = false;
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            for (int i = 0; i < Sent; i++)
+            {
+                if (i == Sent / 2)
+                {
+                    TestPostgres.Control("stop -m immediate");   // PostgreSQL's processes killed: a crash, not a shutdown
+                    stopped = true;
+                }
+
+                while (true)
+                {
+                    using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/models/black-forest-labs/flux-dev/predictions")
+                    {
+                        Content = new StringContent($$$"""{"input":{"prompt":"fox {{{i}}}","image_size":128,"num_inference_steps":6,"seed":{{{i}}}}}""",
+                            System.Text.Encoding.UTF8, "application/json"),
+                    };
+                    using HttpResponseMessage response = await api.Client.SendAsync(request);
+                    string text = await response.Content.ReadAsStringAsync();
+                    if (response.StatusCode == HttpStatusCode.Created)
+                    {
+                        accepted.Add(JsonDocument.Parse(text).RootElement.GetProperty("id").GetString()!);
+                        break;
+                    }
+
+                    Assert.True(response.StatusCode == HttpStatusCode.ServiceUnavailable, text);
+                    Assert.Contains("the database server", text, StringComparison.Ordinal);
+                    refused++;
+                    if (!restarted && refused >= 3)
+                    {
+                        TestPostgres.Control("start");
+                        restarted = true;
+                    }
+
+                    Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), $"creates still refused after 90 s: {text}");
+                    await Task.Delay(200);
+                }
+            }
+        }
+        finally
+        {
+            if (stopped && !restarted)
+            {
+                TestPostgres.Control("start");   // for the tests after this one
+            }
+        }
+
+        Assert.True(restarted, "the database was never found down");
+        foreach (string id in accepted)
+        {
+            JsonElement p = await WaitForAsync(api, id, p => p.GetProperty("status").GetString() is "succeeded" or "failed" or "canceled");
+            Assert.True(p.GetProperty("status").GetString() == "succeeded", p.ToString());
+            string logs = p.GetProperty("logs").GetString()!;
+            int lastRun = logs.LastIndexOf(" runs it", StringComparison.Ordinal);
+            Assert.Single(System.Text.RegularExpressions.Regex.Matches(logs[lastRun..], "Done in "));
+        }
+
+        Assert.Equal(Sent, accepted.Distinct().Count());
+        await using NpgsqlConnection connection = new(PostgresPredictionStore.ConnectionSettings(database.Address).ConnectionString);
+        await connection.OpenAsync();
+        await using NpgsqlCommand counts = new("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM predictions WHERE status = 'succeeded');", connection);
+        await using NpgsqlDataReader reader = await counts.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync());
+        Assert.Equal((0L, (long)Sent), (reader.GetInt64(0), reader.GetInt64(1)));
+        foreach (FluxServeProcess node in new[] { api, one, two })
+        {
+            node.AssertAlive();
+        }
+    }
+
+    [PostgresFact]
     public async Task A_queued_and_a_running_prediction_are_canceled_from_another_api_node_and_the_creating_node_sees_it()
     {
         using var database = TestPostgres.Create();

@@ -6,6 +6,7 @@
 #
 #   tools/postgres/scale-benchmark.sh POSTGRES_URL [N ...]     e.g. postgres://postgres@127.0.0.1:5432/postgres 1 2 3
 #   PREDICTIONS=60 SIZE=128 STEPS=6 (defaults); flux.dll from FLUX_DLL or the server tests' build output.
+#   WORKER_ARGS="--threads 1": more options for each worker.
 set -euo pipefail
 admin=$1; shift
 counts=("${@:-1 2 3}")
@@ -36,7 +37,7 @@ for n in ${counts[@]}; do
   wait_ready "$api_port"
   for w in $(seq 1 "$n"); do
     dotnet "$flux" serve --demo --insecure-no-auth --role worker --database "$address" --output-dir "$work/out" \
-      --urls "http://127.0.0.1:$port" --worker-id "w$w" > "$work/worker-$n-$w.log" 2>&1 &
+      --urls "http://127.0.0.1:$port" --worker-id "w$w" ${WORKER_ARGS:-} > "$work/worker-$n-$w.log" 2>&1 &
     pids+=($!)
     wait_ready "$port"; port=$((port + 1))
   done
