@@ -5,6 +5,10 @@
 #   ./test.sh            Release build, all tests
 #   FX_CUDA=ON ./test.sh  fail the build if the CUDA backend cannot be compiled (CI sets this)
 #   FX_SKIP_PACKAGE_TEST=1 ./test.sh  without the NuGet package test (tools/package/test-package.sh)
+#   FX_REQUIRE_POSTGRES=1 ./test.sh    fail when the PostgreSQL tests cannot run (CI sets this)
+# The server's PostgreSQL tests run on a throwaway cluster that this script starts on loopback when PostgreSQL's
+# server binaries are installed (tools/postgres/test-cluster.sh; FLUX_TEST_POSTGRES set beforehand names another
+# server instead). Without them those tests are skipped, each saying why, and counted as skipped.
 set -uo pipefail
 cd "$(dirname "$0")"
 config=${CONFIGURATION:-Release}
@@ -26,6 +30,25 @@ dotnet build FluxNative.sln -c "$config" -nologo -v:minimal "-p:FluxNativeCMakeA
 echo "== native tests (ctest)"
 ctest --test-dir build/native --output-on-failure -j "$(nproc)" 2>&1 | tee "$log_dir/ctest.log"
 native_rc=${PIPESTATUS[0]}
+
+postgres_dir=""
+if [ -z "${FLUX_TEST_POSTGRES:-}" ]; then
+  postgres_dir=$(mktemp -d /tmp/fluxnative-test-postgres-XXXXXX)
+  if cluster=$(tools/postgres/test-cluster.sh start "$postgres_dir"); then
+    export FLUX_TEST_POSTGRES FLUX_TEST_POSTGRES_CTL
+    FLUX_TEST_POSTGRES=$(sed -n 1p <<< "$cluster")
+    FLUX_TEST_POSTGRES_CTL=$(sed -n 2p <<< "$cluster")
+    trap 'tools/postgres/test-cluster.sh stop "$postgres_dir"' EXIT
+    echo "== PostgreSQL for the server's tests: a throwaway cluster at $FLUX_TEST_POSTGRES"
+  else
+    rm -rf "$postgres_dir"
+    if [ "${FX_REQUIRE_POSTGRES:-0}" = 1 ]; then
+      echo "test.sh: FX_REQUIRE_POSTGRES=1 but no PostgreSQL cluster could be started (above)" >&2
+      exit 1
+    fi
+    echo "== no PostgreSQL for the server's tests: they are skipped (install Debian's postgresql package to run them)"
+  fi
+fi
 
 echo "== managed tests (dotnet test)"
 dotnet test FluxNative.sln -c "$config" --no-build -nologo 2>&1 | tee "$log_dir/dotnet-test.log"

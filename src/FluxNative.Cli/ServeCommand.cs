@@ -42,7 +42,19 @@ internal static class ServeCommand
                 result.AddError($"--model-name: {problem}");
             }
         });
-        var database = new Option<string>("--database") { Description = "The SQLite database of predictions.", DefaultValueFactory = _ => "flux-server.db" };
+        var database = new Option<string>("--database")
+        {
+            Description = "Where predictions are kept: a path (an SQLite file, for one server) or postgres://USER:PASSWORD@HOST:PORT/DATABASE (PostgreSQL, which several servers can share).", DefaultValueFactory = _ => "flux-server.db",
+        };
+        var role = new Option<string>("--role")
+        {
+            Description = "What this node does: all (take requests and run them, one node per database), api (take requests and queue them) " +
+                "or worker (run queued jobs). api and worker need --database postgres://….",
+            DefaultValueFactory = _ => "all",
+        };
+        role.AcceptOnlyFromAmong("all", "api", "worker");
+        var workerId = new Option<string?>("--worker-id") { Description = "This worker's name in the queue's leases (default: host name:process id)." };
+        var lease = CliOptions.Number("--lease-seconds", "How long a worker's lease on a job lasts without a heartbeat: a dead worker's jobs run again elsewhere after this long.", 0.3, 3600.0, 10.0);
         var outputDir = new Option<string>("--output-dir") { Description = "Where generated images are written.", DefaultValueFactory = _ => "flux-outputs" };
         var retention = CliOptions.Number("--retention-hours", "Hours output files are kept.", 0.001, 24.0 * 365 * 100, 24.0);
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "Serve without API keys (otherwise FLUX_API_KEYS or FluxServer:ApiKeys must name at least one)." };
@@ -69,7 +81,7 @@ internal static class ServeCommand
 
         var command = new Command("serve", "Serve FLUX over HTTP: OpenAI's POST /v1/images/generations and Replicate's predictions API.")
         {
-            urls, demo, demoDir, model, transformer, ae, clip, t5, modelNames, database, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
+            urls, demo, demoDir, model, transformer, ae, clip, t5, modelNames, database, role, workerId, lease, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
             privateWebhooks, webhookConcurrency, publicUrl, weights, activations, threads, device, loras,
         };
         command.Validators.Add(result =>
@@ -125,6 +137,9 @@ internal static class ServeCommand
                 Pipeline = pipeline,
                 ModelNames = parsed.GetValue(modelNames) ?? [],
                 DatabasePath = parsed.GetValue(database)!,
+                Role = Enum.Parse<ServerRole>(parsed.GetValue(role)!, ignoreCase: true),
+                WorkerId = parsed.GetValue(workerId),
+                LeaseDuration = TimeSpan.FromSeconds(parsed.GetValue(lease)),
                 OutputDirectory = parsed.GetValue(outputDir)!,
                 OutputRetention = TimeSpan.FromHours(parsed.GetValue(retention)),
                 InsecureNoAuth = parsed.GetValue(insecure),

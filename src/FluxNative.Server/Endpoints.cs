@@ -16,11 +16,17 @@ internal static partial class Endpoints
 {
     private const int PageSize = 100;
 
-    public static void Map(IEndpointRouteBuilder app)
+    /// <summary>Maps the endpoints: all of them, or on a worker node (which takes no requests) health, readiness and metrics only.</summary>
+    public static void Map(IEndpointRouteBuilder app, ServerRole role = ServerRole.All)
     {
         app.MapGet("/healthz", () => Json(new JsonObject { ["status"] = "ok" }));
         app.MapGet("/readyz", Ready);
         app.MapGet("/metrics", (ServerMetrics metrics) => Results.Text(metrics.Prometheus(), "text/plain; version=0.0.4", Encoding.UTF8));
+        if (role == ServerRole.Worker)
+        {
+            return;
+        }
+
         app.MapPost("/v1/images/generations", ImagesGenerations);
         app.MapPost("/v1/predictions", (Func<HttpContext, Task<IResult>>)(context => CreatePrediction(context, null, null)));
         app.MapPost("/v1/models/{owner}/{name}/predictions", (HttpContext context, string owner, string name) => CreatePrediction(context, owner, name));
@@ -37,7 +43,7 @@ internal static partial class Endpoints
     /// 200 when predictions can be taken: the model is loaded and the storage can be written. No prediction ids (it needs
     /// no key): counts only.
     /// </summary>
-    private static IResult Ready(ModelHost host, PredictionService service, StorageMonitor storage)
+    private static IResult Ready(HttpContext context, ModelHost host, PredictionService service, StorageMonitor storage)
     {
         if (host.LoadError is { } error)
         {
@@ -55,14 +61,58 @@ internal static partial class Endpoints
             return Json(new JsonObject { ["status"] = "loading" }, StatusCodes.Status503ServiceUnavailable);
         }
 
-        return Json(new JsonObject
+        var ready = new JsonObject
         {
             ["status"] = "ready",
             ["model"] = host.Description,
             ["demo"] = host.Demo,
             ["queue_length"] = service.QueueLength,
             ["running"] = service.RunningCount,
-        });
+        };
+        if (SharedQueueNode(context.RequestServices) is { } node)
+        {
+            ready["node"] = node;
+        }
+
+        return Json(ready);
+    }
+
+    /// <summary>
+    /// On a node of a shared queue (<c>--role api|worker</c>): its role, the queue (jobs waiting and leased, workers with a
+    /// live lease, the oldest lease's age) and on a worker its id and the jobs it holds; null on an <c>all</c> node.
+    /// </summary>
+    private static JsonObject? SharedQueueNode(IServiceProvider services)
+    {
+        FluxServerOptions options = services.GetRequiredService<FluxServerOptions>();
+        if (options.Role == ServerRole.All)
+        {
+            return null;
+        }
+
+        var node = new JsonObject { ["role"] = options.Role.ToString().ToLowerInvariant() };
+        try
+        {
+            QueueState queue = services.GetRequiredService<IPredictionStore>().Queue();
+            node["queue"] = new JsonObject
+            {
+                ["waiting"] = queue.Waiting,
+                ["leased"] = queue.Leased,
+                ["workers"] = queue.Workers,
+                ["oldest_lease_seconds"] = queue.OldestLease is { } age ? Math.Round(age.TotalSeconds, 3) : null,
+            };
+        }
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+        {
+            node["queue"] = null;   // gone since the storage check; the next readiness call says why
+        }
+
+        if (services.GetService<QueueWorker>() is { } worker)
+        {
+            node["worker_id"] = worker.Id;
+            node["jobs_held"] = worker.Held;
+        }
+
+        return node;
     }
 
     /// <summary>OpenAI's <c>POST /v1/images/generations</c>: synchronous; the images as URLs or base64.</summary>

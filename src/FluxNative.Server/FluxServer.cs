@@ -56,8 +56,7 @@ public static class FluxServer
 
         IServiceCollection services = builder.Services;
         services.AddSingleton(options);
-        services.AddSingleton(_ => new PredictionStore(options.DatabasePath));
-        services.AddSingleton<IPredictionStore>(provider => provider.GetRequiredService<PredictionStore>());
+        services.AddSingleton(_ => OpenStore(options));
         services.AddSingleton<StorageMonitor>();
         services.AddSingleton<OutputFiles>();
         services.AddSingleton(_ => new WebhookTargets(options));
@@ -72,6 +71,12 @@ public static class FluxServer
         services.AddHostedService(provider => provider.GetRequiredService<PredictionService>());
         services.AddHostedService(provider => provider.GetRequiredService<RetentionSweeper>());
         services.AddHostedService(provider => provider.GetRequiredService<StorageMonitor>());
+        if (options.Role == ServerRole.Worker)
+        {
+            services.AddSingleton<QueueWorker>();
+            services.AddHostedService(provider => provider.GetRequiredService<QueueWorker>());
+        }
+
         configure?.Invoke(builder);
 
         WebApplication app = builder.Build();
@@ -83,13 +88,21 @@ public static class FluxServer
         {
             // The database opened and took a write (PredictionStore checks), but failed here: still a start-up
             // problem of the files, told in one line (no stack trace).
+            string database = app.Services.GetRequiredService<IPredictionStore>().Location;
             (app as IDisposable).Dispose();
-            throw new FluxServerConfigurationException($"Cannot use the database '{options.DatabasePath}' or the output folder '{options.OutputDirectory}': {StorageMonitor.Describe(e)}");
+            throw new FluxServerConfigurationException($"Cannot use the database '{database}' or the output folder '{options.OutputDirectory}': {StorageMonitor.Describe(e)}");
         }
         catch
         {
             (app as IDisposable).Dispose();
             throw;
+        }
+
+        if (options.Role != ServerRole.All)
+        {
+            IPredictionStore store = app.Services.GetRequiredService<IPredictionStore>();
+            QueueWorker? worker = options.Role == ServerRole.Worker ? app.Services.GetRequiredService<QueueWorker>() : null;
+            app.Services.GetRequiredService<ServerMetrics>().ObserveSharedQueue(store.Queue, worker is null ? null : () => worker.Held);
         }
 
         ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FluxNative.Server");
@@ -102,7 +115,7 @@ public static class FluxServer
         app.UseStatusCodePages(context => EmptyStatus(context.HttpContext));
         ApiKeyAuthentication authentication = app.Services.GetRequiredService<ApiKeyAuthentication>();
         app.Use((context, next) => authentication.InvokeAsync(context, next));
-        Endpoints.Map(app);
+        Endpoints.Map(app, options.Role);
         return app;
     }
 
@@ -180,6 +193,13 @@ public static class FluxServer
         return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
     }
 
+    /// <summary>The store <see cref="FluxServerOptions.DatabasePath"/> names: PostgreSQL for a <c>postgres://</c> address, else an SQLite file.</summary>
+    /// <exception cref="FluxServerConfigurationException">It cannot be opened, read or written.</exception>
+    internal static IPredictionStore OpenStore(FluxServerOptions options) =>
+        PostgresPredictionStore.IsAddress(options.DatabasePath)
+            ? new PostgresPredictionStore(options.DatabasePath)
+            : new PredictionStore(options.DatabasePath);
+
     private static void Check(FluxServerOptions options)
     {
         if (!options.Demo && options.Model is null)
@@ -210,7 +230,7 @@ public static class FluxServer
                 $"The smallest image side must be between {FluxPipelineOptions.DefaultMinSide} and the largest ({options.MaxImageSide}) (got {options.EffectiveMinImageSide})."),
             (options.MaxImageSide > FluxPipelineOptions.DefaultMaxSide,
                 $"The largest image side must be at most {FluxPipelineOptions.DefaultMaxSide} (got {options.MaxImageSide})."),
-            (string.IsNullOrWhiteSpace(options.DatabasePath), "Give a database path."),
+            (string.IsNullOrWhiteSpace(options.DatabasePath), "Give a database: a path (an SQLite file) or postgres://USER:PASSWORD@HOST:PORT/DATABASE."),
             (string.IsNullOrWhiteSpace(options.OutputDirectory), "Give an output folder."),
         ];
         foreach ((bool bad, string what) in checks)
@@ -224,6 +244,22 @@ public static class FluxServer
         if (options.ModelNames.Select(CheckModelName).FirstOrDefault(e => e is not null) is { } badName)
         {
             throw new FluxServerConfigurationException(badName);
+        }
+
+        if (options.Role != ServerRole.All && !PostgresPredictionStore.IsAddress(options.DatabasePath))
+        {
+            throw new FluxServerConfigurationException(
+                $"--role {options.Role.ToString().ToLowerInvariant()} shares a job queue with other nodes: it needs a PostgreSQL database (--database postgres://…), not an SQLite file.");
+        }
+
+        if (options.LeaseDuration < TimeSpan.FromMilliseconds(300))
+        {
+            throw new FluxServerConfigurationException("The lease must be at least 0.3 s.");
+        }
+
+        if (PostgresPredictionStore.IsAddress(options.DatabasePath))
+        {
+            _ = PostgresPredictionStore.ConnectionSettings(options.DatabasePath);   // a bad address is told before anything starts
         }
 
         if (options.PublicBaseUrl is { Length: > 0 } url && !Uri.TryCreate(url, UriKind.Absolute, out _))

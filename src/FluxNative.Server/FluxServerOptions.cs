@@ -48,8 +48,24 @@ public sealed record FluxServerOptions
     /// </summary>
     public IReadOnlyList<string> ModelNames { get; init; } = [];
 
-    /// <summary>The SQLite database of predictions (created when missing).</summary>
+    /// <summary>
+    /// The database of predictions: a path, for an SQLite file (created when missing; one server per file), or a
+    /// PostgreSQL address, <c>postgres://USER:PASSWORD@HOST:PORT/DATABASE</c> (tables created when missing), which
+    /// several servers can share.
+    /// </summary>
     public string DatabasePath { get; init; } = "flux-server.db";
+
+    /// <summary>
+    /// What this node does (default <see cref="ServerRole.All"/>): with a PostgreSQL database, API nodes take requests
+    /// and queue them, worker nodes load the model and run what they lease from the queue.
+    /// </summary>
+    public ServerRole Role { get; init; } = ServerRole.All;
+
+    /// <summary>This worker's name in the queue's leases (default: host name and process id).</summary>
+    public string? WorkerId { get; init; }
+
+    /// <summary>How long a worker's lease on a job lasts without a heartbeat (default 10 s; renewed every third of it): a worker that dies gives its jobs up after this long.</summary>
+    public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>The folder of generated image files, one subfolder per prediction.</summary>
     public string OutputDirectory { get; init; } = "flux-outputs";
@@ -114,6 +130,19 @@ public sealed record FluxServerOptions
 
     /// <summary>The base of the URLs this server hands out (default: the scheme and host of each request).</summary>
     public string? PublicBaseUrl { get; init; }
+}
+
+/// <summary>What a <c>flux serve</c> node does.</summary>
+public enum ServerRole
+{
+    /// <summary>Takes requests and runs them itself, in-process (one such node per database).</summary>
+    All,
+
+    /// <summary>Takes requests and puts them on the PostgreSQL job queue; runs nothing (no model loaded for running).</summary>
+    Api,
+
+    /// <summary>Loads the model and runs the jobs it leases from the PostgreSQL queue; serves health, readiness and metrics only.</summary>
+    Worker,
 }
 
 /// <summary>The server cannot start with these settings (no API key, no model, a bad value); the message says why.</summary>

@@ -16,7 +16,7 @@ internal sealed partial class OutputFiles
 {
     private readonly byte[] signingKey;
 
-    public OutputFiles(FluxServerOptions options, PredictionStore store)
+    public OutputFiles(FluxServerOptions options, IPredictionStore store)
     {
         Directory = Path.GetFullPath(options.OutputDirectory);
         System.IO.Directory.CreateDirectory(Directory);

@@ -37,7 +37,7 @@ internal sealed record PredictionOrder
 /// one forward per step, joining and leaving at step boundaries) in arrival order; a prediction turns "processing"
 /// when its first step starts. The endpoints are thin calls into this.
 /// </summary>
-internal sealed class PredictionService : BackgroundService
+internal sealed partial class PredictionService : BackgroundService
 {
     /// <summary>How the error of a prediction that ran out of time begins.</summary>
     public const string TimedOutMessage = "The prediction timed out";
@@ -102,6 +102,11 @@ internal sealed class PredictionService : BackgroundService
     /// </summary>
     public int RecoverInterrupted()
     {
+        if (options.Role != ServerRole.All)
+        {
+            return 0;   // the queue's leases take care of jobs whose worker died; nothing here is this node's alone
+        }
+
         IReadOnlyList<PredictionView> unfinished = store.Unfinished();
         foreach (PredictionView v in unfinished)
         {
@@ -180,6 +185,11 @@ internal sealed class PredictionService : BackgroundService
             waiting.Add(prediction);   // its place, held while it is stored
         }
 
+        if (options.Role == ServerRole.Api)
+        {
+            return Queue(order, prediction);
+        }
+
         // Stored before it is acknowledged or run: a crash from here on leaves a record that the restart reports. Not
         // under the queue's lock: a slow or locked database must not hold up the pipeline's threads, which take it.
         try
@@ -221,6 +231,11 @@ internal sealed class PredictionService : BackgroundService
     /// <summary>Cancels a prediction: a waiting one leaves the queue, a running one stops within a step. Waits (a little) until it is final.</summary>
     public async Task<PredictionView?> CancelAsync(string id, CancellationToken cancellationToken)
     {
+        if (options.Role == ServerRole.Api && !live.ContainsKey(id))
+        {
+            return await CancelQueuedAsync(id, cancellationToken).ConfigureAwait(false);
+        }
+
         if (!live.TryGetValue(id, out Prediction? p))
         {
             return Get(id);
@@ -237,8 +252,33 @@ internal sealed class PredictionService : BackgroundService
         }
     }
 
-    /// <summary>Stops a prediction for <paramref name="reason"/>: its token fires, which the pipeline answers at once (out of its queue, or out of the batch at the next step).</summary>
-    public void Stop(Prediction p, AbortReason reason) => p.RequestAbort(reason);
+    /// <summary>
+    /// Stops a prediction for <paramref name="reason"/>: its token fires, which the pipeline answers at once (out of its
+    /// queue, or out of the batch at the next step). On an API node the queue is told instead: a waiting job ends now, a
+    /// running one at its worker's next heartbeat (at once when the worker hears the notification).
+    /// </summary>
+    public void Stop(Prediction p, AbortReason reason)
+    {
+        if (!p.RequestAbort(reason) || options.Role != ServerRole.Api)
+        {
+            return;
+        }
+
+        PredictionView final = AbortedState(p.View, reason);
+        ThreadPool.QueueUserWorkItem(state =>
+        {
+            try
+            {
+                AbortOutcome outcome = store.Abort(state.Id, state);
+                logger.LogInformation("Prediction {Id}: {Status} asked of the queue ({Outcome})", state.Id, state.Status, outcome);
+                Refresh(state.Id);
+            }
+            catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+            {
+                logger.LogError("Prediction {Id} could not be stopped: {Reason}", state.Id, StorageMonitor.Describe(e));
+            }
+        }, final, preferLocal: false);
+    }
 
     /// <summary>A prediction in the API's shape, with links under <paramref name="baseUrl"/> (default: the one it was created with).</summary>
     public JsonObject RenderJson(PredictionView view, string? baseUrl = null) => PredictionJson.Render(view, baseUrl ?? view.BaseUrl, files);
@@ -247,6 +287,13 @@ internal sealed class PredictionService : BackgroundService
     {
         shuttingDown = true;
         await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        if (options.Role == ServerRole.Api)
+        {
+            // The workers run them on; the database has them. Only this node's webhooks end here.
+            await webhooks.DrainAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            return;
+        }
+
         List<Prediction> unfinished = [.. live.Values];
         foreach (Prediction p in unfinished)
         {
@@ -260,8 +307,10 @@ internal sealed class PredictionService : BackgroundService
         await webhooks.DrainAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
     }
 
-    // The work happens in the pipeline's threads; predictions start from Create.
-    protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.CompletedTask;
+    // In-process, the work happens in the pipeline's threads and predictions start from Create; an API node follows
+    // the queue.
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        options.Role == ServerRole.Api ? FollowQueueAsync(stoppingToken) : Task.CompletedTask;
 
     /// <summary>
     /// One prediction through the pipeline, to its final state. Never throws: every outcome (success, cancel, timeout,
@@ -369,32 +418,44 @@ internal sealed class PredictionService : BackgroundService
         {
             Status = PredictionStatus.Succeeded,
             Output = names,
-            Metrics = new Dictionary<string, double>
-            {
-                ["predict_time"] = Math.Round(t.Total.TotalSeconds, 6),
-                ["total_time"] = Math.Round((now - v.CreatedAt).TotalSeconds, 6),
-                ["denoise_time"] = Math.Round(t.Denoise.TotalSeconds, 6),
-                ["decode_time"] = Math.Round(t.Decode.TotalSeconds, 6),
-                ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
-                ["image_count"] = plan.NumImages,
-                ["batch_size"] = result.PeakBatchImages,
-                ["transformer_blocks_share"] = Math.Round(result.BlocksComputedShare, 4),
-                ["seed"] = plan.Seed,
-            },
+            Metrics = ResultMetrics(result, plan, v.CreatedAt, now),
         });
+    }
+
+    /// <summary>A finished generation's <c>metrics</c> (Replicate's names, and ours).</summary>
+    internal static Dictionary<string, double> ResultMetrics(GenerationResult result, GenerationPlan plan, DateTimeOffset createdAt, DateTimeOffset now)
+    {
+        GenerationTimings t = result.Timings;
+        return new Dictionary<string, double>
+        {
+            ["predict_time"] = Math.Round(t.Total.TotalSeconds, 6),
+            ["total_time"] = Math.Round((now - createdAt).TotalSeconds, 6),
+            ["denoise_time"] = Math.Round(t.Denoise.TotalSeconds, 6),
+            ["decode_time"] = Math.Round(t.Decode.TotalSeconds, 6),
+            ["steps_per_second"] = Math.Round(t.StepsPerSecond, 4),
+            ["image_count"] = plan.NumImages,
+            ["batch_size"] = result.PeakBatchImages,
+            ["transformer_blocks_share"] = Math.Round(result.BlocksComputedShare, 4),
+            ["seed"] = plan.Seed,
+        };
     }
 
     private void FinishAborted(Prediction p, AbortReason reason)
     {
-        (string status, string? error) = reason switch
+        (string status, string? error) = AbortedStatus(reason);
+        p.Log(error ?? "Canceled.");
+        Finish(p, v => v with { Status = status, Error = error });
+    }
+
+    private (string Status, string? Error) AbortedStatus(AbortReason reason)
+    {
+        return reason switch
         {
             AbortReason.Canceled => (PredictionStatus.Canceled, (string?)null),
             AbortReason.TimedOut => (PredictionStatus.Failed,
                 string.Create(CultureInfo.InvariantCulture, $"{TimedOutMessage}: it did not finish within {options.RequestTimeout.TotalSeconds:0.###} s of being created (the server's request timeout).")),
             _ => (PredictionStatus.Failed, "The server shut down before this prediction finished. Create it again."),
         };
-        p.Log(error ?? "Canceled.");
-        Finish(p, v => v with { Status = status, Error = error });
     }
 
     private void Finish(Prediction p, Func<PredictionView, PredictionView> change)

@@ -5,14 +5,20 @@ using Microsoft.Data.Sqlite;
 namespace FluxNative.Server;
 
 /// <summary>
-/// Where predictions are kept. <see cref="PredictionStore"/> is the SQLite one; <see cref="StorageMonitor"/> lives with
-/// its faults (and the fault-injection tests wrap it). Every method may throw what the storage throws
-/// (<see cref="SqliteException"/>, <see cref="IOException"/>, <see cref="UnauthorizedAccessException"/>).
+/// Where predictions are kept. <see cref="PredictionStore"/> is the SQLite one (the embedded default),
+/// <see cref="PostgresPredictionStore"/> the PostgreSQL one (several nodes over one database); both pass the same
+/// contract tests (PredictionStoreContractTests). <see cref="StorageMonitor"/> lives with their faults (and the
+/// fault-injection tests wrap it). Every method may throw what the storage throws (<see cref="SqliteException"/>,
+/// <see cref="Npgsql.NpgsqlException"/>, <see cref="IOException"/>, <see cref="UnauthorizedAccessException"/>):
+/// <see cref="StorageMonitor.IsStorageFault"/> tells those from bugs.
 /// </summary>
 internal interface IPredictionStore
 {
-    /// <summary>The database file.</summary>
-    string Path { get; }
+    /// <summary>Where the database is, for messages: the SQLite file's path, or the PostgreSQL server and database (never a password).</summary>
+    string Location { get; }
+
+    /// <summary>True when the database is a file and that file is gone (deleted under the server); a database server's is never.</summary>
+    bool IsDeleted { get; }
 
     void Insert(PredictionView p);
 
@@ -33,6 +39,64 @@ internal interface IPredictionStore
     /// <see cref="Path"/> from the open connection and reopens it there: true when it did. False when the file is there.
     /// </summary>
     bool RestoreIfDeleted();
+
+    /// <summary>
+    /// The secret <paramref name="key"/> (the URL-signing key, the webhook secret), created with <paramref name="create"/>
+    /// the first time, the same for every node of one database. Never created over existing predictions: a new key would
+    /// silently break every output URL or webhook signature handed out so far, so a database that has predictions but
+    /// lost its key is refused.
+    /// </summary>
+    /// <exception cref="FluxServerConfigurationException">The key is missing but predictions exist.</exception>
+    string GetOrCreateSetting(string key, Func<string> create);
+
+    // The job queue: a prediction put in with Enqueue waits as a job until a worker leases it; the lease runs out unless
+    // renewed (a heartbeat), and a job whose lease ran out (its worker died) is leased again by the next worker that
+    // asks, from the start, with its attempt counted. Complete records the outcome once, for the lease's holder only.
+
+    /// <summary>
+    /// Inserts a prediction and its job together (both or neither). <paramref name="batchKey"/>: jobs with equal keys can
+    /// share a batch; <paramref name="spec"/>: what the worker runs (<see cref="LeasedJob.Spec"/>).
+    /// </summary>
+    void Enqueue(PredictionView p, string batchKey, string spec);
+
+    /// <summary>
+    /// Leases for <paramref name="worker"/>, for <paramref name="lease"/>, the oldest job that is free (never leased, or its
+    /// lease ran out) and up to <paramref name="maxJobs"/> - 1 more free ones with its batch key, oldest first. Jobs
+    /// another worker is leasing at that moment are skipped, not waited for. Empty when no job is free.
+    /// </summary>
+    IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease);
+
+    /// <summary>
+    /// Extends the leases of <paramref name="jobs"/> that <paramref name="worker"/> still holds to <paramref name="lease"/>
+    /// from now; returns the ids it still holds (a job missing from them was lost: another worker took it up) and which
+    /// of them were asked to stop (<see cref="Abort"/>).
+    /// </summary>
+    LeaseRenewal Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease);
+
+    /// <summary>
+    /// Stops a queued prediction from any node: a job that waits leaves the queue and <paramref name="final"/> (canceled,
+    /// or failed as timed out) is written, in one transaction; a job a worker holds is marked, and the worker stops it and
+    /// records the state <paramref name="final"/> names.
+    /// </summary>
+    AbortOutcome Abort(string id, PredictionView final);
+
+    /// <summary>
+    /// Records <paramref name="final"/> (a final state) for <paramref name="job"/> and takes the job off the queue, in one
+    /// transaction, when <paramref name="worker"/> still holds its lease (this attempt's); false, with nothing written,
+    /// when it does not (another worker has the job now, or finished it): the outcome is recorded exactly once.
+    /// </summary>
+    bool Complete(string worker, LeasedJob job, PredictionView final);
+
+    /// <summary>The queue now (<see cref="QueueState"/>).</summary>
+    QueueState Queue();
+
+    /// <summary>
+    /// Calls <paramref name="changed"/> with the id of each prediction another node changed (PostgreSQL's LISTEN/NOTIFY:
+    /// every insert and state write notifies), until <paramref name="cancellationToken"/> fires; reconnects by itself
+    /// after the database comes back (changes meanwhile are not told: callers also read what they track now and then).
+    /// SQLite's store has no other node, and returns at once.
+    /// </summary>
+    Task ListenAsync(Action<string> changed, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -70,15 +134,15 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
     /// <exception cref="FluxServerConfigurationException">It cannot be opened, read or written; the message says which file and why, in one line.</exception>
     public PredictionStore(string path)
     {
-        Path = System.IO.Path.GetFullPath(path);
+        Location = System.IO.Path.GetFullPath(path);
         try
         {
-            if (System.IO.Path.GetDirectoryName(Path) is { } directory)
+            if (System.IO.Path.GetDirectoryName(Location) is { } directory)
             {
                 Directory.CreateDirectory(directory);
             }
 
-            connection = Open(Path);
+            connection = Open(Location);
             Execute("""
                 CREATE TABLE IF NOT EXISTS predictions (
                     id TEXT PRIMARY KEY,
@@ -100,6 +164,16 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                 CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
                 CREATE INDEX IF NOT EXISTS predictions_status ON predictions (status);
                 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS jobs (
+                    prediction_id TEXT PRIMARY KEY REFERENCES predictions (id),
+                    batch_key TEXT NOT NULL,
+                    spec TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    leased_at TEXT,
+                    lease_expires TEXT,
+                    abort_status TEXT,
+                    abort_error TEXT);
                 """);
             // A database that opens but cannot be written (a read-only file or folder, a full disk) would fail every
             // prediction later: refuse to start now, saying so.
@@ -108,22 +182,216 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {
             connection?.Dispose();
-            throw new FluxServerConfigurationException($"Cannot use the database '{Path}': {StorageMonitor.Describe(e)}");
+            throw new FluxServerConfigurationException($"Cannot use the database '{Location}': {StorageMonitor.Describe(e)}");
         }
     }
 
-    public string Path { get; }
+    public string Location { get; }
+
+    public bool IsDeleted => !File.Exists(Location);
 
     public void Insert(PredictionView p)
     {
         lock (gate)
         {
-            using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = $"INSERT INTO predictions ({Columns}) VALUES " +
-                "($id, $kind, $model, $version, $status, $input, $output, $error, $logs, $metrics, $created_at, $started_at, $completed_at, $webhook, $webhook_events, $base_url);";
-            Bind(command, p);
-            command.ExecuteNonQuery();
+            InsertPrediction(p);
         }
+    }
+
+    public void Enqueue(PredictionView p, string batchKey, string spec)
+    {
+        lock (gate)
+        {
+            using SqliteTransaction transaction = connection.BeginTransaction();
+            InsertPrediction(p);
+            using SqliteCommand job = connection.CreateCommand();
+            job.CommandText = "INSERT INTO jobs (prediction_id, batch_key, spec) VALUES ($id, $key, $spec);";
+            job.Parameters.AddWithValue("$id", p.Id);
+            job.Parameters.AddWithValue("$key", batchKey);
+            job.Parameters.AddWithValue("$spec", spec);
+            job.ExecuteNonQuery();
+            transaction.Commit();
+        }
+    }
+
+    public IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxJobs, 1);
+        lock (gate)
+        {
+            // One file, one writer at a time (BEGIN IMMEDIATE takes the write lock first): no two leases can interleave,
+            // which PostgreSQL's store gets from row locks with SKIP LOCKED.
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            const string Free = "(lease_expires IS NULL OR lease_expires < $now)";
+            using SqliteCommand pick = connection.CreateCommand();
+            pick.CommandText = $"""
+                WITH first AS (SELECT prediction_id, batch_key FROM jobs WHERE {Free} ORDER BY rowid LIMIT 1)
+                SELECT jobs.prediction_id, jobs.batch_key, jobs.spec FROM jobs, first
+                WHERE jobs.batch_key = first.batch_key AND {Free.Replace("lease_expires", "jobs.lease_expires", StringComparison.Ordinal)}
+                ORDER BY jobs.prediction_id = first.prediction_id DESC, jobs.rowid LIMIT $max;
+                """;
+            pick.Parameters.AddWithValue("$now", Time(now));
+            pick.Parameters.AddWithValue("$max", maxJobs);
+            var picked = new List<(string Id, string Spec)>();
+            string? batchKey = null;
+            using (SqliteDataReader reader = pick.ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    picked.Add((reader.GetString(0), reader.GetString(2)));
+                    batchKey = reader.GetString(1);
+                }
+            }
+
+            var jobs = new List<LeasedJob>();
+            foreach ((string id, string spec) in picked)
+            {
+                using SqliteCommand take = connection.CreateCommand();
+                take.CommandText = "UPDATE jobs SET lease_owner = $worker, leased_at = $now, lease_expires = $expires, attempts = attempts + 1 " +
+                    "WHERE prediction_id = $id RETURNING attempts;";
+                take.Parameters.AddWithValue("$worker", worker);
+                take.Parameters.AddWithValue("$now", Time(now));
+                take.Parameters.AddWithValue("$expires", Time(now + lease));
+                take.Parameters.AddWithValue("$id", id);
+                int attempt = Convert.ToInt32(take.ExecuteScalar(), CultureInfo.InvariantCulture);
+                using SqliteCommand read = connection.CreateCommand();
+                read.CommandText = $"SELECT {Columns} FROM predictions WHERE id = $id;";
+                read.Parameters.AddWithValue("$id", id);
+                using SqliteDataReader reader = read.ExecuteReader();
+                reader.Read();
+                jobs.Add(new LeasedJob(Read(reader), batchKey!, attempt, spec));
+            }
+
+            transaction.Commit();
+            return jobs;
+        }
+    }
+
+    public LeaseRenewal Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    {
+        lock (gate)
+        {
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            var held = new List<string>();
+            var aborts = new Dictionary<string, JobAbort>(StringComparer.Ordinal);
+            foreach (LeasedJob job in jobs)
+            {
+                using SqliteCommand renew = connection.CreateCommand();
+                renew.CommandText = "UPDATE jobs SET lease_expires = $expires WHERE prediction_id = $id AND attempts = $attempt AND lease_owner = $worker " +
+                    "RETURNING abort_status, abort_error;";
+                renew.Parameters.AddWithValue("$expires", Time(now + lease));
+                renew.Parameters.AddWithValue("$id", job.Id);
+                renew.Parameters.AddWithValue("$attempt", job.Attempt);
+                renew.Parameters.AddWithValue("$worker", worker);
+                using SqliteDataReader reader = renew.ExecuteReader();
+                if (reader.Read())
+                {
+                    held.Add(job.Id);
+                    if (!reader.IsDBNull(0))
+                    {
+                        aborts[job.Id] = new JobAbort(reader.GetString(0), reader.IsDBNull(1) ? null : reader.GetString(1));
+                    }
+                }
+            }
+
+            transaction.Commit();
+            return new LeaseRenewal(held, aborts);
+        }
+    }
+
+    public AbortOutcome Abort(string id, PredictionView final)
+    {
+        lock (gate)
+        {
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            using SqliteCommand free = connection.CreateCommand();
+            free.CommandText = "DELETE FROM jobs WHERE prediction_id = $id AND (lease_expires IS NULL OR lease_expires < $now);";
+            free.Parameters.AddWithValue("$id", id);
+            free.Parameters.AddWithValue("$now", Time(DateTimeOffset.UtcNow));
+            if (free.ExecuteNonQuery() == 1)
+            {
+                using SqliteCommand update = connection.CreateCommand();
+                update.CommandText = "UPDATE predictions SET status = $status, output = $output, error = $error, logs = $logs, metrics = $metrics, " +
+                    "started_at = $started_at, completed_at = $completed_at WHERE id = $id;";
+                Bind(update, final);
+                update.ExecuteNonQuery();
+                transaction.Commit();
+                return AbortOutcome.Finished;
+            }
+
+            using SqliteCommand mark = connection.CreateCommand();
+            mark.CommandText = "UPDATE jobs SET abort_status = $status, abort_error = $error WHERE prediction_id = $id;";
+            mark.Parameters.AddWithValue("$id", id);
+            mark.Parameters.AddWithValue("$status", final.Status);
+            mark.Parameters.AddWithValue("$error", (object?)final.Error ?? DBNull.Value);
+            AbortOutcome outcome = mark.ExecuteNonQuery() == 1 ? AbortOutcome.Requested : AbortOutcome.NoJob;
+            transaction.Commit();
+            return outcome;
+        }
+    }
+
+    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    {
+        if (!final.IsTerminal || final.Id != job.Id)
+        {
+            throw new ArgumentException($"Complete takes the final state of job {job.Id}, not a {final.Status} state of {final.Id}.", nameof(final));
+        }
+
+        lock (gate)
+        {
+            using SqliteTransaction transaction = connection.BeginTransaction(deferred: false);
+            using SqliteCommand take = connection.CreateCommand();
+            take.CommandText = "DELETE FROM jobs WHERE prediction_id = $id AND lease_owner = $worker AND attempts = $attempt;";
+            take.Parameters.AddWithValue("$id", job.Id);
+            take.Parameters.AddWithValue("$worker", worker);
+            take.Parameters.AddWithValue("$attempt", job.Attempt);
+            if (take.ExecuteNonQuery() == 0)
+            {
+                transaction.Rollback();
+                return false;
+            }
+
+            using SqliteCommand update = connection.CreateCommand();
+            update.CommandText = "UPDATE predictions SET status = $status, output = $output, error = $error, logs = $logs, metrics = $metrics, " +
+                "started_at = $started_at, completed_at = $completed_at WHERE id = $id;";
+            Bind(update, final);
+            update.ExecuteNonQuery();
+            transaction.Commit();
+            return true;
+        }
+    }
+
+    public QueueState Queue()
+    {
+        lock (gate)
+        {
+            DateTimeOffset now = DateTimeOffset.UtcNow;
+            using SqliteCommand command = connection.CreateCommand();
+            command.CommandText = """
+                SELECT count(*) FILTER (WHERE lease_expires IS NULL OR lease_expires < $now),
+                       count(*) FILTER (WHERE lease_expires >= $now),
+                       count(DISTINCT lease_owner) FILTER (WHERE lease_expires >= $now),
+                       min(leased_at) FILTER (WHERE lease_expires >= $now)
+                FROM jobs;
+                """;
+            command.Parameters.AddWithValue("$now", Time(now));
+            using SqliteDataReader reader = command.ExecuteReader();
+            reader.Read();
+            return new QueueState(reader.GetInt32(0), reader.GetInt32(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : now - ParseTime(reader.GetString(3)));
+        }
+    }
+
+    public Task ListenAsync(Action<string> changed, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    private void InsertPrediction(PredictionView p)
+    {
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = $"INSERT INTO predictions ({Columns}) VALUES " +
+            "($id, $kind, $model, $version, $status, $input, $output, $error, $logs, $metrics, $created_at, $started_at, $completed_at, $webhook, $webhook_events, $base_url);";
+        Bind(command, p);
+        command.ExecuteNonQuery();
     }
 
     public void Update(PredictionView p)
@@ -193,12 +461,6 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         }
     }
 
-    /// <summary>
-    /// The secret <paramref name="key"/> (the URL-signing key, the webhook secret), created with <paramref name="create"/>
-    /// the first time. Never created over existing predictions: a new key would silently break every output URL or
-    /// webhook signature handed out so far, so a database that has predictions but lost its key is refused.
-    /// </summary>
-    /// <exception cref="FluxServerConfigurationException">The key is missing but predictions exist.</exception>
     public string GetOrCreateSetting(string key, Func<string> create)
     {
         lock (gate)
@@ -216,15 +478,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
             long predictions = Convert.ToInt64(count.ExecuteScalar(), CultureInfo.InvariantCulture);
             if (predictions > 0)
             {
-                string consequence = key switch
-                {
-                    "url_signing_key" => "would make every output URL handed out so far invalid",
-                    "webhook_secret" => "would make webhook receivers reject every signature (FLUX_WEBHOOK_SECRET can give the secret they know)",
-                    _ => "would not match what was handed out with them",
-                };
-                throw new FluxServerConfigurationException(
-                    $"The database '{Path}' holds {predictions} prediction(s) but no {key}: a new one {consequence}. " +
-                    "Restore the database's settings table, or start with another --database.");
+                throw MissingSetting(Location, key, predictions);
             }
 
             string created = create();
@@ -252,19 +506,19 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
     {
         lock (gate)
         {
-            if (File.Exists(Path))
+            if (File.Exists(Location))
             {
                 return false;
             }
 
             // The open connection still reads the deleted file: copy it (VACUUM INTO writes a consistent copy) beside
             // the path, move the copy into place, and go on with it.
-            if (System.IO.Path.GetDirectoryName(Path) is { } directory)
+            if (System.IO.Path.GetDirectoryName(Location) is { } directory)
             {
                 Directory.CreateDirectory(directory);
             }
 
-            string copy = Path + ".restoring";
+            string copy = Location + ".restoring";
             File.Delete(copy);
             using (SqliteCommand vacuum = connection.CreateCommand())
             {
@@ -273,8 +527,8 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                 vacuum.ExecuteNonQuery();
             }
 
-            File.Move(copy, Path, overwrite: false);
-            SqliteConnection reopened = Open(Path);
+            File.Move(copy, Location, overwrite: false);
+            SqliteConnection reopened = Open(Location);
             connection.Dispose();
             connection = reopened;
             return true;
@@ -287,6 +541,20 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         {
             connection.Dispose();
         }
+    }
+
+    /// <summary>Why a database that holds predictions but not the setting <paramref name="key"/> is refused.</summary>
+    internal static FluxServerConfigurationException MissingSetting(string location, string key, long predictions)
+    {
+        string consequence = key switch
+        {
+            "url_signing_key" => "would make every output URL handed out so far invalid",
+            "webhook_secret" => "would make webhook receivers reject every signature (FLUX_WEBHOOK_SECRET can give the secret they know)",
+            _ => "would not match what was handed out with them",
+        };
+        return new FluxServerConfigurationException(
+            $"The database '{location}' holds {predictions} prediction(s) but no {key}: a new one {consequence}. " +
+            "Restore the database's settings table, or start with another --database.");
     }
 
     /// <summary>A connection with the settings of the remarks above.</summary>

@@ -33,6 +33,8 @@ public sealed class ServerMetrics
     private long imagesTotal;
     private Func<int> queueLength = () => 0;
     private Func<int> running = () => 0;
+    private Func<QueueState>? sharedQueue;
+    private Func<int>? heldJobs;
 
     internal ServerMetrics(IMeterFactory factory)
     {
@@ -54,6 +56,13 @@ public sealed class ServerMetrics
     {
         queueLength = queue;
         running = active;
+    }
+
+    /// <summary>A node of a shared queue (<c>--role api|worker</c>): the queue's state, read at each scrape, and on a worker the jobs it holds.</summary>
+    internal void ObserveSharedQueue(Func<QueueState> queue, Func<int>? held)
+    {
+        sharedQueue = queue;
+        heldJobs = held;
     }
 
     internal void Created(string api)
@@ -111,8 +120,36 @@ public sealed class ServerMetrics
     internal string Prometheus()
     {
         var text = new StringBuilder();
+        QueueState? shared = null;
+        try
+        {
+            shared = sharedQueue?.Invoke();
+        }
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+        {
+            // The database is down: the queue's families are left out (readiness says why).
+        }
+
         lock (gate)
         {
+            if (shared is not null)
+            {
+                Family(text, "flux_queue_jobs_waiting", "gauge", "Jobs in the shared queue that no worker holds.");
+                Sample(text, "flux_queue_jobs_waiting", null, shared.Waiting);
+                Family(text, "flux_queue_jobs_leased", "gauge", "Jobs in the shared queue that a worker holds (a live lease).");
+                Sample(text, "flux_queue_jobs_leased", null, shared.Leased);
+                Family(text, "flux_queue_workers", "gauge", "Workers holding a live lease.");
+                Sample(text, "flux_queue_workers", null, shared.Workers);
+                Family(text, "flux_queue_oldest_lease_seconds", "gauge", "Age of the oldest live lease, in seconds (0 when none).");
+                Sample(text, "flux_queue_oldest_lease_seconds", null, shared.OldestLease?.TotalSeconds ?? 0);
+            }
+
+            if (heldJobs is not null)
+            {
+                Family(text, "flux_worker_jobs_held", "gauge", "Jobs this worker holds now.");
+                Sample(text, "flux_worker_jobs_held", null, heldJobs());
+            }
+
             Family(text, "flux_queue_length", "gauge", "Predictions waiting for the pipeline.");
             Sample(text, "flux_queue_length", null, queueLength());
             Family(text, "flux_generation_active", "gauge", "Predictions the pipeline is running (0 or 1).");

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Npgsql;
 
 namespace FluxNative.Server;
 
@@ -50,8 +51,11 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
     /// <summary>The final state of a finished prediction that is not in the database yet, or null.</summary>
     public PredictionView? Unsaved(string id) => unsaved.GetValueOrDefault(id);
 
-    /// <summary>Errors the storage throws (a full disk, no permission, a locked, moved or broken database), as opposed to bugs.</summary>
-    public static bool IsStorageFault(Exception e) => e is SqliteException or IOException or UnauthorizedAccessException;
+    /// <summary>
+    /// Errors the storage throws (a full disk, no permission, a locked, moved or broken database, a database server that
+    /// is down or cannot be reached), as opposed to bugs.
+    /// </summary>
+    public static bool IsStorageFault(Exception e) => e is SqliteException or NpgsqlException or IOException or UnauthorizedAccessException;
 
     /// <summary>A storage error in plain words, with the system's own message.</summary>
     public static string Describe(Exception e)
@@ -67,6 +71,15 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
             SqliteException { SqliteErrorCode: 11 } => "the database file is corrupt",                       // SQLITE_CORRUPT
             SqliteException { SqliteErrorCode: 10 } => "a disk I/O error",                                   // SQLITE_IOERR
             UnauthorizedAccessException => "no permission",
+            PostgresException { SqlState: "57P01" or "57P02" or "57P03" } => "the database server is shutting down or starting up",
+            PostgresException { SqlState: "53100" } => "the database server's disk is full",
+            PostgresException { SqlState: "25006" } => "the database server is read-only (a standby)",
+            PostgresException { SqlState: "28P01" or "28000" } => "the database server refused the credentials",
+            PostgresException { SqlState: "3D000" } => "the database does not exist on the server",
+            PostgresException { SqlState: "53300" } => "the database server has no free connection",
+            NpgsqlException { InnerException: TimeoutException } => "the database server did not answer in time",
+            NpgsqlException { InnerException: System.Net.Sockets.SocketException } => "the database server cannot be reached",
+            NpgsqlException { InnerException: IOException or EndOfStreamException } => "the connection to the database server was lost",
             _ => null,
         };
         string message = e.Message.TrimEnd('.');
@@ -81,6 +94,24 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
         try
         {
             store.Insert(view);
+        }
+        catch (Exception e) when (IsStorageFault(e))
+        {
+            DatabaseFailed(e);
+            throw Unavailable("The prediction could not be stored, so it was not accepted", e);
+        }
+
+        DatabaseWorks(failuresBefore);
+    }
+
+    /// <summary>Puts a new prediction and its job on the shared queue (<see cref="IPredictionStore.Enqueue"/>).</summary>
+    /// <exception cref="ApiException">503 with the reason when it cannot be stored (the prediction is then not accepted).</exception>
+    public void Enqueue(PredictionView view, string batchKey, string spec)
+    {
+        int failuresBefore = Failures;
+        try
+        {
+            store.Enqueue(view, batchKey, spec);
         }
         catch (Exception e) when (IsStorageFault(e))
         {
@@ -175,12 +206,12 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
     {
         lock (checkGate)
         {
-            bool missing = !File.Exists(store.Path);
+            bool missing = store.IsDeleted;
             try
             {
                 if (store.RestoreIfDeleted())
                 {
-                    logger.LogWarning("The database file '{Path}' was deleted while the server ran; it was written back from the open database", store.Path);
+                    logger.LogWarning("The database file '{Path}' was deleted while the server ran; it was written back from the open database", store.Location);
                 }
 
                 if (write)
@@ -194,7 +225,7 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
             catch (Exception e) when (IsStorageFault(e))
             {
                 DatabaseFailed(e, missing
-                    ? $"The database file '{store.Path}' was deleted while the server ran, and cannot be written back yet (predictions are kept in memory until it can): {Describe(e)}."
+                    ? $"The database file '{store.Location}' was deleted while the server ran, and cannot be written back yet (predictions are kept in memory until it can): {Describe(e)}."
                     : null);
             }
 
@@ -292,14 +323,14 @@ internal sealed class StorageMonitor(IPredictionStore store, OutputFiles files, 
         if (databaseProblem is not null && Failures == failuresBefore)
         {
             databaseProblem = null;
-            logger.LogInformation("The database '{Path}' can be written again", store.Path);
+            logger.LogInformation("The database '{Path}' can be written again", store.Location);
         }
     }
 
     private void DatabaseFailed(Exception e, string? problem = null)
     {
         Interlocked.Increment(ref failures);
-        problem ??= $"The database '{store.Path}' cannot be used: {Describe(e)}.";
+        problem ??= $"The database '{store.Location}' cannot be used: {Describe(e)}.";
         if (databaseProblem != problem)
         {
             logger.LogError("{Problem}", problem);

@@ -33,7 +33,7 @@ internal sealed class WebhookDispatcher : IDisposable
     // request until its timeout) cannot open an unbounded number of sockets.
     private readonly SemaphoreSlim sending;
 
-    public WebhookDispatcher(FluxServerOptions options, PredictionStore store, WebhookTargets targets, ILogger<WebhookDispatcher> logger)
+    public WebhookDispatcher(FluxServerOptions options, IPredictionStore store, WebhookTargets targets, ILogger<WebhookDispatcher> logger)
     {
         this.options = options;
         this.logger = logger;

@@ -30,11 +30,13 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
     /// <summary>Writes refused so far.</summary>
     public int FailedWrites => Volatile.Read(ref failedWrites);
 
-    public string Path => inner.Path;
+    public string Location => inner.Location;
+
+    public bool IsDeleted => inner.IsDeleted;
 
     /// <summary>Puts a <see cref="FaultyStore"/> in front of the server's own store.</summary>
     public static void Install(WebApplicationBuilder builder) =>
-        builder.Services.AddSingleton<IPredictionStore>(provider => new FaultyStore(provider.GetRequiredService<PredictionStore>()));
+        builder.Services.AddSingleton<IPredictionStore>(provider => new FaultyStore(FluxServer.OpenStore(provider.GetRequiredService<FluxServerOptions>())));
 
     /// <summary>The server's <see cref="FaultyStore"/> (see <see cref="Install"/>).</summary>
     public static FaultyStore Of(ServerHost server) => (FaultyStore)server.App.Services.GetRequiredService<IPredictionStore>();
@@ -64,6 +66,42 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
     public IReadOnlyList<PredictionView> Unfinished() => inner.Unfinished();
 
     public bool RestoreIfDeleted() => inner.RestoreIfDeleted();
+
+    public string GetOrCreateSetting(string key, Func<string> create) => inner.GetOrCreateSetting(key, create);
+
+    public void Enqueue(PredictionView p, string batchKey, string spec)
+    {
+        Fault();
+        inner.Enqueue(p, batchKey, spec);
+    }
+
+    public IReadOnlyList<LeasedJob> Lease(string worker, int maxJobs, TimeSpan lease)
+    {
+        Fault();
+        return inner.Lease(worker, maxJobs, lease);
+    }
+
+    public LeaseRenewal Renew(string worker, IReadOnlyList<LeasedJob> jobs, TimeSpan lease)
+    {
+        Fault();
+        return inner.Renew(worker, jobs, lease);
+    }
+
+    public AbortOutcome Abort(string id, PredictionView final)
+    {
+        Fault();
+        return inner.Abort(id, final);
+    }
+
+    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    {
+        Fault();
+        return inner.Complete(worker, job, final);
+    }
+
+    public QueueState Queue() => inner.Queue();
+
+    public Task ListenAsync(Action<string> changed, CancellationToken cancellationToken) => inner.ListenAsync(changed, cancellationToken);
 
     private void Fault()
     {
@@ -105,8 +143,8 @@ internal sealed class FluxServeProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts <c>flux serve --demo</c> on <paramref name="database"/> and <paramref name="outputs"/> and waits until it is ready.</summary>
-    public static async Task<FluxServeProcess> StartAsync(string database, string outputs)
+    /// <summary>Starts <c>flux serve --demo</c> on <paramref name="database"/> and <paramref name="outputs"/> (and <paramref name="options"/>) and waits until it is ready.</summary>
+    public static async Task<FluxServeProcess> StartAsync(string database, string outputs, params string[] options)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
         var start = new ProcessStartInfo(dotnet)
@@ -119,7 +157,7 @@ internal sealed class FluxServeProcess : IAsyncDisposable
         {
             Path.Combine(AppContext.BaseDirectory, "flux.dll"), "serve", "--demo", "--demo-dir", ServerHost.DemoDirectory,
             "--urls", "http://127.0.0.1:0", "--database", database, "--output-dir", outputs,
-        })
+        }.Concat(options))
         {
             start.ArgumentList.Add(arg);
         }

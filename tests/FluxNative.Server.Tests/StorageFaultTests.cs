@@ -356,7 +356,7 @@ public sealed class StorageFaultTests(ITestOutputHelper output)
     }
 
     /// <summary>Polls <c>/readyz</c> until it answers <paramref name="status"/> (the probe retries every second), and returns that answer.</summary>
-    private static async Task<Reply> WaitReadinessAsync(ServerHost server, HttpStatusCode status, double seconds = 15)
+    internal static async Task<Reply> WaitReadinessAsync(ServerHost server, HttpStatusCode status, double seconds = 15)
     {
         var clock = Stopwatch.StartNew();
         while (true)

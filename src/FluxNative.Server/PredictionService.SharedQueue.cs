@@ -1,0 +1,195 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+
+namespace FluxNative.Server;
+
+/// <summary>
+/// An API node's side of the shared queue (<c>--role api</c>): queuing a prediction, following it while workers run it,
+/// and stopping one (cancel, timeout) through the queue.
+/// </summary>
+internal sealed partial class PredictionService
+{
+    /// <summary>
+    /// An API node's create: the prediction and its job go on the shared queue (the spec with the seed drawn, so that a
+    /// worker's run, and a run again after a worker died, makes the images this plan says), and it stays live here,
+    /// following what the workers write (<see cref="FollowQueueAsync"/>) for waits, streams and webhooks.
+    /// </summary>
+    private Prediction Queue(PredictionOrder order, Prediction prediction)
+    {
+        GenerationPlan plan = prediction.Plan;
+        string spec = JsonSerializer.Serialize(order.Spec with { Seed = plan.Seed });
+        live[prediction.Id] = prediction;
+        try
+        {
+            storage.Enqueue(prediction.View, BatchKey(plan), spec);
+        }
+        catch (ApiException)
+        {
+            live.TryRemove(prediction.Id, out _);
+            lock (queueGate)
+            {
+                waiting.Remove(prediction);
+            }
+
+            metrics.Rejected();
+            prediction.Dispose();
+            throw;
+        }
+
+        metrics.Created(order.Kind);
+        logger.LogInformation("Prediction {Id} queued for the workers: {Width}x{Height}, {Steps} steps, {Images} image(s)", prediction.Id, plan.Width, plan.Height, plan.Steps, plan.NumImages);
+        return prediction;
+    }
+
+    /// <summary>Jobs with one key can share a worker's batch: the pipeline batches predictions of one size.</summary>
+    internal static string BatchKey(GenerationPlan plan) => string.Create(CultureInfo.InvariantCulture, $"{plan.Width}x{plan.Height}");
+
+    /// <summary>
+    /// An API node follows the predictions it queued: each change a worker writes is told by the database
+    /// (LISTEN/NOTIFY) and read then, and every second all are read anyway (a notification missed while the database was
+    /// away). New log lines go to the streams; processing and the final state as the in-process path has them, with
+    /// their webhooks.
+    /// </summary>
+    private async Task FollowQueueAsync(CancellationToken stoppingToken)
+    {
+        Task listening = store.ListenAsync(id =>
+        {
+            if (live.ContainsKey(id))
+            {
+                ThreadPool.QueueUserWorkItem(static state => state.Service.Refresh(state.Id), (Service: this, Id: id), preferLocal: false);
+            }
+        }, stoppingToken);
+        while (true)
+        {
+            try
+            {
+                await Task.Delay(StorageMonitor.RetryInterval, stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+
+            foreach (string id in live.Keys)
+            {
+                Refresh(id);
+            }
+        }
+
+        await listening.ConfigureAwait(false);
+    }
+
+    /// <summary>Reads a followed prediction and applies what changed.</summary>
+    private void Refresh(string id)
+    {
+        if (!live.TryGetValue(id, out Prediction? p))
+        {
+            return;
+        }
+
+        PredictionView? stored;
+        try
+        {
+            stored = store.Get(id);
+        }
+        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
+        {
+            return;   // the next read gets it; readiness tells the fault
+        }
+
+        if (stored is null)
+        {
+            return;
+        }
+
+        lock (p)
+        {
+            string logs = p.View.Logs;
+            if (stored.Logs.Length > logs.Length && stored.Logs.StartsWith(logs, StringComparison.Ordinal))
+            {
+                foreach (string line in stored.Logs[logs.Length..].Split('\n', StringSplitOptions.RemoveEmptyEntries))
+                {
+                    p.Log(line);
+                }
+            }
+
+            if (stored.Status != PredictionStatus.Starting && p.View.Status == PredictionStatus.Starting)
+            {
+                lock (queueGate)
+                {
+                    if (waiting.Remove(p))
+                    {
+                        running.Add(p);
+                    }
+                }
+
+                if (p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = stored.StartedAt ?? DateTimeOffset.UtcNow }) is { } started)
+                {
+                    webhooks.Send(started, "start", Render(started));
+                }
+            }
+
+            if (!stored.IsTerminal)
+            {
+                return;
+            }
+
+            PredictionView? final = p.Finish(_ => stored, FinalEvents);
+            if (final is null)
+            {
+                return;
+            }
+
+            live.TryRemove(id, out _);
+            lock (queueGate)
+            {
+                waiting.Remove(p);
+                running.Remove(p);
+            }
+
+            p.Release(final);
+            p.Dispose();
+            metrics.Completed(final.Status);
+            string body = Render(final);
+            if (final.Status == PredictionStatus.Succeeded)
+            {
+                webhooks.Send(final, "output", body);
+            }
+
+            webhooks.Send(final, "completed", body);
+        }
+    }
+
+    /// <summary>An API node's cancel of a prediction it does not follow (another API node created it): through the queue, then read back until final (up to 10 s).</summary>
+    private async Task<PredictionView?> CancelQueuedAsync(string id, CancellationToken cancellationToken)
+    {
+        PredictionView? current = Get(id);
+        if (current is null || current.IsTerminal)
+        {
+            return current;
+        }
+
+        storage.Read(s => s.Abort(id, AbortedState(current, AbortReason.Canceled)));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            current = Get(id);
+            if (current is null || current.IsTerminal)
+            {
+                break;
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+
+        return current;
+    }
+
+    /// <summary>The final state of a prediction stopped for <paramref name="reason"/> (as <see cref="FinishAborted"/> writes it in-process).</summary>
+    private PredictionView AbortedState(PredictionView view, AbortReason reason)
+    {
+        (string status, string? error) = AbortedStatus(reason);
+        return view with { Status = status, Error = error, Logs = view.Logs + (error ?? "Canceled.") + "\n", CompletedAt = DateTimeOffset.UtcNow };
+    }
+}
