@@ -42,6 +42,12 @@ internal static class BenchCommand
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
         var activations = new Option<string>("--activations") { Description = "Transformer activation precision: f32 (exact) or bf16.", DefaultValueFactory = _ => "f32" };
         activations.AcceptOnlyFromAmong(TransformerForward.ActivationPrecisionNames);
+        var speedMode = new Option<string>("--speed-mode")
+        {
+            Description = "Step caching, as flux generate --speed-mode: lossless (none), juiced, extra_juiced or fastest.",
+            DefaultValueFactory = _ => "lossless",
+        };
+        speedMode.AcceptOnlyFromAmong([.. SpeedModes.Names]);
         var threads = CliOptions.Threads();
         var device = CliOptions.Device();
         var progress = new Option<string>("--progress") { Description = "Progress on standard error: auto, bar, lines or none.", DefaultValueFactory = _ => "auto" };
@@ -58,7 +64,7 @@ internal static class BenchCommand
         var command = new Command("bench", "Measure a setup: load time, then per-stage times (tokenize, text encoders, each step, decode, image encode), steps/s, images/s and peak memory over timed runs of whole requests. Standard output carries the report.")
         {
             model, transformer, ae, clip, t5, synthetic, demo, depth, depthSingle, encoderLayers, cacheDir, width, height, steps, guidance, batch, runs, warmup,
-            maxLength, prompt, format, weights, activations, threads, device, progress, json, markdown, compare,
+            maxLength, prompt, format, weights, activations, speedMode, threads, device, progress, json, markdown, compare,
         };
         command.Validators.Add(result =>
         {
@@ -192,6 +198,7 @@ internal static class BenchCommand
                 Prompt = parsed.GetValue(prompt)!,
                 Format = Images.TryParseFormat(parsed.GetValue(format), out ImageFormat chosen) ? chosen : ImageFormat.Png,   // AcceptOnlyFromAmong has checked it
                 Progress = ProgressDisplay.ParseMode(parsed.GetValue(progress)!),
+                SpeedMode = SpeedModes.TryParse(parsed.GetValue(speedMode), out SpeedMode mode) ? mode : SpeedMode.Lossless,   // checked by AcceptOnlyFromAmong
             };
             BenchResult result = await Benchmark.RunAsync(request, console, cancellationToken, written).ConfigureAwait(false);
             string report = BenchReport.Markdown(result);

@@ -78,6 +78,7 @@ internal static class BenchReport
 
             stagesOfRun["steps"] = new JsonArray([.. run.StepMilliseconds.Select(s => (JsonNode?)JsonValue.Create(Round(s)))]);
             stagesOfRun["peak_batch_images"] = run.PeakBatchImages;
+            stagesOfRun["blocks_computed_share"] = Math.Round(run.BlocksComputedShare, 5);
             runs.Add(stagesOfRun);
         }
 
@@ -118,6 +119,7 @@ internal static class BenchReport
                 ["activations"] = TransformerForward.ActivationPrecisionNames[(int)request.Options.Activations],
                 ["threads"] = request.Options.Threads,
                 ["image_format"] = Images.Extension(result.Plan.Format),
+                ["speed_mode"] = SpeedModes.Name(request.SpeedMode),
                 ["warmup"] = request.Warmup,
                 ["runs"] = request.Runs,
                 ["prompt"] = request.Prompt,
@@ -153,6 +155,8 @@ internal static class BenchReport
         Line(text, $"- CUDA: {m.Cuda ?? "not in this library"}{(m.Gpu is null ? string.Empty : $"; ran on {m.Gpu}")}");
         Line(text, $"- software: flux {m.FluxVersion}, libfluxnative {m.LibraryVersion}");
         Line(text, $"- runs: {result.Request.Warmup} warm-up, {result.Runs.Count} timed; the prompt cache is off (each run encodes its prompt)");
+        double share = result.Runs.Count > 0 ? result.Runs.Average(r => r.BlocksComputedShare) : 1;
+        Line(text, $"- speed mode: {SpeedModes.Name(result.Request.SpeedMode)}; transformer blocks run {share * 100:F1} % (step caching reuses the rest)");
         Line(text, $"- load: {result.Load.TotalSeconds:F2} s{(result.SyntheticWrite is { } w ? $" (after writing the synthetic weights: {w.TotalSeconds:F1} s)" : string.Empty)}");
         string device = result.PeakDeviceBytes is long peak
             ? $"peak on the GPU {Bytes(peak)} (FluxNative's arenas; the CUDA context and cuBLASLt's own memory not counted)"

@@ -39,12 +39,19 @@ internal sealed record BenchRequest
 
     public ProgressMode Progress { get; init; }
 
+    /// <summary>How much transformer work the steps may reuse (step caching; <see cref="SpeedMode.Lossless"/>: none).</summary>
+    public SpeedMode SpeedMode { get; init; } = SpeedMode.Lossless;
+
     /// <summary>The prompt every run encodes (the prompt cache is off, so each run pays for its encoding).</summary>
     public const string DefaultPrompt = "a photograph of a red fox standing in fresh snow at dawn, shallow depth of field";
 }
 
 /// <summary>One timed generation: the pipeline's stage times and the time of each denoising step.</summary>
-internal sealed record BenchRun(GenerationTimings Timings, IReadOnlyList<double> StepMilliseconds, int PeakBatchImages);
+internal sealed record BenchRun(GenerationTimings Timings, IReadOnlyList<double> StepMilliseconds, int PeakBatchImages)
+{
+    /// <summary>The share of the transformer's blocks that ran (1 without step caching).</summary>
+    public double BlocksComputedShare { get; init; } = 1;
+}
 
 /// <summary>What <c>flux bench</c> measured: the runs, the load, memory, and what it ran on.</summary>
 internal sealed record BenchResult
@@ -103,6 +110,7 @@ internal static class Benchmark
             NumImages = bench.Batch,
             OutputFormat = bench.Format,
             WriteMetadata = false,
+            SpeedMode = bench.SpeedMode,
         };
         GenerationPlan plan = pipeline.Plan(request);
         foreach (string warning in plan.Warnings)
@@ -130,7 +138,7 @@ internal static class Benchmark
                 }).ConfigureAwait(false);
             if (!warmup)
             {
-                runs.Add(new BenchRun(result.Timings, StepTimes(result.Timings, stepEnds), result.PeakBatchImages));
+                runs.Add(new BenchRun(result.Timings, StepTimes(result.Timings, stepEnds), result.PeakBatchImages) { BlocksComputedShare = result.BlocksComputedShare });
             }
         }
 

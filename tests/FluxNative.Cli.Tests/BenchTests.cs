@@ -16,7 +16,7 @@ public sealed class BenchTests : IDisposable
     {
         string json = temp.File("bench.json"), markdown = temp.File("bench.md");
         CliResult result = CliRunner.Run("bench", "--demo", "--width", "128", "--height", "96", "--steps", "3", "--batch", "2",
-            "--runs", "2", "--warmup", "1", "--format", "webp", "--progress", "lines", "--json", json, "--markdown", markdown);
+            "--runs", "2", "--warmup", "1", "--format", "webp", "--speed-mode", "fastest", "--progress", "lines", "--json", json, "--markdown", markdown);
 
         Assert.True(result.ExitCode == 0, result.Error);
         // The report is the result (standard output, and the markdown file); progress is on standard error, labelled by run.
@@ -32,6 +32,8 @@ public sealed class BenchTests : IDisposable
         Assert.Equal(("demo", 128, 96, 3, 2, "webp", 2, 1), ((string?)settings["source"], (int)settings["width"]!, (int)settings["height"]!,
             (int)settings["steps"]!, (int)settings["batch"]!, (string?)settings["image_format"], (int)settings["runs"]!, (int)settings["warmup"]!));
         Assert.False(string.IsNullOrEmpty((string?)report["machine"]!["cpu"]));
+        Assert.Equal("fastest", (string?)settings["speed_mode"]);
+        Assert.Contains("- speed mode: fastest; transformer blocks run", result.Output);
         Assert.True((double)report["load_s"]! > 0);
 
         JsonArray runs = report["runs_ms"]!.AsArray();
@@ -44,6 +46,8 @@ public sealed class BenchTests : IDisposable
             // The steps are the denoising stage, cut where each step's end was reported.
             Assert.Equal((double)run["denoise"]!, steps.Sum(), 0.5);
             Assert.Equal(2, (int)run["peak_batch_images"]!);
+            double share = (double)run["blocks_computed_share"]!;
+            Assert.True(share > 0 && share <= 1, $"blocks share {share}");
             double parts = (double)run["prepare"]! + (double)run["denoise"]! + (double)run["decode"]! + (double)run["image_encode"]!;
             Assert.Equal((double)run["total"]!, parts, 0.5);
             Assert.True((double)run["tokenize"]! > 0 && (double)run["tokenize"]! <= (double)run["text_encode"]!, "each run tokenizes and encodes its prompt (no cache)");
@@ -128,6 +132,7 @@ public sealed class BenchTests : IDisposable
     [InlineData("--compare reads two reports; it runs nothing, so --runs does not apply", "bench", "--compare", "a.json", "b.json", "--runs", "2")]
     [InlineData("Give both --width and --height", "bench", "--demo", "--width", "128")]
     [InlineData("--synthetic", "bench", "--synthetic", "pro")]
+    [InlineData("--speed-mode", "bench", "--demo", "--speed-mode", "ludicrous")]
     [InlineData("--batch must be between 1 and 10", "bench", "--demo", "--batch", "11")]
     public void Bad_options_are_one_line_before_anything_loads(string expected, params string[] args)
     {
