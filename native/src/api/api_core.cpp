@@ -11,8 +11,8 @@
 #include "api/guard.h"
 #include "core/cpu_features.h"
 #include "core/dtype.h"
+#include "backend/cuda_devices.h"  // stand-ins (no device) in a build without CUDA
 #if defined(FX_WITH_CUDA)
-#include "backend/cuda_devices.h"
 #include "ops/cuda/convert.h"
 #endif
 
