@@ -376,11 +376,17 @@ internal sealed class StepScheduler : IDisposable
                 Latents.EulerStep(job.Latents, b.Velocity.AsSpan(offset, length), dt);
                 job.Step++;
                 job.PeakBatchImages = Math.Max(job.PeakBatchImages, b.Images);
+                if (job.Denoised)
+                {
+                    // Before the last progress report: the caller's handler is not denoising time, and the steps the
+                    // reports delimit then add up to the denoising stage.
+                    job.DenoisedAt = job.Elapsed;
+                }
+
                 Report(job, static j => j.ReportStep());
                 if (job.Denoised)
                 {
                     job.ReleaseStepCaches();
-                    job.DenoisedAt = job.Elapsed;
                     lock (gate)
                     {
                         active.Remove(job);
