@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "flux_test_inputs.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -105,32 +106,7 @@ Fp8Files make_fp8(const std::string& source, const fs::path& dir, bool scaled, c
 
 std::vector<float> forward(const fx::io::Checkpoint& checkpoint, WeightFormat format) {
   const auto model = fx::models::FluxTransformer::load(checkpoint, format);
-  const auto& c = model->config();
-  const int64_t li = 6, lt = 5;
-  std::mt19937 rng(11);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto random = [&](size_t n) {
-    std::vector<float> v(n);
-    for (float& x : v) x = normal(rng);
-    return v;
-  };
-  const auto img = random(li * c.in_channels), txt = random(lt * c.context_in_dim), y = random(c.vec_in_dim);
-  std::vector<float> img_ids(li * 3), txt_ids(lt * 3, 0.0f);
-  for (int64_t i = 0; i < li; ++i) img_ids[i * 3 + 1] = float(i / 3), img_ids[i * 3 + 2] = float(i % 3);
-  const float t = 0.7f, g = 3.5f;
-  fx::models::FluxInputs in;
-  in.img_tokens = li;
-  in.txt_tokens = lt;
-  in.img = img.data();
-  in.img_ids = img_ids.data();
-  in.txt = txt.data();
-  in.txt_ids = txt_ids.data();
-  in.y = y.data();
-  in.timesteps = &t;
-  in.guidance = &g;
-  std::vector<float> out(li * c.out_channels, std::numeric_limits<float>::quiet_NaN());
-  model->forward(in, out.data());
-  return out;
+  return fx::test::forward_on_random_inputs(*model, /*li=*/6, /*lt=*/5, /*seed=*/11, /*timestep=*/0.7f);
 }
 
 double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
