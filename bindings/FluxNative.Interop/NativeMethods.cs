@@ -143,6 +143,17 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibraryName)]
     public static partial FluxStatus fx_flux_step_cache_stats(FluxStepCacheHandle cache, int* steps, int* reusedSteps, double* lastChange);
 
+    // ---- Engine files ----------------------------------------------------------------------------
+
+    [LibraryImport(LibraryName)]
+    public static partial void fx_engine_build_params_init(FxEngineBuildParams* parameters);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_engine_build(FxEngineBuildParams* parameters, byte* path);
+
+    [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_engine_amend_build_json(byte* path, byte* buildJson);
+
     // ---- Text encoders ---------------------------------------------------------------------------
 
     [LibraryImport(LibraryName)]

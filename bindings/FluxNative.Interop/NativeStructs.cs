@@ -163,6 +163,34 @@ internal unsafe struct FxTextLoadParams
     public int WeightFormat;
     public int NumThreads;
     public byte* Device;
+    public byte* Kind;
+}
+
+/// <summary>Mirror of <c>fx_engine_file</c>: a file carried inside an engine.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FxEngineFile
+{
+    public byte* Name;
+    public void* Data;
+    public nuint Size;
+}
+
+/// <summary>Mirror of <c>fx_engine_build_params</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FxEngineBuildParams
+{
+    public uint StructSize;
+    public nint Transformer;
+    public nint Autoencoder;
+    public nint Clip;
+    public nint T5;
+    public int Precision;
+    public int T5Precision;
+    public byte* Device;
+    public byte* BuildJson;
+    public FxEngineFile* Files;
+    public int FileCount;
+    public int NumThreads;
 }
 
 /// <summary>

@@ -430,6 +430,8 @@ typedef struct fx_text_load_params {
   int32_t weight_format; /* fx_weight_format for the linear layers (embeddings and norms stay as they are) */
   int32_t num_threads;   /* 0: the process-wide pool */
   const char* device;    /* NULL or "cpu", "cuda", "cuda:N", as in fx_flux_load_params */
+  const char* kind;      /* NULL: the encoder the checkpoint holds; "clip_text" or "t5_encoder": that one, from a
+                            file holding several (an engine, an "all in one" file), else FX_ERR_UNSUPPORTED */
 } fx_text_load_params;
 
 FX_API void fx_text_load_params_init(fx_text_load_params* params);
@@ -456,6 +458,50 @@ FX_API fx_status fx_text_model_config_json(const fx_text_model* model, char* buf
 FX_API fx_status fx_text_encode(fx_text_model* model, const int32_t* ids, int32_t batch, int32_t length,
                                 float* hidden, size_t hidden_count, float* pooled, size_t pooled_count,
                                 const volatile int32_t* cancel);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Engine files (docs/engines.md): every component's weights packed as a backend runs them             */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* A file carried inside an engine (the tokenizer files), stored as the U8 tensor "files/<name>". */
+typedef struct fx_engine_file {
+  const char* name;
+  const void* data;
+  size_t size;
+} fx_engine_file;
+
+typedef struct fx_engine_build_params {
+  uint32_t struct_size;
+  const fx_checkpoint* transformer; /* required; the others are optional */
+  const fx_checkpoint* autoencoder;
+  const fx_checkpoint* clip;
+  const fx_checkpoint* t5;
+  int32_t precision;    /* the transformer's linear layers: FX_WEIGHTS_BF16 (default) or FX_WEIGHTS_FP8 (e4m3 with
+                           per-output-channel scales; the embedders, modulations and final layer stay bf16) */
+  int32_t t5_precision; /* FX_WEIGHTS_AS_STORED (default), FX_WEIGHTS_BF16 or FX_WEIGHTS_FP8 */
+  const char* device;   /* the backend the engine is for: NULL or "cpu" (the only one with an engine layout yet) */
+  const char* build_json; /* optional JSON object kept in the engine as "build" (sources, hashes, quality) */
+  const fx_engine_file* files;
+  int32_t file_count;
+  int32_t num_threads;  /* 0: the process-wide pool */
+} fx_engine_build_params;
+
+FX_API void fx_engine_build_params_init(fx_engine_build_params* params);
+
+/* Loads each component in turn (as fx_flux_model_load etc. would, on `device`), writes its weights in the
+ * backend's packed layout to `path` (through path + ".tmp", renamed when complete) and frees it before the next.
+ * The result opens with fx_checkpoint_open and loads with fx_flux_model_load, fx_text_model_load (kind
+ * "clip_text" / "t5_encoder") and fx_ae_model_load as a memory map: no repacking or requantising; its
+ * description (fx_checkpoint_describe_json) has an "engine" object (format version, builder, target layout,
+ * precision, each component and layer). Loading an engine with a weight format other than as-stored, with a LoRA,
+ * or on a backend with another layout is refused naming why. */
+FX_API fx_status fx_engine_build(const fx_engine_build_params* params, const char* path);
+
+/* Replaces the "build" object of the engine at `path` with `build_json` (a JSON object: e.g. the quality check's
+ * results, known only once the engine exists), in place: the header is rewritten within the space it has (the
+ * builder leaves room), the weights are not touched. FX_ERR_FORMAT when `path` is not an engine,
+ * FX_ERR_INVALID_ARGUMENT for JSON that is not an object or does not fit. */
+FX_API fx_status fx_engine_amend_build_json(const char* path, const char* build_json);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Sampling helpers (docs/flux-model.md §4.3, §6.2)                                                      */

@@ -46,6 +46,21 @@ internal static class CheckpointReport
             Field(output, "components", string.Join(", ", description.Components.Select(c => $"{c.Kind} '{c.Prefix}' x{c.TensorCount}")));
         }
 
+        if (description.Engine is { } engine)
+        {
+            // An engine file (flux build): what it was built as and of, layer dtypes per component.
+            string quality = engine.Build.ValueKind == JsonValueKind.Object && engine.Build.TryGetProperty("quality", out JsonElement q)
+                ? q.ValueKind == JsonValueKind.Object && q.TryGetProperty("transformer_relative_l2", out JsonElement l2)
+                    ? FormattableString.Invariant($", checked: transformer {l2.GetDouble():0.###e0} relative L2 from bf16")
+                    : $", {q}"
+                : string.Empty;
+            Field(output, "engine", $"format {engine.FormatVersion}, {engine.Precision.ToString().ToLowerInvariant()}, packed as {engine.TargetLayout}, built by {engine.Builder}{quality}");
+            foreach (FluxEngineComponent c in engine.Components)
+            {
+                Field(output, string.Empty, $"{c.Name}: {FormatCount(c.ParameterCount)} parameters, layers {string.Join(", ", c.LayerDTypes.Select(d => $"{d.Key} x{d.Value}"))}");
+            }
+        }
+
         string source = description.Source.ToString().ToLowerInvariant() + (description.HasConfigJson ? ", with config.json" : string.Empty);
         Field(output, "source", source);
         Field(output, description.Files.Count == 1 ? "file" : "files", description.Files.Count == 0 ? "none" : description.Files[0]);

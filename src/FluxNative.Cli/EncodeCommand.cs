@@ -39,7 +39,7 @@ internal static class EncodeCommand
         {
             PromptEncoderSources? sources = parsed.GetValue(demo)
                 ? DemoModels.Write(Path.Combine(Path.GetTempPath(), "fluxnative-demo-2")).ResolvePromptEncoder()
-                : PromptEncoderSources.Resolve(parsed.GetValue(model), parsed.GetValue(clip), parsed.GetValue(t5));
+                : new FluxPipelineSources { ModelDirectory = parsed.GetValue(model), Clip = parsed.GetValue(clip), T5 = parsed.GetValue(t5) }.ResolvePromptEncoder();
             if (sources is null)
             {
                 throw new CliInputException("No text encoders given: pass --model (a diffusers folder with text_encoder/ and text_encoder_2/), or --clip and --t5, or --demo.");

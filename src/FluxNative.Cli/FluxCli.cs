@@ -152,6 +152,7 @@ public static class FluxCli
         root.Subcommands.Add(TokenizeCommand.Create(console));
         root.Subcommands.Add(ServeCommand.Create(console));
         root.Subcommands.Add(BenchCommand.Create(console));
+        root.Subcommands.Add(BuildCommand.Create(console));
         return root;
     }
 

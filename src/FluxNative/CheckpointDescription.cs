@@ -87,6 +87,9 @@ public sealed record CheckpointDescription
     /// <summary>The configuration inferred from tensor names and shapes (and config.json when present).</summary>
     public JsonElement Config { get; init; }
 
+    /// <summary>What an engine file (<c>flux build</c>, docs/engines.md) holds, when this is one; null for published weights.</summary>
+    public FluxEngineInfo? Engine { get; init; }
+
     /// <summary>The number of parameters (elements of every tensor).</summary>
     public long ParameterCount { get; init; }
 
@@ -179,6 +182,9 @@ public sealed record CheckpointDescription
                 : [],
             // Clone: the element must outlive the document disposed at the end of this method.
             Config = root.TryGetProperty("config", out JsonElement config) ? config.Clone() : default,
+            Engine = root.TryGetProperty("engine", out JsonElement engine) && engine.ValueKind == JsonValueKind.Object
+                ? FluxEngineInfo.Parse(engine)
+                : null,
             ParameterCount = Int64(root, "parameter_count"),
             TensorCount = Int64(root, "tensor_count"),
             TotalBytes = Int64(root, "total_bytes"),

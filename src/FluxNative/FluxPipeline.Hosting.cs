@@ -153,8 +153,8 @@ public sealed partial class FluxPipeline : IAsyncDisposable
                 int t5Length = options.T5MaxLength > 0 ? options.T5MaxLength : transformer.Config.GuidanceEmbed ? 512 : 256;
                 ClipTokenizer clipTokenizer = ClipTokenizer.FromDirectory(text.ClipTokenizer);
                 T5Tokenizer t5Tokenizer = T5Tokenizer.FromDirectory(text.T5Tokenizer);
-                TextEncoder clip = Part(2, path => TextEncoder.Load(path, FluxWeightFormat.AsStored, options.Threads, options.Device));
-                TextEncoder t5 = Part(3, path => TextEncoder.Load(path, options.T5Weights, options.Threads, options.Device));
+                TextEncoder clip = Part(2, path => TextEncoder.Load(path, FluxWeightFormat.AsStored, options.Threads, options.Device, ModelKind.ClipText));
+                TextEncoder t5 = Part(3, path => TextEncoder.Load(path, options.T5Weights, options.Threads, options.Device, ModelKind.T5Encoder));
                 encoder = new PromptEncoder(clipTokenizer, clip, t5Tokenizer, t5, t5Length, options.PromptCacheSize);
             }
 

@@ -7,7 +7,11 @@ namespace FluxNative;
 /// <summary>Where the pipeline's parts come from: a diffusers model folder, per-part overrides, or both.</summary>
 public sealed record FluxPipelineSources
 {
-    /// <summary>A diffusers-layout folder (<c>model_index.json</c>, <c>transformer/</c>, <c>vae/</c>, <c>text_encoder/</c>, <c>text_encoder_2/</c>, tokenizers).</summary>
+    /// <summary>
+    /// A diffusers-layout folder (<c>model_index.json</c>, <c>transformer/</c>, <c>vae/</c>, <c>text_encoder/</c>,
+    /// <c>text_encoder_2/</c>, tokenizers), or an engine file (<see cref="FluxEngine"/>), whose components and tokenizers
+    /// serve every part not given on its own.
+    /// </summary>
     public string? ModelDirectory { get; init; }
 
     /// <summary>The transformer: a BFL single file (<c>flux1-dev.safetensors</c>) or a diffusers <c>transformer/</c> folder. Overrides the model folder's.</summary>
@@ -29,7 +33,32 @@ public sealed record FluxPipelineSources
     public string? T5Tokenizer { get; init; }
 
     /// <summary>The text side to load, or null when there is none (then requests must carry prompt embeddings).</summary>
-    public PromptEncoderSources? ResolvePromptEncoder() => PromptEncoderSources.Resolve(ModelDirectory, Clip, T5, ClipTokenizer, T5Tokenizer);
+    public PromptEncoderSources? ResolvePromptEncoder()
+    {
+        if (Engine() is { } engine && Clip is null && T5 is null &&
+            engine.Component(ModelKind.ClipText) is not null && engine.Component(ModelKind.T5Encoder) is not null)
+        {
+            (string clipTokenizer, string t5Tokenizer) = FluxEngine.TokenizerFolders(ModelDirectory!, engine)
+                ?? (ClipTokenizer ?? throw NoTokenizer("clip_tokenizer"), T5Tokenizer ?? throw NoTokenizer("t5_tokenizer"));
+            return new PromptEncoderSources
+            {
+                Clip = ModelDirectory!,
+                T5 = ModelDirectory!,
+                ClipTokenizer = ClipTokenizer ?? clipTokenizer,
+                T5Tokenizer = T5Tokenizer ?? t5Tokenizer,
+            };
+        }
+
+        return PromptEncoderSources.Resolve(Engine() is null ? ModelDirectory : null, Clip, T5, ClipTokenizer, T5Tokenizer);
+    }
+
+    private GenerationRequestException NoTokenizer(string field) =>
+        new(field, $"The engine '{ModelDirectory}' carries no tokenizer files; give the tokenizer folders.");
+
+    // The engine ModelDirectory names; null when it is a folder (or nothing). Read on each call: a record's copy
+    // (`with`) may name another file.
+    private FluxEngineInfo? Engine() =>
+        string.IsNullOrEmpty(ModelDirectory) || Directory.Exists(ModelDirectory) ? null : FluxEngine.TryRead(ModelDirectory);
 
     /// <summary>The transformer path to load: <see cref="Transformer"/>, else the model folder's <c>transformer/</c>.</summary>
     public string ResolveTransformer() => Resolve(Transformer, "transformer", "--transformer");
@@ -47,6 +76,19 @@ public sealed record FluxPipelineSources
         if (string.IsNullOrEmpty(ModelDirectory))
         {
             throw new GenerationRequestException("model", $"No model given: pass a diffusers model folder, or the {folder} itself ({option}).");
+        }
+
+        if (Engine() is { } engine)
+        {
+            ModelKind kind = folder == "transformer" ? ModelKind.FluxTransformer : ModelKind.Autoencoder;
+            return engine.Component(kind) is not null
+                ? ModelDirectory
+                : throw new GenerationRequestException("model", $"The engine '{ModelDirectory}' holds no {folder}; pass it with {option}.");
+        }
+
+        if (File.Exists(ModelDirectory))
+        {
+            throw new GenerationRequestException("model", $"'{ModelDirectory}' is a file but not an engine; pass a model folder, an engine, or the {folder} with {option}.");
         }
 
         string path = Path.Combine(ModelDirectory, folder);

@@ -139,10 +139,10 @@ public sealed class PromptEncoder : IDisposable
         ArgumentNullException.ThrowIfNull(sources);
         ClipTokenizer clipTokenizer = ClipTokenizer.FromDirectory(sources.ClipTokenizer);
         T5Tokenizer t5Tokenizer = T5Tokenizer.FromDirectory(sources.T5Tokenizer);
-        TextEncoder clip = TextEncoder.Load(sources.Clip, FluxWeightFormat.AsStored, threads, device);
+        TextEncoder clip = TextEncoder.Load(sources.Clip, FluxWeightFormat.AsStored, threads, device, ModelKind.ClipText);
         try
         {
-            TextEncoder t5 = TextEncoder.Load(sources.T5, t5Weights, threads, device);
+            TextEncoder t5 = TextEncoder.Load(sources.T5, t5Weights, threads, device, ModelKind.T5Encoder);
             try
             {
                 return new PromptEncoder(clipTokenizer, clip, t5Tokenizer, t5, t5MaxLength, cacheCapacity);

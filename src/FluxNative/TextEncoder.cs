@@ -81,7 +81,8 @@ public sealed class TextEncoder : IDisposable
     /// <param name="threads">0: the process-wide pool.</param>
     /// <param name="device">Where the model lives and runs (default: the CPU).</param>
     /// <exception cref="FluxNativeException">Not a text encoder (<see cref="FluxStatus.Unsupported"/>), a tensor is missing, or the device cannot be used (the message says why).</exception>
-    public static unsafe TextEncoder Load(Checkpoint checkpoint, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0, FluxDevice? device = null)
+    /// <param name="kind">Which encoder to load from a file holding several (an engine, an "all in one" file): <see cref="ModelKind.ClipText"/> or <see cref="ModelKind.T5Encoder"/>; null for the one the checkpoint holds.</param>
+    public static unsafe TextEncoder Load(Checkpoint checkpoint, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0, FluxDevice? device = null, ModelKind? kind = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
@@ -94,10 +95,19 @@ public sealed class TextEncoder : IDisposable
         NativeMethods.fx_text_load_params_init(&parameters);
         parameters.WeightFormat = (int)format;
         parameters.NumThreads = threads;
+        byte[]? kindName = kind switch
+        {
+            null => null,
+            ModelKind.ClipText => "clip_text\0"u8.ToArray(),
+            ModelKind.T5Encoder => "t5_encoder\0"u8.ToArray(),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "A text encoder is ClipText or T5Encoder."),
+        };
         TextModelHandle handle;
         fixed (byte* deviceName = (device ?? FluxDevice.Cpu).ToUtf8Z())
+        fixed (byte* kindText = kindName)
         {
             parameters.Device = deviceName;
+            parameters.Kind = kindText;
             NativeStatus.ThrowIfFailed(NativeMethods.fx_text_model_load(checkpoint.Handle, &parameters, out handle));
         }
 
@@ -114,11 +124,11 @@ public sealed class TextEncoder : IDisposable
     }
 
     /// <summary>Opens <paramref name="path"/>, loads the encoder and closes the checkpoint.</summary>
-    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int, FluxDevice?)"/>
-    public static TextEncoder Load(string path, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0, FluxDevice? device = null)
+    /// <inheritdoc cref="Load(Checkpoint, FluxWeightFormat, int, FluxDevice?, ModelKind?)"/>
+    public static TextEncoder Load(string path, FluxWeightFormat format = FluxWeightFormat.AsStored, int threads = 0, FluxDevice? device = null, ModelKind? kind = null)
     {
         using Checkpoint checkpoint = Checkpoint.Open(path);
-        return Load(checkpoint, format, threads, device);
+        return Load(checkpoint, format, threads, device, kind);
     }
 
     /// <summary>Encodes token ids <c>[batch, length]</c>.</summary>

@@ -130,6 +130,28 @@ public class StructLayoutTests
         data.Add("fx_text_load_params", "weight_format", nameof(x.WeightFormat), (byte*)&x.WeightFormat - text);
         data.Add("fx_text_load_params", "num_threads", nameof(x.NumThreads), (byte*)&x.NumThreads - text);
         data.Add("fx_text_load_params", "device", nameof(x.Device), (byte*)&x.Device - text);
+        data.Add("fx_text_load_params", "kind", nameof(x.Kind), (byte*)&x.Kind - text);
+
+        FxEngineFile ef;
+        var file = (byte*)&ef;
+        data.Add("fx_engine_file", "name", nameof(ef.Name), (byte*)&ef.Name - file);
+        data.Add("fx_engine_file", "data", nameof(ef.Data), (byte*)&ef.Data - file);
+        data.Add("fx_engine_file", "size", nameof(ef.Size), (byte*)&ef.Size - file);
+
+        FxEngineBuildParams eb;
+        var engineBuild = (byte*)&eb;
+        data.Add("fx_engine_build_params", "struct_size", nameof(eb.StructSize), (byte*)&eb.StructSize - engineBuild);
+        data.Add("fx_engine_build_params", "transformer", nameof(eb.Transformer), (byte*)&eb.Transformer - engineBuild);
+        data.Add("fx_engine_build_params", "autoencoder", nameof(eb.Autoencoder), (byte*)&eb.Autoencoder - engineBuild);
+        data.Add("fx_engine_build_params", "clip", nameof(eb.Clip), (byte*)&eb.Clip - engineBuild);
+        data.Add("fx_engine_build_params", "t5", nameof(eb.T5), (byte*)&eb.T5 - engineBuild);
+        data.Add("fx_engine_build_params", "precision", nameof(eb.Precision), (byte*)&eb.Precision - engineBuild);
+        data.Add("fx_engine_build_params", "t5_precision", nameof(eb.T5Precision), (byte*)&eb.T5Precision - engineBuild);
+        data.Add("fx_engine_build_params", "device", nameof(eb.Device), (byte*)&eb.Device - engineBuild);
+        data.Add("fx_engine_build_params", "build_json", nameof(eb.BuildJson), (byte*)&eb.BuildJson - engineBuild);
+        data.Add("fx_engine_build_params", "files", nameof(eb.Files), (byte*)&eb.Files - engineBuild);
+        data.Add("fx_engine_build_params", "file_count", nameof(eb.FileCount), (byte*)&eb.FileCount - engineBuild);
+        data.Add("fx_engine_build_params", "num_threads", nameof(eb.NumThreads), (byte*)&eb.NumThreads - engineBuild);
 
         FxImageEncodeParams e;
         var encode = (byte*)&e;
@@ -153,6 +175,8 @@ public class StructLayoutTests
         { "fx_flux_step_cache_params", Unsafe.SizeOf<FxFluxStepCacheParams>() },
         { "fx_ae_load_params", Unsafe.SizeOf<FxAeLoadParams>() },
         { "fx_text_load_params", Unsafe.SizeOf<FxTextLoadParams>() },
+        { "fx_engine_file", Unsafe.SizeOf<FxEngineFile>() },
+        { "fx_engine_build_params", Unsafe.SizeOf<FxEngineBuildParams>() },
         { "fx_image_encode_params", Unsafe.SizeOf<FxImageEncodeParams>() },
         { "fx_cuda_device_info", Unsafe.SizeOf<FxCudaDeviceInfo>() },
     };
@@ -190,6 +214,8 @@ public class StructLayoutTests
             [typeof(FxFluxStepCacheParams)] = "fx_flux_step_cache_params",
             [typeof(FxAeLoadParams)] = "fx_ae_load_params",
             [typeof(FxTextLoadParams)] = "fx_text_load_params",
+            [typeof(FxEngineFile)] = "fx_engine_file",
+            [typeof(FxEngineBuildParams)] = "fx_engine_build_params",
             [typeof(FxImageEncodeParams)] = "fx_image_encode_params",
             [typeof(FxCudaDeviceInfo)] = "fx_cuda_device_info",
         };

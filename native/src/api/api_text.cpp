@@ -80,7 +80,8 @@ FX_API fx_status fx_text_model_load(const fx_checkpoint* checkpoint, const fx_te
     auto handle = std::make_unique<fx_text_model>();
     if (p.num_threads > 0) handle->own_pool = std::make_unique<fx::ThreadPool>(p.num_threads);
     auto backend = fx::api::backend_from(p.device, handle->own_pool.get(), __func__);
-    handle->model = fx::models::TextEncoder::load(*checkpoint->impl, format, std::move(backend));
+    handle->model = fx::models::TextEncoder::load(*checkpoint->impl, format, std::move(backend),
+                                                  p.kind != nullptr ? p.kind : "");
     *out = handle.release();
   });
 }

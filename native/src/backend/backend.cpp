@@ -8,6 +8,15 @@
 
 namespace fx::backend {
 
+PackedLinear Backend::export_linear(const LinearLayer&) const {
+  fail(FX_ERR_UNSUPPORTED, describe() + ": this backend cannot write its weights into an engine file yet");
+}
+
+std::unique_ptr<LinearLayer> Backend::import_linear(const PackedLinear& packed, std::shared_ptr<const void>) {
+  fail(FX_ERR_UNSUPPORTED, describe() + ": this backend cannot run engine weights packed as \"" + packed.layout +
+                               "\" (build the engine for this device, or load the published weights)");
+}
+
 std::shared_ptr<Backend> backend_for(const Device& device, ThreadPool* pool) {
   if (device.kind == DeviceKind::Cpu) return cpu_backend(pool);
 #if !defined(FX_WITH_CUDA)

@@ -108,6 +108,21 @@ struct AttentionParams {
   const Tensor* bias = nullptr;
 };
 
+// A packed linear layer's bytes as a backend holds them, for an engine file (engine/) to store and to hand
+// back at load: `layout` names the backend's packing (Backend::weight_layout()), the weights are `bytes`
+// bytes at `panels` in `dtype`, `scales` the per-output-channel scales where the dtype has them (fp8).
+struct PackedLinear {
+  std::string layout;
+  DType dtype = DType::F32;
+  int64_t n = 0, k = 0;
+  const void* panels = nullptr;
+  size_t bytes = 0;
+  const float* scales = nullptr;
+  size_t scale_count = 0;
+  std::vector<float> bias;  // [n] or empty
+  bool bf16_activations = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -142,6 +157,14 @@ class Backend {
   // backend: for any fp8 matrix), FX_ERR_INVALID_ARGUMENT for NaN fp8 codes or a scale that is not finite.
   virtual std::unique_ptr<LinearLayer> linear_layer(const HostMatrix& weight, const std::vector<float>& bias,
                                                     WeightFormat format, Precision precision) = 0;
+  // Engines (engine/): the name of this backend's linear-weight packing with its version ("cpu-panels32.v1"),
+  // "" where it has none an engine can hold. export_linear() shows a packed layer's bytes (valid while the
+  // layer lives); import_linear() makes a layer of bytes export_linear() gave, in place where the backend
+  // can (the CPU reads a mapped engine file directly; `keep_alive` holds that memory) and checked against the
+  // layout (sizes, alignment). Both throw FX_ERR_UNSUPPORTED on a backend without engines.
+  virtual std::string weight_layout() const { return ""; }
+  virtual PackedLinear export_linear(const LinearLayer& layer) const;
+  virtual std::unique_ptr<LinearLayer> import_linear(const PackedLinear& packed, std::shared_ptr<const void> keep_alive);
   // weight: [out, in, kh, kw] f32 on the host; bias [out].
   virtual std::unique_ptr<ConvLayer> conv_layer(const float* weight, int64_t out, int64_t in, int64_t kh, int64_t kw,
                                                 const std::vector<float>& bias) = 0;

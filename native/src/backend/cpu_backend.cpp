@@ -246,6 +246,45 @@ class CpuBackend final : public Backend {
                                                                                : cpu::Precision::Exact);
   }
 
+  std::string weight_layout() const override {
+    return "cpu-panels" + std::to_string(cpu::PackedWeights::kPanel) + ".v" +
+           std::to_string(cpu::PackedWeights::kLayoutVersion);
+  }
+
+  PackedLinear export_linear(const LinearLayer& layer) const override {
+    const auto& l = static_cast<const CpuLinear&>(layer);
+    if (l.weights.block())
+      fail(FX_ERR_UNSUPPORTED, "a GGUF block-quantised layer cannot go into an engine as it is (build from it in "
+                               "bf16 or fp8)");
+    PackedLinear p;
+    p.layout = weight_layout();
+    p.dtype = l.weights.dtype();
+    p.n = l.weights.n();
+    p.k = l.weights.k();
+    p.panels = l.weights.panel(0);
+    p.bytes = l.weights.bytes();
+    if (p.dtype == DType::F8_E4M3FN) {
+      p.scales = l.weights.scale256();
+      p.scale_count = static_cast<size_t>(l.weights.panels() * cpu::PackedWeights::kPanel);
+    }
+    p.bias = l.bias;
+    p.bf16_activations = l.precision == cpu::Precision::Bf16Activations;
+    return p;
+  }
+
+  std::unique_ptr<LinearLayer> import_linear(const PackedLinear& p, std::shared_ptr<const void> keep_alive) override {
+    if (p.layout != weight_layout())
+      fail(FX_ERR_UNSUPPORTED, "engine weights packed as \"" + p.layout + "\" cannot run on " + describe() +
+                                   ", which packs as \"" + weight_layout() + "\"; build the engine again with this version");
+    if (!p.bias.empty() && static_cast<int64_t>(p.bias.size()) != p.n)
+      fail(FX_ERR_FORMAT, "engine layer [" + std::to_string(p.n) + ", " + std::to_string(p.k) + "]: bias has " +
+                              std::to_string(p.bias.size()) + " values");
+    cpu::PackedWeights w = cpu::PackedWeights::borrow(p.dtype, p.n, p.k, p.panels, p.bytes, p.scales, p.scale_count,
+                                                      std::move(keep_alive));
+    return std::make_unique<CpuLinear>(std::move(w), p.bias,
+                                       p.bf16_activations ? cpu::Precision::Bf16Activations : cpu::Precision::Exact);
+  }
+
   std::unique_ptr<ConvLayer> conv_layer(const float* weight, int64_t out, int64_t in, int64_t kh, int64_t kw,
                                         const std::vector<float>& bias) override {
     if (static_cast<int64_t>(bias.size()) != out) bad("conv_layer", "bias size differs from the output channels");

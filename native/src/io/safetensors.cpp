@@ -421,15 +421,13 @@ MappedFile::~MappedFile() {
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->file_ = MappedFile::open(path);
+  file->file_ = std::shared_ptr<MappedFile>(MappedFile::open(path));
   const uint64_t size = file->file_->size();
   file->header_ = parse_safetensors_header(file->file_->data(), static_cast<size_t>(size), size, path);
   return file;
 }
 
 // ---- writing --------------------------------------------------------------------------------------
-
-namespace {
 
 // A file descriptor for the temporary file that removes the file unless the write was committed.
 class TempFile {
@@ -461,6 +459,11 @@ class TempFile {
     }
   }
 
+  void seek(uint64_t offset) {
+    if (::lseek(fd_, static_cast<off_t>(offset), SEEK_SET) < 0)
+      fail(FX_ERR_IO, path_ + ": seek failed: " + std::strerror(errno));
+  }
+
   // Flushes to disk and renames over `final_path`, so readers never see a half-written checkpoint.
   void commit(const std::string& final_path) {
     if (::fsync(fd_) != 0) fail(FX_ERR_IO, path_ + ": fsync failed: " + std::strerror(errno));
@@ -479,6 +482,8 @@ class TempFile {
   bool committed_ = false;
 };
 
+namespace {
+
 // The string as a JSON literal. nlohmann refuses to serialize invalid UTF-8; catching that per string
 // lets the error say which one is at fault.
 std::string json_literal(const std::string& text, const std::string& path, const std::string& what) {
@@ -489,64 +494,72 @@ std::string json_literal(const std::string& text, const std::string& path, const
   }
 }
 
+// The header entry of tensor #`index` placed at `*offset` of the data region (advanced past it), after the
+// checks every writer makes: a unique, non-empty, non-reserved name; a valid dtype; a shape whose bytes are
+// exactly the bytes given.
+std::string tensor_entry_text(const std::string& path, size_t i, const TensorToWrite& tensor,
+                              std::set<std::string>& seen, uint64_t* offset) {
+  auto invalid = [&](const std::string& name, const std::string& what) {
+    fail(FX_ERR_INVALID_ARGUMENT, path + ": tensor " + json_quoted(name) + ": " + what);
+  };
+  if (tensor.name.empty()) fail(FX_ERR_INVALID_ARGUMENT, path + ": tensor #" + std::to_string(i) + " has an empty name");
+  if (tensor.name == kMetadataKey) invalid(tensor.name, "name is reserved for the metadata entry");
+  const std::string name_literal = json_literal(tensor.name, path, "name of tensor #" + std::to_string(i));
+  if (!seen.insert(tensor.name).second) invalid(tensor.name, "name appears twice");
+  if (!dtype_valid(static_cast<int32_t>(tensor.dtype))) {
+    invalid(tensor.name, "invalid dtype value " + std::to_string(static_cast<int32_t>(tensor.dtype)));
+  }
+  if (tensor.shape.size() > FX_MAX_DIMS) {
+    invalid(tensor.name, "shape has " + std::to_string(tensor.shape.size()) + " dims; at most " +
+                             std::to_string(FX_MAX_DIMS) + " are supported");
+  }
+  for (int64_t dim : tensor.shape) {
+    if (dim < 0) invalid(tensor.name, "shape " + shape_text(tensor.shape) + " has a negative dim");
+  }
+  uint64_t count = 0;
+  uint64_t needed = 0;
+  if (!element_count_fits(tensor.shape, &count) || !checked_mul(count, dtype_size(tensor.dtype), &needed)) {
+    invalid(tensor.name, "shape " + shape_text(tensor.shape) + " has more elements than 64-bit sizes hold");
+  }
+  if (needed != tensor.byte_size) {
+    invalid(tensor.name, std::string(dtype_name(tensor.dtype)) + " " + shape_text(tensor.shape) + " needs " +
+                             std::to_string(needed) + " bytes but " + std::to_string(tensor.byte_size) +
+                             " were given");
+  }
+  if (needed > 0 && tensor.data == nullptr) invalid(tensor.name, "data is NULL");
+  uint64_t end = 0;
+  if (__builtin_add_overflow(*offset, needed, &end)) invalid(tensor.name, "total data size overflows 64 bits");
+  std::string text = name_literal + ":{\"dtype\":\"" + dtype_name(tensor.dtype) + "\",\"shape\":" +
+                     json(tensor.shape).dump() + ",\"data_offsets\":[" + std::to_string(*offset) + "," +
+                     std::to_string(end) + "]}";
+  *offset = end;
+  return text;
+}
+
+std::string metadata_text(const std::string& path, const std::map<std::string, std::string>& metadata) {
+  if (metadata.empty()) return "";
+  std::string text = std::string("\"") + kMetadataKey + "\":{";
+  for (const auto& [key, value] : metadata) {
+    if (text.back() != '{') text += ',';
+    text += json_literal(key, path, "metadata key " + json_quoted(key)) + ":" +
+            json_literal(value, path, "metadata value of " + json_quoted(key));
+  }
+  return text + "}";
+}
+
 }  // namespace
 
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  auto invalid = [&](const std::string& tensor, const std::string& what) {
-    fail(FX_ERR_INVALID_ARGUMENT, path + ": tensor " + json_quoted(tensor) + ": " + what);
-  };
-
   // The header text is assembled entry by entry: it must keep the caller's order (the data region
   // follows it), and nlohmann's ordered_json finds keys by linear search, quadratic over a large model.
-  std::string header_text = "{";
-  if (!metadata.empty()) {
-    header_text += std::string("\"") + kMetadataKey + "\":{";
-    for (const auto& [key, value] : metadata) {
-      if (header_text.back() != '{') header_text += ',';
-      header_text += json_literal(key, path, "metadata key " + json_quoted(key)) + ":" +
-                     json_literal(value, path, "metadata value of " + json_quoted(key));
-    }
-    header_text += "}";
-  }
+  std::string header_text = "{" + metadata_text(path, metadata);
 
   std::set<std::string> seen;
   uint64_t offset = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const TensorToWrite& tensor = tensors[i];
-    if (tensor.name.empty()) fail(FX_ERR_INVALID_ARGUMENT, path + ": tensor #" + std::to_string(i) + " has an empty name");
-    if (tensor.name == kMetadataKey) invalid(tensor.name, "name is reserved for the metadata entry");
-    const std::string name_literal = json_literal(tensor.name, path, "name of tensor #" + std::to_string(i));
-    if (!seen.insert(tensor.name).second) invalid(tensor.name, "name appears twice");
-    if (!dtype_valid(static_cast<int32_t>(tensor.dtype))) {
-      invalid(tensor.name, "invalid dtype value " + std::to_string(static_cast<int32_t>(tensor.dtype)));
-    }
-    if (tensor.shape.size() > FX_MAX_DIMS) {
-      invalid(tensor.name, "shape has " + std::to_string(tensor.shape.size()) + " dims; at most " +
-                               std::to_string(FX_MAX_DIMS) + " are supported");
-    }
-    for (int64_t dim : tensor.shape) {
-      if (dim < 0) invalid(tensor.name, "shape " + shape_text(tensor.shape) + " has a negative dim");
-    }
-    uint64_t count = 0;
-    uint64_t needed = 0;
-    if (!element_count_fits(tensor.shape, &count) || !checked_mul(count, dtype_size(tensor.dtype), &needed)) {
-      invalid(tensor.name, "shape " + shape_text(tensor.shape) + " has more elements than 64-bit sizes hold");
-    }
-    if (needed != tensor.byte_size) {
-      invalid(tensor.name, std::string(dtype_name(tensor.dtype)) + " " + shape_text(tensor.shape) + " needs " +
-                               std::to_string(needed) + " bytes but " + std::to_string(tensor.byte_size) +
-                               " were given");
-    }
-    if (needed > 0 && tensor.data == nullptr) invalid(tensor.name, "data is NULL");
-    uint64_t end = 0;
-    if (__builtin_add_overflow(offset, needed, &end)) invalid(tensor.name, "total data size overflows 64 bits");
-
     if (header_text.size() > 1) header_text += ',';
-    header_text += name_literal + ":{\"dtype\":\"" + dtype_name(tensor.dtype) + "\",\"shape\":" +
-                   json(tensor.shape).dump() + ",\"data_offsets\":[" + std::to_string(offset) + "," +
-                   std::to_string(end) + "]}";
-    offset = end;
+    header_text += tensor_entry_text(path, i, tensors[i], seen, &offset);
   }
   header_text += "}";
   // Padding the header to a multiple of 8 starts the data region 8-aligned in the file (and so in a
@@ -567,6 +580,51 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   out.write_all(header_text.data(), header_text.size());
   for (const TensorToWrite& tensor : tensors) out.write_all(tensor.data, tensor.byte_size);
   out.commit(path);
+}
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path, uint64_t header_reserve)
+    : path_(std::move(path)), reserve_((std::max<uint64_t>(header_reserve, 64) + 63) / 64 * 64) {
+  if (reserve_ > kMaxSafetensorsHeaderBytes)
+    fail(FX_ERR_INVALID_ARGUMENT, path_ + ": a header reserve of " + std::to_string(reserve_) + " bytes is over the limit");
+  file_ = std::make_unique<TempFile>(path_ + ".tmp");
+  file_->seek(reserve_);
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;
+
+void SafetensorsStreamWriter::add(const TensorToWrite& tensor, uint64_t align) {
+  if (finished_) fail(FX_ERR_INTERNAL, path_ + ": tensor added after finish()");
+  if (align > 1 && (reserve_ + offset_) % align != 0) {
+    // A data region without holes (as readers require) gets its alignment from a padding tensor.
+    static const uint8_t zeros[4096] = {};
+    const uint64_t pad = align - (reserve_ + offset_) % align;
+    if (pad > sizeof zeros) fail(FX_ERR_INVALID_ARGUMENT, path_ + ": alignment " + std::to_string(align) + " is too large");
+    const TensorToWrite filler{std::string(kPaddingPrefix) + std::to_string(paddings_++), DType::U8,
+                               {static_cast<int64_t>(pad)}, zeros, pad};
+    add(filler, 0);
+  }
+  const std::string entry = tensor_entry_text(path_, count_++, tensor, seen_, &offset_);
+  entries_ += (entries_.empty() ? "" : ",") + entry;
+  file_->write_all(tensor.data, tensor.byte_size);
+}
+
+void SafetensorsStreamWriter::finish(const std::map<std::string, std::string>& metadata) {
+  if (finished_) fail(FX_ERR_INTERNAL, path_ + ": finish() called twice");
+  std::string header_text = "{" + metadata_text(path_, metadata);
+  if (!entries_.empty()) header_text += (header_text.size() > 1 ? "," : "") + entries_;
+  header_text += "}";
+  if (header_text.size() > reserve_ - 8)
+    fail(FX_ERR_INTERNAL, path_ + ": the header takes " + std::to_string(header_text.size()) + " bytes, over the " +
+                              std::to_string(reserve_ - 8) + " reserved for it");
+  header_text.append(reserve_ - 8 - header_text.size(), ' ');
+  uint8_t length_prefix[8];
+  const uint64_t length = header_text.size();
+  for (int i = 0; i < 8; ++i) length_prefix[i] = static_cast<uint8_t>(length >> (8 * i));
+  file_->seek(0);
+  file_->write_all(length_prefix, sizeof length_prefix);
+  file_->write_all(header_text.data(), header_text.size());
+  file_->commit(path_);
+  finished_ = true;
 }
 
 }  // namespace fx::io

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,9 +79,11 @@ class SafetensorsFile {
   // Zero-copy view of a tensor's bytes (entry must come from this file's header).
   const uint8_t* tensor_data(const TensorEntry& entry) const { return file_->data() + header_.data_start() + entry.begin; }
   uint64_t absolute_offset(const TensorEntry& entry) const { return header_.data_start() + entry.begin; }
+  // The mapping itself, for memory that must outlive this object (an engine's weights used in place).
+  std::shared_ptr<const MappedFile> mapping() const { return file_; }
 
  private:
-  std::unique_ptr<MappedFile> file_;
+  std::shared_ptr<MappedFile> file_;
   SafetensorsHeader header_;
 };
 
@@ -99,5 +102,32 @@ struct TensorToWrite {
 // tensors or duplicate names, FX_ERR_IO for file errors).
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// A safetensors file written tensor by tensor, for files too large to hold in memory at once (engines,
+// engine/): the data is written as it comes, after a header reserve of `header_reserve` bytes (rounded up to
+// 64), and finish() writes the header into that reserve (padded with spaces, so the data region starts at a
+// multiple of 64) and renames `path + ".tmp"` over `path`. add() with `align` starts the tensor's bytes at a
+// multiple of `align` in the file, placing a U8 padding tensor named kPaddingPrefix + N before it when needed
+// (readers require a data region without holes). Destroyed before finish(), it removes the temporary file.
+class TempFile;
+class SafetensorsStreamWriter {
+ public:
+  static constexpr const char* kPaddingPrefix = "__padding__.";
+  SafetensorsStreamWriter(std::string path, uint64_t header_reserve);
+  ~SafetensorsStreamWriter();
+  void add(const TensorToWrite& tensor, uint64_t align = 0);
+  void finish(const std::map<std::string, std::string>& metadata);
+  uint64_t data_bytes() const { return offset_; }
+
+ private:
+  std::string path_;
+  uint64_t reserve_;
+  std::unique_ptr<TempFile> file_;
+  std::string entries_;
+  std::set<std::string> seen_;
+  uint64_t offset_ = 0;
+  size_t count_ = 0, paddings_ = 0;
+  bool finished_ = false;
+};
 
 }  // namespace fx::io

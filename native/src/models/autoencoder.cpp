@@ -319,7 +319,7 @@ class Runner {
 }  // namespace
 
 std::unique_ptr<Autoencoder> Autoencoder::load(const io::Checkpoint& checkpoint,
-                                               std::shared_ptr<backend::Backend> backend) {
+                                               std::shared_ptr<backend::Backend> backend, WeightRecorder* recorder) {
   const nlohmann::json description = describe(checkpoint, kKind);  // an "all in one" file: its part
   require_kind(checkpoint, description, {kKind}, "an autoencoder");
   std::unique_ptr<Autoencoder> model(new Autoencoder());
@@ -330,7 +330,8 @@ std::unique_ptr<Autoencoder> Autoencoder::load(const io::Checkpoint& checkpoint,
     fail(FX_ERR_FORMAT, checkpoint.path() + ": the autoencoder has neither an encoder nor a decoder");
   model->impl_ = std::make_unique<Impl>();
   Impl& m = *model->impl_;
-  const WeightLoader weights(checkpoint, description, kKind, "bfl", "autoencoder", *model->backend_);
+  WeightLoader weights(checkpoint, description, kKind, "bfl", "autoencoder", *model->backend_);
+  weights.set_recorder(recorder);
   const Layers load(weights);
   const int64_t levels = static_cast<int64_t>(c.ch_mult.size());
   std::vector<int64_t> width;

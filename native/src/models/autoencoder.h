@@ -23,6 +23,9 @@
 
 namespace fx::models {
 
+class WeightRecorder;  // models/weight_loader.h
+
+
 struct AutoencoderConfig {
   int64_t in_channels = 0, out_channels = 0;  // 0 when the checkpoint lacks that half
   int64_t ch = 0;
@@ -41,8 +44,10 @@ class Autoencoder {
   // Throws fx::Error: FX_ERR_UNSUPPORTED if the checkpoint is not an autoencoder (or one with
   // quant_conv/post_quant_conv, which FLUX's has not), FX_ERR_FORMAT for missing or mis-shaped tensors.
   // `backend`: where the model lives and runs (null: the CPU backend over the process-wide pool).
+  // `recorder`: as FluxTransformer::load's.
   static std::unique_ptr<Autoencoder> load(const io::Checkpoint& checkpoint,
-                                           std::shared_ptr<backend::Backend> backend = nullptr);
+                                           std::shared_ptr<backend::Backend> backend = nullptr,
+                                           WeightRecorder* recorder = nullptr);
   ~Autoencoder();
 
   const AutoencoderConfig& config() const { return config_; }

@@ -92,7 +92,8 @@ void timestep_embedding(float value, int64_t dim, float* out, double time_factor
 std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
                                                        backend::Precision precision,
                                                        std::shared_ptr<backend::Backend> backend,
-                                                       const std::vector<LoraFile>& loras) {
+                                                       const std::vector<LoraFile>& loras,
+                                                       WeightRecorder* recorder) {
   const nlohmann::json description = describe(checkpoint, kKind);  // an "all in one" file: its part
   require_kind(checkpoint, description, {kKind}, "a FLUX transformer");
 
@@ -109,6 +110,7 @@ std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& che
   WeightLoader load(checkpoint, description, kKind, "bfl", "FLUX", *model->backend_);
   load.set_format(format, precision);
   load.set_lora(&lora);
+  load.set_recorder(recorder);
   m.img_in = load.linear("img_in");
   m.txt_in = load.linear("txt_in");
   m.time_in1 = load.linear("time_in.in_layer");

@@ -18,6 +18,9 @@
 
 namespace fx::models {
 
+class WeightRecorder;  // models/weight_loader.h
+
+
 class FluxStepCache;
 
 struct FluxConfig {
@@ -57,10 +60,12 @@ class FluxTransformer {
   // bf16 weights use the backend's bf16 dot products (faster, ~1e-2 relative error). `backend`: where the
   // model lives and runs (null: the CPU backend over the process-wide pool). `loras`: merged into the
   // weights they name before packing (models/lora.h); every tensor of each must map, or the load fails.
+  // `recorder`: sees every weight as loaded (an engine builder, models/weight_loader.h).
   static std::unique_ptr<FluxTransformer> load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
                                                backend::Precision precision = backend::Precision::Exact,
                                                std::shared_ptr<backend::Backend> backend = nullptr,
-                                               const std::vector<LoraFile>& loras = {});
+                                               const std::vector<LoraFile>& loras = {},
+                                               WeightRecorder* recorder = nullptr);
   ~FluxTransformer();
 
   const FluxConfig& config() const { return config_; }

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "engine/engine_format.h"
 
 namespace fx::models {
 namespace {
@@ -1257,6 +1258,8 @@ json describe(const CheckpointListing& l, const std::string& want_kind) {
 json describe(const io::Checkpoint& checkpoint) { return describe(checkpoint, ""); }
 
 json describe(const io::Checkpoint& checkpoint, const std::string& want_kind) {
+  if (const auto engine = engine::read_engine_json(checkpoint.metadata(), checkpoint.path()))
+    return engine::describe_engine(checkpoint, *engine, want_kind);
   CheckpointListing l;
   l.tensors.reserve(checkpoint.tensors().size());
   for (const io::Checkpoint::Tensor& t : checkpoint.tensors()) l.tensors.push_back({t.name, t.dtype, t.shape, t.block});

@@ -133,6 +133,7 @@ namespace {
 void load_embedding(const WeightLoader& load, const io::Checkpoint& checkpoint, const std::string& name,
                     const std::string& alias, TextEncoder::Impl& m, const std::string& model) {
   const LoadedTensor loaded = load.fetch(name, alias);
+  load.record(name, loaded);
   const io::Checkpoint::Tensor& t = *loaded.stored;
   if (!alias.empty() && t.name.size() >= name.size() && t.name.compare(t.name.size() - name.size(), name.size(), name) == 0) {
     const std::string prefix = t.name.substr(0, t.name.size() - name.size());
@@ -158,10 +159,16 @@ void load_embedding(const WeightLoader& load, const io::Checkpoint& checkpoint, 
 }  // namespace
 
 std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
-                                               std::shared_ptr<backend::Backend> backend) {
-  const nlohmann::json description = describe(checkpoint);
+                                               std::shared_ptr<backend::Backend> backend, const std::string& want_kind,
+                                               WeightRecorder* recorder) {
+  if (!want_kind.empty() && want_kind != "clip_text" && want_kind != "t5_encoder")
+    fail(FX_ERR_INVALID_ARGUMENT, "text encoder kind \"" + want_kind + "\" is neither \"clip_text\" nor \"t5_encoder\"");
+  const nlohmann::json description = describe(checkpoint, want_kind);
   const std::string kind = require_kind(checkpoint, description, {"clip_text", "t5_encoder"},
                                         "a CLIP text encoder or a T5 encoder");
+  if (!want_kind.empty() && kind != want_kind)
+    fail(FX_ERR_UNSUPPORTED, checkpoint.path() + " holds no " + (want_kind == "clip_text" ? "CLIP text encoder" : "T5 encoder") +
+                                 " (recognised as \"" + kind + "\")");
   const char* model_name = kind == "clip_text" ? "CLIP text encoder" : "T5 encoder";
 
   std::unique_ptr<TextEncoder> model(new TextEncoder());
@@ -172,6 +179,7 @@ std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint,
   const TextEncoderConfig& c = model->config_;
   WeightLoader load(checkpoint, description, kind, "hf", model_name, *model->backend_);
   load.set_format(format, backend::Precision::Exact);
+  load.set_recorder(recorder);
 
   if (c.kind == TextEncoderKind::ClipText) {
     load_embedding(load, checkpoint, "text_model.embeddings.token_embedding.weight", "", m, model_name);

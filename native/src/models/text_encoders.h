@@ -22,6 +22,9 @@
 
 namespace fx::models {
 
+class WeightRecorder;  // models/weight_loader.h
+
+
 enum class TextEncoderKind { ClipText, T5Encoder };
 
 struct TextEncoderConfig {
@@ -44,8 +47,11 @@ class TextEncoder {
   // (or one this engine does not run: a non-gated T5 v1.0 FFN, a CLIP activation other than quick_gelu),
   // FX_ERR_FORMAT for missing or mis-shaped tensors (the recognizer's problems in the message).
   // `backend`: where the model lives and runs (null: the CPU backend over the process-wide pool).
+  // `want_kind` ("clip_text" or "t5_encoder"; "" for whichever the checkpoint holds) picks one of several
+  // components (an engine, an "all in one" file). `recorder`: as FluxTransformer::load's.
   static std::unique_ptr<TextEncoder> load(const io::Checkpoint& checkpoint, backend::WeightFormat format,
-                                           std::shared_ptr<backend::Backend> backend = nullptr);
+                                           std::shared_ptr<backend::Backend> backend = nullptr,
+                                           const std::string& want_kind = "", WeightRecorder* recorder = nullptr);
   ~TextEncoder();
 
   const TextEncoderConfig& config() const { return config_; }

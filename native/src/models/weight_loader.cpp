@@ -52,6 +52,25 @@ WeightLoader::WeightLoader(const io::Checkpoint& checkpoint, const nlohmann::jso
   layout_ = description.value("layout", "");
   prefix_ = description.value("key_prefix", "");
   for (const auto& t : expected_tensors(kind_, naming_, config_)) expected_[t.name] = t.shape;
+  if (const auto e = description.find("engine"); e != description.end() && e->is_object()) {
+    engine_ = true;
+    engine_linears_ = e->value("linears", nlohmann::json::object());
+    engine_layout_ = e->value("layout", "");
+  }
+}
+
+void WeightLoader::set_lora(const LoraMerge* lora) {
+  if (engine_ && lora != nullptr && !lora->empty())
+    fail(FX_ERR_UNSUPPORTED, checkpoint_.path() + ": an engine's weights are packed when it is built; a LoRA cannot "
+                                                  "be merged into them at load (load the published weights with the LoRA)");
+  lora_ = lora;
+}
+
+void WeightLoader::record(const std::string& name, const LoadedTensor& tensor) const {
+  if (recorder_ == nullptr) return;
+  if (tensor.block)
+    fail(FX_ERR_UNSUPPORTED, label(name) + " is GGUF block-quantised; an engine keeps it as the model does");
+  recorder_->tensor(name, tensor.dtype, tensor.shape, tensor.data);
 }
 
 std::string WeightLoader::label(const std::string& name) const {
@@ -157,6 +176,14 @@ float WeightLoader::fp8_scale(const LoadedTensor& weight, const std::string& nam
 }
 
 std::vector<float> WeightLoader::host_f32(const std::string& name, std::vector<int64_t>* shape) const {
+  std::vector<int64_t> read_shape;
+  std::vector<float> values = read_f32(name, &read_shape);
+  if (recorder_ != nullptr) recorder_->tensor(name, DType::F32, read_shape, values.data());
+  if (shape != nullptr) *shape = std::move(read_shape);
+  return values;
+}
+
+std::vector<float> WeightLoader::read_f32(const std::string& name, std::vector<int64_t>* shape) const {
   const LoadedTensor t = fetch(name);
   std::vector<float> values(static_cast<size_t>(t.elements()));
   if (t.block)
@@ -172,17 +199,25 @@ std::vector<float> WeightLoader::host_f32(const std::string& name, std::vector<i
 backend::Tensor WeightLoader::vector(const std::string& name) const { return backend_.to_device(host_f32(name)); }
 
 std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& prefix, bool has_bias) const {
+  if (engine_) return engine_linear(prefix);
   const LoadedTensor w = fetch(prefix + ".weight");
   if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(prefix + ".weight") + " is not a matrix");
   const std::string name = w.stored != nullptr ? w.stored->name : prefix + ".weight";
-  std::vector<float> bias = has_bias ? host_f32(prefix + ".bias") : std::vector<float>{};
+  std::vector<float> bias = has_bias ? read_f32(prefix + ".bias", nullptr) : std::vector<float>{};
   const std::vector<LoraPatch>* patches = lora_ != nullptr ? lora_->take(prefix + ".weight") : nullptr;
   const float scale = fp8_scale(w, prefix + ".weight");
+  const backend::WeightFormat format = recorder_ != nullptr ? recorder_->format_for(prefix, format_) : format_;
   if (patches == nullptr) {
     const backend::HostMatrix matrix{w.dtype, w.data, w.shape[0], w.shape[1], label(name), scale, w.block};
-    return backend_.linear_layer(matrix, bias, format_, precision_);
+    auto layer = backend_.linear_layer(matrix, bias, format, precision_);
+    if (recorder_ != nullptr) recorder_->linear(prefix, *layer);
+    return layer;
   }
 
+  auto recorded = [this](const std::string& p, std::unique_ptr<backend::LinearLayer> layer) {
+    if (recorder_ != nullptr) recorder_->linear(p, *layer);
+    return layer;
+  };
   // Merged in f32; "as stored" then keeps the stored dtype (bf16 stays bf16, fp8 is quantised again
   // with per-channel scales), so a LoRA changes the weights' values, never their size or speed.
   std::vector<float> merged(static_cast<size_t>(w.elements()));
@@ -194,19 +229,51 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
     for (float& v : merged) v *= scale;
   LoraMerge::apply(*patches, merged.data(), w.shape[0], w.shape[1]);
   const std::string text = label(name) + " (with " + std::to_string(patches->size()) + " LoRA update(s))";
-  if (format_ == backend::WeightFormat::AsStored && w.dtype == DType::F8_E4M3FN) {
+  if (format == backend::WeightFormat::AsStored && w.dtype == DType::F8_E4M3FN) {
     const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
-    return backend_.linear_layer(matrix, bias, backend::WeightFormat::FP8, precision_);
+    return recorded(prefix, backend_.linear_layer(matrix, bias, backend::WeightFormat::FP8, precision_));
   }
   // GGUF blocks are not quantised again: a merged block-quantised weight is held as bf16.
-  if (format_ == backend::WeightFormat::AsStored && (w.dtype == DType::BF16 || w.block)) {
+  if (format == backend::WeightFormat::AsStored && (w.dtype == DType::BF16 || w.block)) {
     std::vector<uint16_t> rounded(merged.size());
     convert(DType::F32, merged.data(), DType::BF16, rounded.data(), rounded.size(), Overflow::Ieee);
     const backend::HostMatrix matrix{DType::BF16, rounded.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
-    return backend_.linear_layer(matrix, bias, format_, precision_);
+    return recorded(prefix, backend_.linear_layer(matrix, bias, format, precision_));
   }
   const backend::HostMatrix matrix{DType::F32, merged.data(), w.shape[0], w.shape[1], text, 1.0f, std::nullopt};
-  return backend_.linear_layer(matrix, bias, format_, precision_);
+  return recorded(prefix, backend_.linear_layer(matrix, bias, format, precision_));
+}
+
+std::unique_ptr<backend::LinearLayer> WeightLoader::engine_linear(const std::string& prefix) const {
+  if (format_ != backend::WeightFormat::AsStored)
+    fail(FX_ERR_UNSUPPORTED, checkpoint_.path() + ": an engine's weights keep the format they were built in; load it "
+                                                  "with the weights as stored (no weight format or dtype option)");
+  const auto entry = engine_linears_.find(prefix);
+  if (entry == engine_linears_.end() || !entry->is_object())
+    fail(FX_ERR_FORMAT, checkpoint_.path() + ": the engine lists no packed layer \"" + prefix + "\"");
+  backend::PackedLinear p;
+  p.layout = engine_layout_;
+  const std::string dtype = entry->value("dtype", "");
+  if (!dtype_from_name(dtype, &p.dtype))
+    fail(FX_ERR_FORMAT, checkpoint_.path() + ": engine layer \"" + prefix + "\" has an unknown dtype \"" + dtype + "\"");
+  p.n = entry->value("n", int64_t{0});
+  p.k = entry->value("k", int64_t{0});
+  const auto* panels = checkpoint_.find(prefix_ + prefix + ".weight.panels");
+  if (panels == nullptr || panels->file == nullptr)
+    fail(FX_ERR_FORMAT, checkpoint_.path() + ": the engine has no tensor \"" + prefix_ + prefix + ".weight.panels\"");
+  p.panels = panels->data();
+  p.bytes = static_cast<size_t>(panels->byte_size);
+  if (const auto* scales = checkpoint_.find(prefix_ + prefix + ".weight.scales")) {
+    if (scales->dtype != DType::F32)
+      fail(FX_ERR_FORMAT, label(scales->name) + " must be F32, not " + dtype_name(scales->dtype));
+    p.scales = reinterpret_cast<const float*>(scales->data());
+    p.scale_count = static_cast<size_t>(scales->element_count());
+  }
+  if (entry->value("bias", false)) p.bias = read_f32(prefix + ".bias", nullptr);
+  p.bf16_activations = precision_ == backend::Precision::Bf16Activations;
+  if (p.n != (p.bias.empty() ? p.n : static_cast<int64_t>(p.bias.size())))
+    fail(FX_ERR_FORMAT, label(prefix + ".bias") + " does not match the layer's " + std::to_string(p.n) + " outputs");
+  return backend_.import_linear(p, panels->file->mapping());
 }
 
 std::unique_ptr<backend::LinearLayer> WeightLoader::linear_from(const std::vector<float>& weight, int64_t n, int64_t k,

@@ -36,6 +36,22 @@ struct LoadedTensor {
   int64_t elements() const;
 };
 
+// What an engine builder (engine/engine_build.cpp) sees of a load, and how it picks each layer's format. A
+// load given a recorder reports every linear layer once packed (bias inside) and every other tensor the model
+// read, by the model's name, in the dtype the model keeps it in (host_f32 values as f32; an embedding table as
+// stored), so that the engine can hand the same bytes back.
+class WeightRecorder {
+ public:
+  virtual ~WeightRecorder() = default;
+  virtual void linear(const std::string& prefix, const backend::LinearLayer& layer) = 0;
+  virtual void tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data) = 0;
+  // The format linear layer `prefix` is packed in, given the load's format (e.g. sensitive layers kept in bf16).
+  virtual backend::WeightFormat format_for(const std::string& prefix, backend::WeightFormat format) {
+    (void)prefix;
+    return format;
+  }
+};
+
 class WeightLoader {
  public:
   // `description`: describe(checkpoint). `kind` is the recognizer's kind ("flux_transformer", ...),
@@ -61,7 +77,12 @@ class WeightLoader {
   }
   // LoRA updates merged into the linear weights they name before the backend packs them (quantised after
   // merging). The merge must outlive the loader's linear() calls.
-  void set_lora(const LoraMerge* lora) { lora_ = lora; }
+  void set_lora(const LoraMerge* lora);
+  void set_recorder(WeightRecorder* recorder) { recorder_ = recorder; }
+  // Reports a tensor the model keeps as stored (an embedding table read in place) to the recorder, if any.
+  void record(const std::string& name, const LoadedTensor& tensor) const;
+  // Whether the checkpoint is an engine component (engine/engine_format.h): its linear layers come packed.
+  bool engine() const { return engine_; }
   backend::Backend& backend() const { return backend_; }
   // "<path>: <model> tensor \"<name>\"", the prefix of every error about one tensor.
   std::string label(const std::string& name) const;
@@ -81,6 +102,13 @@ class WeightLoader {
   backend::Precision precision_ = backend::Precision::Exact;
   std::map<std::string, std::vector<int64_t>> expected_;
   const LoraMerge* lora_ = nullptr;
+  WeightRecorder* recorder_ = nullptr;
+  bool engine_ = false;
+  nlohmann::json engine_linears_;  // the engine's per-layer entries: {prefix: {dtype, n, k, bias}}
+  std::string engine_layout_;
+  // host_f32 without reporting to the recorder (a linear layer's bias travels inside the packed layer).
+  std::vector<float> read_f32(const std::string& name, std::vector<int64_t>* shape) const;
+  std::unique_ptr<backend::LinearLayer> engine_linear(const std::string& prefix) const;
 };
 
 // Checks that describe() recognised `kinds` (one of them) without problems; throws fx::Error naming what

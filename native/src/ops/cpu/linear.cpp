@@ -632,6 +632,42 @@ PackedWeights pack_weights(const Weights& w) {
   return pw;
 }
 
+size_t PackedWeights::packed_bytes(DType dtype, int64_t n, int64_t k) {
+  if (n < 1 || k < 1 || (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F8_E4M3FN))
+    fail(FX_ERR_INVALID_ARGUMENT, "packed_bytes: dtype must be F32, BF16 or F8_E4M3FN and n, k >= 1");
+  const int64_t kpad = dtype == DType::BF16 ? (k + 1) / 2 * 2 : k;
+  return linear_detail_panel_offset(dtype, kpad) * static_cast<size_t>((n + kPanel - 1) / kPanel);
+}
+
+PackedWeights PackedWeights::borrow(DType dtype, int64_t n, int64_t k, const void* panels, size_t bytes,
+                                    const float* scale256, size_t scale_count, std::shared_ptr<const void> keep_alive) {
+  const std::string what = "packed weights [" + std::to_string(n) + ", " + std::to_string(k) + "] " + dtype_name(dtype);
+  if (n < 1 || k < 1 || (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F8_E4M3FN))
+    fail(FX_ERR_FORMAT, what + ": dtype must be F32, BF16 or F8_E4M3FN and both sizes at least 1");
+  if (panels == nullptr || bytes != packed_bytes(dtype, n, k))
+    fail(FX_ERR_FORMAT, what + ": " + std::to_string(bytes) + " bytes given, the layout needs " +
+                            std::to_string(packed_bytes(dtype, n, k)));
+  if (reinterpret_cast<uintptr_t>(panels) % 64 != 0) fail(FX_ERR_FORMAT, what + ": panels are not 64-byte aligned");
+  PackedWeights pw;
+  pw.dtype_ = dtype;
+  pw.n_ = n;
+  pw.k_ = k;
+  const int64_t kpad = dtype == DType::BF16 ? (k + 1) / 2 * 2 : k;
+  pw.panel_bytes_ = linear_detail_panel_offset(dtype, kpad);
+  pw.borrowed_data_ = static_cast<const uint8_t*>(panels);
+  if (dtype == DType::F8_E4M3FN) {
+    if (scale256 == nullptr || scale_count != static_cast<size_t>(pw.panels() * kPanel))
+      fail(FX_ERR_FORMAT, what + ": needs " + std::to_string(pw.panels() * kPanel) + " channel scales, got " +
+                              std::to_string(scale256 == nullptr ? 0 : scale_count));
+    if (reinterpret_cast<uintptr_t>(scale256) % 64 != 0) fail(FX_ERR_FORMAT, what + ": scales are not 64-byte aligned");
+    pw.borrowed_scale_ = scale256;
+  } else if (scale256 != nullptr) {
+    fail(FX_ERR_FORMAT, what + ": channel scales belong to e4m3 weights only");
+  }
+  pw.keep_alive_ = std::move(keep_alive);
+  return pw;
+}
+
 const char* linear_path_name(LinearPath path) {
   switch (path) {
     case LinearPath::Auto: return "auto";

@@ -65,11 +65,28 @@ class PackedWeights {
   int64_t panels() const { return (n_ + kPanel - 1) / kPanel; }
   // Bytes of one panel and of one k step inside it (bf16: per pair of k).
   size_t panel_bytes() const { return panel_bytes_; }
-  const uint8_t* panel(int64_t p) const { return data_.get() + static_cast<size_t>(p) * panel_bytes_; }
+  const uint8_t* panel(int64_t p) const { return base() + static_cast<size_t>(p) * panel_bytes_; }
   // e4m3 only: row_scale · 256, padded with zeros to panels()·kPanel (the kernels decode e4m3 through
   // f16, which yields the value / 256 exactly, and fold the 256 back in here).
-  const float* scale256() const { return scale_.get(); }
+  const float* scale256() const { return borrowed_scale_ != nullptr ? borrowed_scale_ : scale_.get(); }
   size_t bytes() const { return panel_bytes_ * static_cast<size_t>(panels()); }
+  // Whether the panels live in memory someone else owns (an engine file mapped by borrow()).
+  bool borrowed() const { return borrowed_data_ != nullptr; }
+
+  // The panel layout's version: engine files (engine/) store panels as pack_weights() lays them out and
+  // name this version, so that a change of layout refuses old engines instead of misreading them.
+  static constexpr int kLayoutVersion = 1;
+  // The bytes pack_weights() gives a (dtype, n, k) matrix (F32, BF16 or F8_E4M3FN; not block types).
+  static size_t packed_bytes(DType dtype, int64_t n, int64_t k);
+
+  // Panels laid out by pack_weights() in memory this object does not own (an engine file mapped read-only):
+  // used in place, never copied; `keep_alive` holds that memory for as long as the weights live. Checks
+  // that `bytes` is exactly what (dtype, n, k) packs to, that `scale256` has panels()·kPanel values (e4m3;
+  // null otherwise) and that both are 64-byte aligned, as the kernels' aligned loads need; fx::Error
+  // (FX_ERR_FORMAT) otherwise. The codes themselves are not scanned (that would read every page at load):
+  // an engine's panels are trusted as its writer wrote them.
+  static PackedWeights borrow(DType dtype, int64_t n, int64_t k, const void* panels, size_t bytes,
+                              const float* scale256, size_t scale_count, std::shared_ptr<const void> keep_alive);
 
  private:
   friend PackedWeights pack_weights(const Weights& w);
@@ -77,12 +94,16 @@ class PackedWeights {
   struct FreeDeleter {
     void operator()(void* p) const;
   };
+  const uint8_t* base() const { return borrowed_data_ != nullptr ? borrowed_data_ : data_.get(); }
   DType dtype_ = DType::F32;
   std::optional<BlockType> block_;
   int64_t n_ = 0, k_ = 0;
   size_t panel_bytes_ = 0;
   std::unique_ptr<uint8_t[], FreeDeleter> data_;
   std::unique_ptr<float[], FreeDeleter> scale_;
+  const uint8_t* borrowed_data_ = nullptr;
+  const float* borrowed_scale_ = nullptr;
+  std::shared_ptr<const void> keep_alive_;
 };
 
 // Throws fx::Error(FX_ERR_INVALID_ARGUMENT) for an unsupported dtype, n or k < 1, a null pointer, or an
