@@ -18,14 +18,22 @@ flux=(dotnet "$root/src/FluxNative.Cli/bin/Release/net10.0/flux.dll")
 "${flux[@]}" bench --synthetic schnell --depth $depth --depth-single $single --encoder-layers $layers --cache-dir "$work/synthetic" \
   --width 64 --height 64 --steps 1 --runs 1 --warmup 0 --progress none > /dev/null
 source_dir=$(find "$work/synthetic" -mindepth 1 -maxdepth 1 -type d | head -1)
-[[ -f $work/bf16.fluxengine ]] || "${flux[@]}" build --model "$source_dir" --precision bf16 -o "$work/bf16.fluxengine" --no-check --no-hash
-[[ -f $work/fp8.fluxengine ]] || "${flux[@]}" build --model "$source_dir" --precision fp8 -o "$work/fp8.fluxengine" --no-hash \
+# The synthetic folder holds BFL-style files; the tokenizers go where a model folder keeps them, beside the encoders.
+tokenizers="$root/src/FluxNative.Cli/bin/Release/net10.0/tokenizers"
+[[ -d $source_dir/tokenizer ]] || cp -r "$tokenizers/clip" "$source_dir/tokenizer"
+[[ -d $source_dir/tokenizer_2 ]] || cp -r "$tokenizers/t5" "$source_dir/tokenizer_2"
+source_args=(--transformer "$source_dir/transformer.safetensors" --ae "$source_dir/ae.safetensors" --clip "$source_dir/text_encoder"
+  --t5 "$source_dir/text_encoder_2")
+[[ -f $work/bf16.fluxengine ]] || "${flux[@]}" build "${source_args[@]}" --precision bf16 -o "$work/bf16.fluxengine" --no-check --no-hash
+[[ -f $work/fp8.fluxengine ]] || "${flux[@]}" build "${source_args[@]}" --precision fp8 -o "$work/fp8.fluxengine" --no-hash \
   --check-size 256 --check-steps 4 2> "$work/fp8-build.log"
 
-bench() {  # label, model; prints "label load_s first_request_s steps"
-  "${flux[@]}" bench --model "$2" --width 256 --height 256 --steps 1 --runs 1 --warmup 0 --max-length 64 --progress none \
-    --json "$work/$1.json" > /dev/null
-  /usr/bin/python3 - "$work/$1.json" "$1" <<'PY'
+bench() {  # label, model arguments...; prints "label load_s first_request_s host_GiB"
+  local label=$1
+  shift
+  "${flux[@]}" bench "$@" --width 256 --height 256 --steps 1 --runs 1 --warmup 0 --max-length 64 --progress none \
+    --json "$work/$label.json" > /dev/null
+  /usr/bin/python3 - "$work/$label.json" "$label" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(sys.argv[2], f"{r['load_s']:.2f}", f"{r['runs_ms'][0]['total'] / 1000:.2f}", f"{r['memory']['host_bytes_after_load'] / 2**30:.2f}")
@@ -33,9 +41,9 @@ PY
 }
 : > "$work/rows.txt"
 for round in $(seq "$rounds"); do
-  bench source "$source_dir" >> "$work/rows.txt"
-  bench bf16-engine "$work/bf16.fluxengine" >> "$work/rows.txt"
-  bench fp8-engine "$work/fp8.fluxengine" >> "$work/rows.txt"
+  bench source "${source_args[@]}" >> "$work/rows.txt"
+  bench bf16-engine --model "$work/bf16.fluxengine" >> "$work/rows.txt"
+  bench fp8-engine --model "$work/fp8.fluxengine" >> "$work/rows.txt"
 done
 
 out="$root/benchmarks/results/engine-load-cpu.md"

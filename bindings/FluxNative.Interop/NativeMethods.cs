@@ -199,6 +199,9 @@ internal static unsafe partial class NativeMethods
     public static partial FluxStatus fx_ae_model_config_json(AeModelHandle model, byte* buffer, nuint capacity, nuint* needed);
 
     [LibraryImport(LibraryName)]
+    public static partial FluxStatus fx_ae_decode_tiled(AeModelHandle model, float* latents, int batch, int height, int width, int tile, int overlap, float* pixels, nuint pixelCount, int* cancel);
+
+    [LibraryImport(LibraryName)]
     public static partial FluxStatus fx_ae_decode(AeModelHandle model, float* latents, int batch, int height, int width, float* pixels, nuint pixelCount, int* cancel);
 
     [LibraryImport(LibraryName)]

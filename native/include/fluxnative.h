@@ -552,6 +552,14 @@ FX_API fx_status fx_ae_model_config_json(const fx_ae_model* model, char* buffer,
 FX_API fx_status fx_ae_decode(fx_ae_model* model, const float* latents, int32_t batch, int32_t height,
                               int32_t width, float* pixels, size_t pixel_count, const volatile int32_t* cancel);
 
+/* fx_ae_decode in overlapping tiles of tile x tile latent cells (e.g. 64 = 512 pixels) that overlap by `overlap`
+ * cells (1 to tile/2; e.g. 8), blended linearly across the overlaps: memory grows with the tile instead of the image
+ * (the decoder's widest buffers are 128 channels at the output size, 2 GiB each at 2048x2048). Close to fx_ae_decode,
+ * not equal: each tile's normalisations see that tile. tile <= 0, or an image within one tile, is fx_ae_decode. */
+FX_API fx_status fx_ae_decode_tiled(fx_ae_model* model, const float* latents, int32_t batch, int32_t height,
+                                    int32_t width, int32_t tile, int32_t overlap, float* pixels, size_t pixel_count,
+                                    const volatile int32_t* cancel);
+
 /* Encodes pixels [B, in_channels, height, width] in [-1, 1] (height and width multiples of
  * downscale) into normalised FLUX latents [B, z_channels, height/downscale, width/downscale]:
  * scale * (posterior mean - shift). */

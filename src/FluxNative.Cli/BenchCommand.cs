@@ -12,7 +12,7 @@ internal static class BenchCommand
 {
     public static Command Create(CliConsole console)
     {
-        var model = CliOptions.ExistingPath("--model", "A diffusers-layout model folder, as flux generate takes it.");
+        var model = CliOptions.ExistingPath("--model", "A diffusers-layout model folder or an engine file (flux build), as flux generate takes it.");
         var transformer = CliOptions.ExistingPath("--transformer", "The transformer (a BFL file or a diffusers transformer/ folder); overrides --model's.");
         var ae = CliOptions.ExistingPath("--ae", "The autoencoder (BFL ae.safetensors or a diffusers vae/ folder); overrides --model's.");
         var clip = CliOptions.ExistingPath("--clip", "The CLIP text encoder folder; overrides --model's.");

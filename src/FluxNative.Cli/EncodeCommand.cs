@@ -13,7 +13,7 @@ internal static class EncodeCommand
     public static Command Create(CliConsole console)
     {
         var prompt = new Argument<string>("prompt") { Description = "The prompt." };
-        var model = CliOptions.ExistingPath("--model", "A diffusers model folder (text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/).");
+        var model = CliOptions.ExistingPath("--model", "A diffusers model folder (text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/) or an engine file (flux build).");
         var clip = CliOptions.ExistingPath("--clip", "The CLIP text encoder folder; overrides --model's.");
         var t5 = CliOptions.ExistingPath("--t5", "The T5 encoder folder; overrides --model's.");
         var demo = new Option<bool>("--demo") { Description = "Use the demo's tiny random encoders (with the real tokenizers)." };

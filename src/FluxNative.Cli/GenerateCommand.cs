@@ -40,7 +40,7 @@ internal static class GenerateCommand
     public static Command Create(CliConsole console)
     {
         var prompt = new Argument<string?>("prompt") { Description = "The prompt (or --prompt-embeds).", Arity = ArgumentArity.ZeroOrOne };
-        var model = CliOptions.ExistingPath("--model", "A diffusers-layout model folder (model_index.json, transformer/, vae/, text_encoder/, text_encoder_2/, tokenizers).");
+        var model = CliOptions.ExistingPath("--model", "A diffusers-layout model folder (model_index.json, transformer/, vae/, text_encoder/, text_encoder_2/, tokenizers), or an engine file (flux build).");
         var transformer = CliOptions.ExistingPath("--transformer", "The transformer: a BFL single file (flux1-dev.safetensors) or a diffusers transformer/ folder; overrides --model's.");
         var ae = CliOptions.ExistingPath("--ae", "The autoencoder: BFL ae.safetensors or a diffusers vae/ folder; overrides --model's.");
         var clip = CliOptions.ExistingPath("--clip", "The CLIP text encoder folder (diffusers text_encoder/); its tokenizer is found inside it or in the tokenizer/ beside it. Overrides --model's.");

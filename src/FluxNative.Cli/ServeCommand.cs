@@ -25,7 +25,7 @@ internal static class ServeCommand
         });
         var demo = new Option<bool>("--demo") { Description = "Serve the demo's tiny random models; prompts become random embeddings (the images are noise)." };
         var demoDir = new Option<string?>("--demo-dir") { Description = "Where --demo writes its tiny models (default: fluxnative-demo under the temp folder)." };
-        var model = CliOptions.ExistingPath("--model", "A diffusers-layout model folder.");
+        var model = CliOptions.ExistingPath("--model", "A diffusers-layout model folder, or an engine file (flux build).");
         var transformer = CliOptions.ExistingPath("--transformer", "The transformer (BFL file or diffusers folder); overrides --model's.");
         var ae = CliOptions.ExistingPath("--ae", "The autoencoder (BFL ae.safetensors or diffusers vae/); overrides --model's.");
         var clip = CliOptions.ExistingPath("--clip", "The CLIP text encoder folder (tokenizer inside or in tokenizer/ beside it); overrides --model's.");

@@ -126,7 +126,19 @@ public sealed class Autoencoder : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException"><paramref name="latents"/> does not hold B·z·h·w values.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired (checked between blocks).</exception>
-    public unsafe float[] Decode(ReadOnlySpan<float> latents, int batch, int height, int width, CancellationToken cancellationToken = default)
+    public float[] Decode(ReadOnlySpan<float> latents, int batch, int height, int width, CancellationToken cancellationToken = default) =>
+        Decode(latents, batch, height, width, tile: 0, overlap: 0, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="Decode(ReadOnlySpan{float}, int, int, int, CancellationToken)"/>, in overlapping tiles of
+    /// <paramref name="tile"/> × <paramref name="tile"/> latent cells that overlap by <paramref name="overlap"/> cells
+    /// (1 to tile/2), blended linearly across the overlaps: memory grows with the tile, not the image. Close to the
+    /// untiled decode, not equal (each tile's normalisations see that tile). <paramref name="tile"/> 0, or an image
+    /// within one tile, decodes whole.
+    /// </summary>
+    /// <exception cref="ArgumentException">The sizes do not fit, or the overlap is out of range.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired (checked between blocks).</exception>
+    public unsafe float[] Decode(ReadOnlySpan<float> latents, int batch, int height, int width, int tile, int overlap, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(handle.IsClosed, this);
         CheckShape(latents.Length, nameof(latents), batch, Config.ZChannels, height, width);
@@ -138,7 +150,7 @@ public sealed class Autoencoder : IDisposable
         fixed (float* output = pixels)
         {
             NativeCancellation.ThrowIfFailed(
-                NativeMethods.fx_ae_decode(handle, input, batch, height, width, output, (nuint)pixels.Length, cancellation.Pointer),
+                NativeMethods.fx_ae_decode_tiled(handle, input, batch, height, width, tile, overlap, output, (nuint)pixels.Length, cancellation.Pointer),
                 cancellationToken);
         }
 

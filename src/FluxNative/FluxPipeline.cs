@@ -123,6 +123,21 @@ public sealed record FluxPipelineOptions
     /// <summary>The largest side accepted, in pixels, after rounding to a multiple of 16 (default 16384).</summary>
     public int MaxSide { get; init; } = DefaultMaxSide;
 
+    /// <summary>
+    /// The default <see cref="DecodeTile"/>: 128 latent cells (1024 pixels a side), so images up to 1024×1024 decode
+    /// whole and larger ones in tiles, within the memory of a 1024×1024 decode.
+    /// </summary>
+    public const int DefaultDecodeTile = 128;
+
+    /// <summary>
+    /// Larger images are decoded in overlapping tiles of this many latent cells a side (0: always whole); see
+    /// <see cref="FluxNative.Autoencoder.Decode(ReadOnlySpan{float}, int, int, int, int, int, CancellationToken)"/>.
+    /// </summary>
+    public int DecodeTile { get; init; } = DefaultDecodeTile;
+
+    /// <summary>The tiles' overlap in latent cells (default 16, 128 pixels), 1 to <see cref="DecodeTile"/>/2.</summary>
+    public int DecodeTileOverlap { get; init; } = 16;
+
     /// <summary>How the transformer holds its linear weights (default: as stored).</summary>
     public FluxWeightFormat TransformerWeights { get; init; } = FluxWeightFormat.AsStored;
 
@@ -222,6 +237,13 @@ public sealed partial class FluxPipeline : IDisposable
         if (Options.MaxBatchImages < 1)
         {
             throw new ArgumentException($"MaxBatchImages must be at least 1 (got {Options.MaxBatchImages}).", nameof(options));
+        }
+
+        if (Options.DecodeTile < 0 || (Options.DecodeTile > 0 && (Options.DecodeTileOverlap < 1 || Options.DecodeTileOverlap * 2 > Options.DecodeTile)))
+        {
+            throw new ArgumentException(
+                $"DecodeTile must be 0 (decode whole) or positive with DecodeTileOverlap between 1 and DecodeTile/2 (got {Options.DecodeTile} and {Options.DecodeTileOverlap}).",
+                nameof(options));
         }
 
         if (!autoencoder.Config.HasDecoder)
@@ -491,7 +513,7 @@ public sealed partial class FluxPipeline : IDisposable
         for (int k = 0; k < n; k++)
         {
             // One image at a time: the decoder's activations at full resolution are the memory peak.
-            pixels[k] = Autoencoder.Decode(final.AsSpan(k * perLatent, perLatent), 1, h, w, cancellationToken);
+            pixels[k] = Autoencoder.Decode(final.AsSpan(k * perLatent, perLatent), 1, h, w, Options.DecodeTile, Options.DecodeTileOverlap, cancellationToken);
         }
 
         TimeSpan decoded = job.Elapsed;

@@ -118,6 +118,24 @@ FX_API fx_status fx_ae_decode(fx_ae_model* model, const float* latents, int32_t 
   });
 }
 
+FX_API fx_status fx_ae_decode_tiled(fx_ae_model* model, const float* latents, int32_t batch, int32_t height,
+                                    int32_t width, int32_t tile, int32_t overlap, float* pixels, size_t pixel_count,
+                                    const volatile int32_t* cancel) {
+  const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"
+  return guard(function, [&] {
+    require(model != nullptr, function, "model is NULL");
+    const auto& c = model->model->config();
+    if (!c.has_decoder) fx::fail(FX_ERR_UNSUPPORTED, std::string(function) + ": this checkpoint has no decoder");
+    require(batch >= 1 && height >= 1 && width >= 1, function, "batch, height and width must all be >= 1");
+    require(latents != nullptr && pixels != nullptr, function, "latents and pixels are required");
+    const int64_t f = c.downscale();
+    const size_t oh = checked_mul(function, size_t(height), size_t(f)), ow = checked_mul(function, size_t(width), size_t(f));
+    check_count(function, "pixels", pixel_count, batch, c.out_channels, int64_t(oh), int64_t(ow));
+    std::lock_guard<std::mutex> lock(model->run_mutex);
+    model->model->decode_tiled(latents, batch, height, width, pixels, tile, overlap, cancel);
+  });
+}
+
 FX_API fx_status fx_ae_encode(fx_ae_model* model, const float* pixels, int32_t batch, int32_t height, int32_t width,
                               float* latents, size_t latent_count, const volatile int32_t* cancel) {
   const char* const function = __func__;  // inside the lambdas below __func__ is "operator()"

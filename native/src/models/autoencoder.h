@@ -57,6 +57,12 @@ class Autoencoder {
   // `cancel` (optional) is checked between blocks: FX_ERR_CANCELLED once it reads non-zero.
   void decode(const float* latents, int64_t batch, int64_t height, int64_t width, float* pixels,
               const volatile int32_t* cancel = nullptr) const;
+  // decode() in overlapping tiles of `tile` × `tile` latent cells that overlap by `overlap` cells (1 to tile/2),
+  // blended linearly across the overlaps (autoencoder_tiled.cpp): memory grows with the tile, not the image. The
+  // result is close to decode()'s, not equal (each tile normalises with its own statistics). `tile` <= 0, or an
+  // image no larger than one tile, is decode() itself.
+  void decode_tiled(const float* latents, int64_t batch, int64_t height, int64_t width, float* pixels, int64_t tile,
+                    int64_t overlap, const volatile int32_t* cancel = nullptr) const;
   // pixels [batch, in, height, width] (height, width multiples of f) → latents [batch, z, height/f,
   // width/f] = scale · (posterior mean − shift).
   void encode(const float* pixels, int64_t batch, int64_t height, int64_t width, float* latents,

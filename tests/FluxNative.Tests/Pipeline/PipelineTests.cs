@@ -224,6 +224,29 @@ public class PipelineTests(TinyPipelines pipelines) : IClassFixture<TinyPipeline
     }
 
     [Fact]
+    public async Task Images_larger_than_the_decode_tile_are_decoded_in_tiles_close_to_whole()
+    {
+        GenerationRequest request = pipelines.Request(pipelines.Dev) with { Width = 128, Height = 96 };
+        GenerationResult whole = await pipelines.Dev.GenerateAsync(request);
+        using var tiled = new FluxPipeline(pipelines.Dev.Transformer, pipelines.Dev.Autoencoder,
+            pipelines.Dev.Options with { DecodeTile = 8, DecodeTileOverlap = 2 }, ownsModels: false);
+        GenerationResult result = await tiled.GenerateAsync(request);
+
+        byte[] a = Pixels(whole), b = Pixels(result);
+        double squared = a.Zip(b, (x, y) => (double)(x - y) * (x - y)).Sum() / a.Length;
+        double psnr = 10 * Math.Log10(255.0 * 255.0 / squared);
+        Assert.True(squared > 0, "16x12 latent cells in tiles of 8 are not one decode");
+        Assert.True(psnr > 20, $"PSNR {psnr:F1} dB");
+
+        foreach ((int tile, int overlap) in new[] { (-1, 2), (8, 0), (8, 5) })
+        {
+            var e = Assert.Throws<ArgumentException>(() => new FluxPipeline(pipelines.Dev.Transformer, pipelines.Dev.Autoencoder,
+                pipelines.Dev.Options with { DecodeTile = tile, DecodeTileOverlap = overlap }, ownsModels: false));
+            Assert.Contains("DecodeTile", e.Message);
+        }
+    }
+
+    [Fact]
     public async Task Cancelling_mid_run_stops_promptly_and_the_pipeline_still_works()
     {
         using var cancel = new CancellationTokenSource();
