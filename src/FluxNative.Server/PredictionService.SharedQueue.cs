@@ -13,7 +13,7 @@ internal sealed partial class PredictionService
     /// <summary>
     /// An API node's create: the prediction and its job go on the shared queue (the spec with the seed drawn, so that a
     /// worker's run, and a run again after a worker died, makes the images this plan says), and it stays live here,
-    /// following what the workers write (<see cref="FollowQueueAsync"/>) for waits, streams and webhooks.
+    /// following what the workers write (<see cref="FollowQueueAsync"/>) for waits and streams.
     /// </summary>
     private Prediction Queue(PredictionOrder order, Prediction prediction)
     {
@@ -48,8 +48,9 @@ internal sealed partial class PredictionService
     /// <summary>
     /// An API node follows the predictions it queued: each change a worker writes is told by the database
     /// (LISTEN/NOTIFY) and read then, and every second all are read anyway (a notification missed while the database was
-    /// away). New log lines go to the streams; processing and the final state as the in-process path has them, with
-    /// their webhooks.
+    /// away). New log lines go to the streams; processing and the final state as the in-process path has them. Their
+    /// webhooks are not this node's: the worker writes them into the outbox with the state (the completed one in the
+    /// transaction that records the outcome), so they are sent even when this node is gone.
     /// </summary>
     private async Task FollowQueueAsync(CancellationToken stoppingToken)
     {
@@ -124,10 +125,7 @@ internal sealed partial class PredictionService
                     }
                 }
 
-                if (p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = stored.StartedAt ?? DateTimeOffset.UtcNow }) is { } started)
-                {
-                    webhooks.Send(started, "start", Render(started));
-                }
+                p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = stored.StartedAt ?? DateTimeOffset.UtcNow });
             }
 
             if (!stored.IsTerminal)
@@ -151,13 +149,6 @@ internal sealed partial class PredictionService
             p.Release(final);
             p.Dispose();
             metrics.Completed(final.Status);
-            string body = Render(final);
-            if (final.Status == PredictionStatus.Succeeded)
-            {
-                webhooks.Send(final, "output", body);
-            }
-
-            webhooks.Send(final, "completed", body);
         }
     }
 
@@ -170,7 +161,8 @@ internal sealed partial class PredictionService
             return current;
         }
 
-        storage.Read(s => s.Abort(id, AbortedState(current, AbortReason.Canceled)));
+        PredictionView canceled = AbortedState(current, AbortReason.Canceled);
+        storage.Read(s => s.Abort(id, canceled, WebhookDispatcher.For(canceled, Render(canceled), "completed")));
         var clock = System.Diagnostics.Stopwatch.StartNew();
         while (clock.Elapsed < TimeSpan.FromSeconds(10))
         {

@@ -269,7 +269,8 @@ internal sealed partial class PredictionService : BackgroundService
         {
             try
             {
-                AbortOutcome outcome = store.Abort(state.Id, state);
+                // A waiting job ends here: its completed webhook goes into the outbox with the final state (a running one's, the worker's).
+                AbortOutcome outcome = store.Abort(state.Id, state, WebhookDispatcher.For(state, Render(state), "completed"));
                 logger.LogInformation("Prediction {Id}: {Status} asked of the queue ({Outcome})", state.Id, state.Status, outcome);
                 Refresh(state.Id);
             }

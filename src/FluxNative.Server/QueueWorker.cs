@@ -17,13 +17,17 @@ namespace FluxNative.Server;
 /// outcome is recorded with <see cref="IPredictionStore.Complete"/>, which only the lease's holder can do: once.
 /// </summary>
 internal sealed class QueueWorker(
-    FluxServerOptions options, ModelHost host, IPredictionStore store, OutputFiles files, ServerMetrics metrics, ILogger<QueueWorker> logger) : BackgroundService
+    FluxServerOptions options, ModelHost host, IPredictionStore store, OutputFiles files, WebhookDispatcher webhooks, ServerMetrics metrics,
+    ILogger<QueueWorker> logger) : BackgroundService
 {
     /// <summary>How often an idle worker asks for jobs when no notification woke it (a missed one, or a lease that ran out).</summary>
     internal static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
 
     /// <summary>How often progress is written while a job runs (the API nodes stream it from there).</summary>
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>How often, at most, a running job's <c>logs</c> webhook is written (as in-process).</summary>
+    private static readonly TimeSpan LogsWebhookInterval = TimeSpan.FromMilliseconds(500);
 
     private readonly ConcurrentDictionary<string, HeldJob> held = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim wake = new(0, 1);
@@ -242,7 +246,13 @@ internal sealed class QueueWorker(
         {
             try
             {
-                if (!store.Complete(Id, h.Job, final))
+                // The webhooks go into the outbox in the transaction that records the outcome: they are sent (by an API
+                // node, now or when one is back) exactly when the outcome is recorded.
+                string body = Render(final);
+                List<WebhookDelivery> deliveries = final.Status == PredictionStatus.Succeeded
+                    ? WebhookDispatcher.For(final, body, "output", "completed")
+                    : WebhookDispatcher.For(final, body, "completed");
+                if (!store.Complete(Id, h.Job, final, deliveries))
                 {
                     logger.LogWarning("Job {Id} (attempt {Attempt}) finished on worker {Worker} after its lease was lost: another worker records it", h.Job.Id, h.Job.Attempt, Id);
                 }
@@ -271,18 +281,29 @@ internal sealed class QueueWorker(
         }
     }
 
-    /// <summary>A state on the way (processing, progress lines): written on a pool thread, a failure only logged (the final write carries it).</summary>
-    private void SaveLater(PredictionView view) => ThreadPool.QueueUserWorkItem(state =>
+    /// <summary>
+    /// A state on the way (processing, progress lines): written on a pool thread, a failure only logged (the final write
+    /// carries it); then its webhook <paramref name="webhookEvent"/> (start, logs), when the prediction asked for it.
+    /// </summary>
+    private void SaveLater(PredictionView view, string? webhookEvent = null) => ThreadPool.QueueUserWorkItem(state =>
     {
         try
         {
-            store.Update(state);
+            store.Update(state.View);
         }
         catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {
             Failed("write progress", e);
         }
-    }, view, preferLocal: false);
+
+        if (state.Event is { } eventName)
+        {
+            webhooks.Send(state.View, eventName, Render(state.View));
+        }
+    }, (View: view, Event: webhookEvent), preferLocal: false);
+
+    /// <summary>The prediction as the API answers it (a webhook's body): its links signed with the key every node shares.</summary>
+    private string Render(PredictionView view) => PredictionJson.Render(view, view.BaseUrl, files).ToJsonString(ApiErrors.JsonOptions);
 
     private void Failed(string what, Exception e)
     {
@@ -322,6 +343,7 @@ internal sealed class QueueWorker(
         private readonly StringBuilder logs = new(leased.Logs);
         private PredictionView view = leased with { Status = PredictionStatus.Starting, StartedAt = null };
         private DateTime lastSave = DateTime.MinValue;
+        private DateTime lastLogsWebhook = DateTime.MinValue;
 
         public void Log(string line)
         {
@@ -353,12 +375,13 @@ internal sealed class QueueWorker(
                 lastSave = DateTime.UtcNow;
             }
 
-            worker.SaveLater(started);
+            worker.SaveLater(started, "start");
         }
 
         private void Step(GenerationProgress value)
         {
             PredictionView? save = null;
+            string? webhookEvent = null;
             lock (gate)
             {
                 logs.Append(PredictionService.ProgressLine(value)).Append('\n');
@@ -366,12 +389,17 @@ internal sealed class QueueWorker(
                 {
                     lastSave = DateTime.UtcNow;
                     save = view with { Logs = logs.ToString() };
+                    if (lastSave - lastLogsWebhook >= LogsWebhookInterval)
+                    {
+                        lastLogsWebhook = lastSave;
+                        webhookEvent = "logs";
+                    }
                 }
             }
 
             if (save is not null)
             {
-                worker.SaveLater(save);
+                worker.SaveLater(save, webhookEvent);
             }
         }
 

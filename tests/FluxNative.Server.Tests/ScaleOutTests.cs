@@ -8,8 +8,8 @@ namespace FluxNative.Server.Tests;
 
 /// <summary>
 /// Scale-out for real: <c>flux serve --role api</c> and <c>--role worker</c> processes (<c>--demo</c>) over one PostgreSQL
-/// database (<see cref="TestPostgres"/>; skipped, with the reason, without one), one worker killed with SIGKILL while it
-/// runs a job.
+/// database (<see cref="TestPostgres"/>; skipped, with the reason, without one): a worker killed with SIGKILL while it
+/// runs a job, PostgreSQL killed and restarted, an API node killed while webhooks fail.
 /// </summary>
 public sealed class ScaleOutTests
 {
@@ -242,6 +242,83 @@ public sealed class ScaleOutTests
         Assert.Contains("\nflux_worker_jobs_held 0\n", metrics, StringComparison.Ordinal);
         using HttpResponseMessage refused = await worker.Client.GetAsync("/v1/predictions");
         Assert.Equal(HttpStatusCode.NotFound, refused.StatusCode);   // a worker takes no requests
+    }
+
+    [PostgresFact]
+    public async Task An_api_node_killed_while_webhooks_fail_makes_every_delivery_once_it_is_back()
+    {
+        const int Count = 6;
+        using var database = TestPostgres.Create();
+        using var outputs = new TempDirectory();
+        int failing = 1;
+        await using var receiver = await WebhookReceiver.StartAsync(0, _ => Task.FromResult<int?>(Volatile.Read(ref failing) == 1 ? 500 : 200));
+        string[] apiOptions = ["--role", "api", "--allow-private-webhooks", "--webhook-retry-delay", "0.3", "--webhook-attempts", "40"];
+        FluxServeProcess api = await FluxServeProcess.StartAsync(database.Address, outputs.Path, apiOptions);
+        await using FluxServeProcess worker = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "worker", "--max-batch-images", "3");
+        string[] events = ["start", "output", "completed"];
+        var ids = new List<string>();
+        try
+        {
+            for (int i = 0; i < Count; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/models/black-forest-labs/flux-dev/predictions")
+                {
+                    Content = new StringContent($$"""{"input":{"prompt":"hook {{i}}","image_size":64,"num_inference_steps":4,"seed":{{i}}},"webhook":"{{receiver.Url}}/hook","webhook_events_filter":["start","output","completed"]}""",
+                        System.Text.Encoding.UTF8, "application/json"),
+                };
+                using HttpResponseMessage response = await api.Client.SendAsync(request);
+                string text = await response.Content.ReadAsStringAsync();
+                Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+                ids.Add(JsonDocument.Parse(text).RootElement.GetProperty("id").GetString()!);
+            }
+
+            // Every prediction finished and every one of its webhooks was tried, and refused (500), at least once.
+            foreach (string id in ids)
+            {
+                await WaitForAsync(api, id, p => p.GetProperty("status").GetString() == "succeeded");
+            }
+
+            await receiver.WaitAsync(r => ids.All(id => events.All(e => r.Any(d => d.Event == e && PredictionOf(d) == id))), TimeSpan.FromSeconds(60));
+        }
+        finally
+        {
+            api.Process.Kill();   // SIGKILL: a crash, its retries cut short
+            await api.Process.WaitForExitAsync();
+            await api.DisposeAsync();
+        }
+
+        Delivery[] beforeRestart = receiver.Deliveries;
+        Assert.All(beforeRestart, d => Assert.Equal(500, d.Status));
+        Volatile.Write(ref failing, 0);   // the receiver recovers while no API node runs
+
+        await using FluxServeProcess restarted = await FluxServeProcess.StartAsync(database.Address, outputs.Path, apiOptions);
+        await receiver.WaitAsync(r => ids.All(id => events.All(e => r.Any(d => d.Status == 200 && d.Event == e && PredictionOf(d) == id))), TimeSpan.FromSeconds(60));
+        await Task.Delay(1000);   // time for a duplicate to show, were there one
+
+        // Every event was delivered, once, with the webhook-id its refused attempts had: the retries resumed, none lost
+        // and none sent twice (the receiver said 500 to everything before the kill, so no attempt before it succeeded).
+        Delivery[] all = receiver.Deliveries;
+        Delivery[] delivered = [.. all.Where(d => d.Status == 200)];
+        Assert.Equal(Count * events.Length, delivered.Length);
+        Assert.Equal(delivered.Length, delivered.Select(d => d.Id).Distinct().Count());
+        foreach (IGrouping<string, Delivery> tries in all.GroupBy(d => d.Id))
+        {
+            Assert.Single(tries.Select(d => (PredictionOf(d), d.Event)).Distinct());
+            Assert.Equal(200, tries.Last().Status);
+        }
+
+        Assert.All(beforeRestart, d => Assert.Contains(delivered, ok => ok.Id == d.Id));
+        JsonElement completed = JsonDocument.Parse(delivered.First(d => d.Event == "completed").Body).RootElement;
+        Assert.Equal("succeeded", completed.GetProperty("status").GetString());
+
+        string metrics = await restarted.Client.GetStringAsync("/metrics");
+        Assert.Contains("\nflux_webhook_outbox_pending 0\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("\nflux_webhook_outbox_failed 0\n", metrics, StringComparison.Ordinal);
+        Assert.Contains($"\nflux_webhook_attempts_total{{outcome=\"delivered\"}} {Count * events.Length}\n", metrics, StringComparison.Ordinal);
+        restarted.AssertAlive();
+        worker.AssertAlive();
+
+        static string PredictionOf(Delivery d) => JsonDocument.Parse(d.Body).RootElement.GetProperty("id").GetString()!;
     }
 
     private static async Task<JsonElement> CancelAsync(FluxServeProcess api, string id)
