@@ -42,6 +42,37 @@ internal sealed partial class PredictionService
         return prediction;
     }
 
+    /// <summary>
+    /// The prediction to wait on or stream: live here, or (on an API node) one that another node created, or that this
+    /// node created before it restarted, followed from now on as this node's own are (<see cref="FollowQueueAsync"/>)
+    /// until it is final. Null when the id is unknown or the prediction final. A database that cannot be read is a 503.
+    /// </summary>
+    public Prediction? Follow(string id)
+    {
+        if (live.TryGetValue(id, out Prediction? p) || options.Role != ServerRole.Api)
+        {
+            return p;
+        }
+
+        PredictionView? stored = storage.Read(s => s.Get(id));
+        if (stored is null || stored.IsTerminal)
+        {
+            return null;
+        }
+
+        // No request nor plan: those are the creating node's (and the worker's, in the job's spec).
+        var follower = new Prediction(stored, null!, null!) { CreatedElsewhere = true };
+        Prediction followed = live.GetOrAdd(id, follower);
+        if (followed != follower)
+        {
+            follower.Dispose();
+            return followed;
+        }
+
+        Refresh(id);   // a change between the read and the follow told no one
+        return follower;
+    }
+
     /// <summary>Jobs with one key can share a worker's batch: the pipeline batches predictions of one size.</summary>
     internal static string BatchKey(GenerationPlan plan) => string.Create(CultureInfo.InvariantCulture, $"{plan.Width}x{plan.Height}");
 
@@ -112,6 +143,10 @@ internal sealed partial class PredictionService
                 foreach (string line in stored.Logs[logs.Length..].Split('\n', StringSplitOptions.RemoveEmptyEntries))
                 {
                     p.Log(line);
+                    if (ProgressOf(line) is { } progress)
+                    {
+                        p.Publish(new ServerEvent("progress", progress));
+                    }
                 }
             }
 
@@ -148,9 +183,36 @@ internal sealed partial class PredictionService
 
             p.Release(final);
             p.Dispose();
-            metrics.Completed(final.Status);
+            if (!p.CreatedElsewhere)
+            {
+                metrics.Completed(final.Status);   // counted once, by the node that created it
+            }
         }
     }
+
+    /// <summary>
+    /// The <c>progress</c> event of a worker's step line (<see cref="ProgressLine"/>, the tqdm line the logs carry), as the
+    /// in-process stream has it; null for any other line.
+    /// </summary>
+    internal static string? ProgressOf(string line)
+    {
+        System.Text.RegularExpressions.Match m = ProgressPattern().Match(line);
+        if (!m.Success)
+        {
+            return null;
+        }
+
+        return new System.Text.Json.Nodes.JsonObject
+        {
+            ["stage"] = "denoising",
+            ["step"] = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture),
+            ["total"] = int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture),
+            ["steps_per_second"] = double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture),
+        }.ToJsonString(ApiErrors.JsonOptions);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^ *\d+%\|[█ ]{10}\| (\d+)/(\d+) \[\d+:\d\d, (\d+\.\d+)it/s\]$")]
+    private static partial System.Text.RegularExpressions.Regex ProgressPattern();
 
     /// <summary>An API node's cancel of a prediction it does not follow (another API node created it): through the queue, then read back until final (up to 10 s).</summary>
     private async Task<PredictionView?> CancelQueuedAsync(string id, CancellationToken cancellationToken)

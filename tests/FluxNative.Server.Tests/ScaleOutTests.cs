@@ -321,6 +321,66 @@ public sealed class ScaleOutTests
         static string PredictionOf(Delivery d) => JsonDocument.Parse(d.Body).RootElement.GetProperty("id").GetString()!;
     }
 
+    [PostgresFact]
+    public async Task An_api_node_that_did_not_create_a_prediction_waits_for_it_and_streams_its_progress_logs_and_output()
+    {
+        using var database = TestPostgres.Create();
+        using var outputs = new TempDirectory();
+        await using FluxServeProcess creator = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api");
+        await using FluxServeProcess other = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api");
+        await using FluxServeProcess worker = await FluxServeProcess.StartAsync(database.Address, outputs.Path,
+            "--role", "worker", "--worker-id", "worker-0", "--max-batch-images", "1");
+
+        string id = await creator.CreateAsync("""{"prompt":"a fox across nodes","image_size":512,"num_inference_steps":12}""", wait: false);
+        Task<List<(string Event, string Data)>> streaming = StreamAndWebhookTests.ReadStreamAsync(other.Client, $"/v1/predictions/{id}/stream?progress=true");
+        var clock = Stopwatch.StartNew();
+        using var waitRequest = new HttpRequestMessage(HttpMethod.Get, $"/v1/predictions/{id}");
+        waitRequest.Headers.Add("Prefer", "wait=60");
+        using HttpResponseMessage waited = await other.Client.SendAsync(waitRequest);
+        string text = await waited.Content.ReadAsStringAsync();
+        Assert.True(waited.StatusCode == HttpStatusCode.OK, text);
+        JsonElement final = JsonDocument.Parse(text).RootElement;
+        Assert.True(final.GetProperty("status").GetString() == "succeeded", $"after {clock.Elapsed}: {text}");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(55), $"the wait took {clock.Elapsed}");
+
+        List<(string Event, string Data)> events = await streaming.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(("done", "{}"), events[^1]);
+        // The stream's links have the base of the request that created the prediction, the wait's its own; one file either way.
+        string output = final.GetProperty("output")[0].GetString()!;
+        Assert.Equal("output", events[^2].Event);
+        Assert.Equal(new Uri(output).PathAndQuery, new Uri(events[^2].Data).PathAndQuery);
+        Assert.Contains(events, e => e.Event == "logs" && e.Data == "Worker worker-0 runs it (attempt 1)");
+        string[] steps = [.. events.Where(e => e.Event == "logs" && e.Data.Contains("it/s]", StringComparison.Ordinal)).Select(e => e.Data)];
+        Assert.Equal(12, steps.Length);
+        Assert.EndsWith("12/12", steps[^1].Split(" [")[0], StringComparison.Ordinal);
+
+        // Progress as the in-process stream has it, from the worker's step lines as this node read them from the database.
+        JsonElement[] progress = [.. events.Where(e => e.Event == "progress").Select(e => JsonDocument.Parse(e.Data).RootElement.Clone())];
+        Assert.NotEmpty(progress);
+        Assert.All(progress, p => Assert.Equal(("denoising", 12), (p.GetProperty("stage").GetString(), p.GetProperty("total").GetInt32())));
+        Assert.Equal(12, progress[^1].GetProperty("step").GetInt32());
+        int[] order = [.. progress.Select(p => p.GetProperty("step").GetInt32())];
+        Assert.Equal(order.Order(), order);
+
+        // The image is served by the node that did not create it (a signed URL valid on every node).
+        using HttpResponseMessage image = await other.Client.GetAsync(output);
+        Assert.Equal(HttpStatusCode.OK, image.StatusCode);
+
+        // A prediction final already is answered at once, stream and wait alike.
+        using var again = new HttpRequestMessage(HttpMethod.Get, $"/v1/predictions/{id}");
+        again.Headers.Add("Prefer", "wait=60");
+        clock.Restart();
+        using HttpResponseMessage answered = await other.Client.SendAsync(again);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"a finished prediction's wait took {clock.Elapsed}");
+        List<(string Event, string Data)> replay = await StreamAndWebhookTests.ReadStreamAsync(other.Client, $"/v1/predictions/{id}/stream");
+        Assert.Equal(("done", "{}"), replay[^1]);
+        Assert.Equal(events[^2], replay[^2]);
+        foreach (FluxServeProcess node in new[] { creator, other, worker })
+        {
+            node.AssertAlive();
+        }
+    }
+
     private static async Task<JsonElement> CancelAsync(FluxServeProcess api, string id)
     {
         using HttpResponseMessage response = await api.Client.PostAsync($"/v1/predictions/{id}/cancel", null);
