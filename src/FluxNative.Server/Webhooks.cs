@@ -43,8 +43,11 @@ internal sealed class WebhookDispatcher : BackgroundService
     private int disposed;
     private int leasing;
 
-    // Deliveries the database could not take when their event happened (it was down): written as soon as it can.
-    private readonly ConcurrentQueue<WebhookDelivery> unsaved = new();
+    // Deliveries not yet in the outbox, in the order their events happened: Send puts them here and the sender loop
+    // writes them (at once: Send wakes it), so a pipeline thread reporting a step never waits for a database write; one
+    // that cannot take them (it is down) gets them when it can.
+    private readonly object unsavedGate = new();
+    private List<WebhookDelivery> unsaved = [];
 
     public WebhookDispatcher(FluxServerOptions options, IPredictionStore store, WebhookTargets targets, ServerMetrics metrics, ILogger<WebhookDispatcher> logger)
     {
@@ -108,7 +111,8 @@ internal sealed class WebhookDispatcher : BackgroundService
 
     /// <summary>
     /// Puts <paramref name="body"/> (the prediction) in the outbox for <paramref name="eventName"/>, when the prediction
-    /// asked for it. A database that cannot take it now gets it later (kept in memory, written at the sender's next look).
+    /// asked for it: handed to the sender loop, which writes it at once (or, while the database cannot take it, as soon
+    /// as it can). Returns without waiting for the database.
     /// </summary>
     public void Send(PredictionView prediction, string eventName, string body)
     {
@@ -117,14 +121,9 @@ internal sealed class WebhookDispatcher : BackgroundService
             return;
         }
 
-        try
+        lock (unsavedGate)
         {
-            store.AddDeliveries([delivery]);
-        }
-        catch (Exception e) when (StorageMonitor.IsStorageFault(e))
-        {
-            logger.LogWarning("Webhook {Event} of {Prediction} waits for the database: {Reason}", eventName, prediction.Id, StorageMonitor.Describe(e));
-            unsaved.Enqueue(delivery);
+            unsaved.Add(delivery);
         }
 
         Wake();
@@ -159,7 +158,7 @@ internal sealed class WebhookDispatcher : BackgroundService
             Wake();
             try
             {
-                if (Volatile.Read(ref leasing) == 0 && inFlight.IsEmpty && unsaved.IsEmpty && store.Outbox().Due == 0
+                if (Volatile.Read(ref leasing) == 0 && inFlight.IsEmpty && !HasUnsaved && store.Outbox().Due == 0
                     && Volatile.Read(ref leasing) == 0 && inFlight.IsEmpty)
                 {
                     return;
@@ -207,12 +206,13 @@ internal sealed class WebhookDispatcher : BackgroundService
         {
             try
             {
-                SaveUnsaved();
                 int free = options.WebhookMaxConcurrency - inFlight.Count;
                 IReadOnlyList<WebhookDelivery> due = [];
-                Interlocked.Increment(ref leasing);   // a leased row is not due, nor in flight yet: DrainAsync must not take that for done
+                // A batch being written, or a row leased, is neither unsaved, due nor in flight: DrainAsync must not take that for done.
+                Interlocked.Increment(ref leasing);
                 try
                 {
+                    SaveUnsaved();
                     due = sends && free > 0 ? store.LeaseDeliveries(NodeId, free, Lease) : [];
                     foreach (WebhookDelivery delivery in due)
                     {
@@ -261,13 +261,43 @@ internal sealed class WebhookDispatcher : BackgroundService
         await listening.ConfigureAwait(false);
     }
 
-    /// <summary>Writes the deliveries kept in memory while the database could not take them; throws (leaving the rest) while it still cannot.</summary>
+    /// <summary>Writes the deliveries <see cref="Send"/> handed over, in one transaction; throws (keeping them, in order) while the database cannot take them.</summary>
     private void SaveUnsaved()
     {
-        while (unsaved.TryPeek(out WebhookDelivery? delivery))
+        List<WebhookDelivery> batch;
+        lock (unsavedGate)
         {
-            store.AddDeliveries([delivery]);
-            unsaved.TryDequeue(out _);
+            if (unsaved.Count == 0)
+            {
+                return;
+            }
+
+            (batch, unsaved) = (unsaved, []);
+        }
+
+        try
+        {
+            store.AddDeliveries(batch);
+        }
+        catch
+        {
+            lock (unsavedGate)
+            {
+                unsaved.InsertRange(0, batch);
+            }
+
+            throw;
+        }
+    }
+
+    private bool HasUnsaved
+    {
+        get
+        {
+            lock (unsavedGate)
+            {
+                return unsaved.Count > 0;
+            }
         }
     }
 

@@ -40,6 +40,29 @@ public sealed class WebhookOutboxTests
     }
 
     [Fact]
+    public async Task Webhooks_of_a_prediction_that_finishes_while_the_database_refuses_writes_are_sent_once_it_takes_them()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync(0);
+        await using ServerHost server = await ServerHost.StartAsync(
+            o => o with { AllowPrivateWebhookTargets = true, WebhookRetryDelay = TimeSpan.FromMilliseconds(50) }, kestrel: true, configure: FaultyStore.Install);
+        FaultyStore store = FaultyStore.Of(server);
+        string id = await server.CreateAsync("""{"prompt":"a fox","image_size":256,"num_inference_steps":8}""",
+            $$""","webhook":"{{receiver.Url}}/hook","webhook_events_filter":["completed"]""");
+        await server.WaitStepAsync(id);
+        store.WriteFault = FaultyStore.DiskFull();
+        JsonElement final = await server.WaitFinishedAsync(id);   // answered from memory meanwhile
+        Assert.Equal("succeeded", final.GetProperty("status").GetString());
+        await Task.Delay(500);
+        Assert.Empty(receiver.Deliveries);   // its row could not be written: nothing is sent from memory
+
+        store.WriteFault = null;
+        await receiver.WaitAsync(r => r.Any(d => d.Status == 200), TimeSpan.FromSeconds(20));
+        Delivery delivered = Assert.Single(receiver.Deliveries);
+        Assert.Equal(("completed", id), (delivered.Event, JsonDocument.Parse(delivered.Body).RootElement.GetProperty("id").GetString()));
+        Assert.Equal("succeeded", JsonDocument.Parse(delivered.Body).RootElement.GetProperty("status").GetString());
+    }
+
+    [Fact]
     public async Task Retries_cut_short_by_a_restart_go_on_after_it_with_the_same_webhook_id()
     {
         int failing = 1;
