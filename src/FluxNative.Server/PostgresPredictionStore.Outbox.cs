@@ -98,6 +98,14 @@ internal sealed partial class PostgresPredictionStore
         return new OutboxState((int)reader.GetInt64(0), (int)reader.GetInt64(1), (int)reader.GetInt64(2));
     }
 
+    public int PruneDeliveries(TimeSpan age)
+    {
+        using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlCommand prune = new("DELETE FROM webhook_deliveries WHERE state <> 'pending' AND completed_at < clock_timestamp() - @age;", connection);
+        prune.Parameters.AddWithValue("age", NpgsqlDbType.Interval, age);
+        return prune.ExecuteNonQuery();
+    }
+
     /// <summary>
     /// Inserts deliveries, due now, on <paramref name="connection"/> (in its transaction, when it has one), in one
     /// statement; an id already there is left alone. Notifies the first prediction's id, which wakes the nodes' senders.

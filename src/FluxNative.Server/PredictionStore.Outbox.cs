@@ -9,7 +9,7 @@ internal sealed partial class PredictionStore
 
     /// <summary>
     /// One row per delivery: <c>state</c> pending, delivered or failed; <c>attempts</c> counted when leased; the lease as
-    /// a job's. Delivered rows stay (their ids keep a second write of the same event out).
+    /// a job's. Finished rows stay until pruned (their ids keep a second write of the same event out meanwhile).
     /// </summary>
     private const string OutboxSchema = """
         CREATE TABLE IF NOT EXISTS webhook_deliveries (
@@ -111,6 +111,17 @@ internal sealed partial class PredictionStore
             using SqliteDataReader reader = command.ExecuteReader();
             reader.Read();
             return new OutboxState(reader.GetInt32(0), reader.GetInt32(1), reader.GetInt32(2));
+        }
+    }
+
+    public int PruneDeliveries(TimeSpan age)
+    {
+        lock (gate)
+        {
+            using SqliteCommand prune = connection.CreateCommand();
+            prune.CommandText = "DELETE FROM webhook_deliveries WHERE state <> 'pending' AND completed_at < $before;";
+            prune.Parameters.AddWithValue("$before", Time(DateTimeOffset.UtcNow - age));
+            return prune.ExecuteNonQuery();
         }
     }
 

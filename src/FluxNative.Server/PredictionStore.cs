@@ -115,6 +115,9 @@ internal interface IPredictionStore
     /// <summary>The outbox now (<see cref="OutboxState"/>).</summary>
     OutboxState Outbox();
 
+    /// <summary>Removes the deliveries made or given up more than <paramref name="age"/> ago (pending ones stay); returns how many.</summary>
+    int PruneDeliveries(TimeSpan age);
+
     /// <summary>
     /// Calls <paramref name="changed"/> with the id of each prediction another node changed (PostgreSQL's LISTEN/NOTIFY:
     /// every insert and state write notifies), until <paramref name="cancellationToken"/> fires; reconnects by itself

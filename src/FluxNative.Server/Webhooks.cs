@@ -158,6 +158,7 @@ internal sealed class WebhookDispatcher : BackgroundService
             Wake();
             try
             {
+                // Looked at again after the database's answer: a lease taken while it was read makes a row not due and not in flight yet.
                 if (Volatile.Read(ref leasing) == 0 && inFlight.IsEmpty && !HasUnsaved && store.Outbox().Due == 0
                     && Volatile.Read(ref leasing) == 0 && inFlight.IsEmpty)
                 {
@@ -202,10 +203,21 @@ internal sealed class WebhookDispatcher : BackgroundService
         Task listening = options.Role == ServerRole.Api ? store.ListenAsync(_ => Wake(), stoppingToken) : Task.CompletedTask;
         TimeSpan poll = options.WebhookRetryDelay < MaxPollInterval ? options.WebhookRetryDelay : MaxPollInterval;
         string? problem = null;
+        DateTime nextPrune = DateTime.UtcNow;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
+                if (sends && DateTime.UtcNow >= nextPrune)
+                {
+                    // Finished rows go with the outputs (--retention-hours): by then no event of theirs is written again.
+                    nextPrune = DateTime.UtcNow + PruneInterval(options.OutputRetention);
+                    if (store.PruneDeliveries(options.OutputRetention) is > 0 and int pruned)
+                    {
+                        logger.LogInformation("Removed {Count} finished webhook deliveries older than {Retention} from the outbox", pruned, options.OutputRetention);
+                    }
+                }
+
                 int free = options.WebhookMaxConcurrency - inFlight.Count;
                 IReadOnlyList<WebhookDelivery> due = [];
                 // A batch being written, or a row leased, is neither unsaved, due nor in flight: DrainAsync must not take that for done.
@@ -228,7 +240,7 @@ internal sealed class WebhookDispatcher : BackgroundService
 
                 if (problem is not null)
                 {
-                    logger.LogInformation("The webhook outbox can be read again");
+                    logger.LogInformation("The webhook outbox can be used again");
                     problem = null;
                 }
 
@@ -242,7 +254,7 @@ internal sealed class WebhookDispatcher : BackgroundService
                 string now = StorageMonitor.Describe(e);
                 if (problem is null)
                 {
-                    logger.LogError("The webhook outbox cannot be read: {Reason}; its deliveries wait", now);
+                    logger.LogError("The webhook outbox cannot be used: {Reason}; its deliveries wait in it (or here) until it can", now);
                 }
 
                 problem = now;
@@ -260,6 +272,10 @@ internal sealed class WebhookDispatcher : BackgroundService
 
         await listening.ConfigureAwait(false);
     }
+
+    /// <summary>How often finished deliveries are pruned: a quarter of the retention, from 1 s to an hour (as the output sweep).</summary>
+    internal static TimeSpan PruneInterval(TimeSpan retention) =>
+        TimeSpan.FromTicks(Math.Clamp(retention.Ticks / 4, TimeSpan.FromSeconds(1).Ticks, TimeSpan.FromHours(1).Ticks));
 
     /// <summary>Writes the deliveries <see cref="Send"/> handed over, in one transaction; throws (keeping them, in order) while the database cannot take them.</summary>
     private void SaveUnsaved()

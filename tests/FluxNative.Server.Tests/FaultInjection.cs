@@ -121,6 +121,12 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
 
     public OutboxState Outbox() => inner.Outbox();
 
+    public int PruneDeliveries(TimeSpan age)
+    {
+        Fault();
+        return inner.PruneDeliveries(age);
+    }
+
     public Task ListenAsync(Action<string> changed, CancellationToken cancellationToken) => inner.ListenAsync(changed, cancellationToken);
 
     private void Fault()

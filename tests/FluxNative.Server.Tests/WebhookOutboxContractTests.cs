@@ -3,7 +3,7 @@ namespace FluxNative.Server.Tests;
 /// <summary>
 /// The webhook outbox's contract, on each store (<see cref="PredictionStoreContractTests"/>): one row per event, leased
 /// by one node at a time, its attempts counted, due again after a retry's delay, final when delivered or failed for
-/// good, and written with a job's outcome only when that outcome is recorded. "Nodes" are store instances of their own
+/// good, pruned when old, and written with a job's outcome only when that outcome is recorded. "Nodes" are store instances of their own
 /// (for PostgreSQL each has its own connection pool, as separate processes have).
 /// </summary>
 public sealed class WebhookOutboxContractTests
@@ -72,6 +72,15 @@ public sealed class WebhookOutboxContractTests
         Assert.True(alive.Value.RecordDelivery("node-alive", taken, DeliveryOutcome.Failed, TimeSpan.Zero, "failed 2 times, the last: HTTP 500"));
         Assert.Equal(new OutboxState(0, 0, 1), alive.Value.Outbox());
         Assert.Empty(alive.Value.LeaseDeliveries("node-alive", 10, Long));
+
+        // Pruning takes finished rows of the age given, never a pending one.
+        PredictionView other = Hooked("hook00000007");
+        alive.Value.AddDeliveries(WebhookDispatcher.For(other, "{}", "completed"));
+        Assert.Equal(0, alive.Value.PruneDeliveries(TimeSpan.FromMinutes(1)));
+        Thread.Sleep(300);
+        Assert.Equal(1, alive.Value.PruneDeliveries(TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(new OutboxState(1, 1, 0), alive.Value.Outbox());
+        Assert.Equal(0, alive.Value.PruneDeliveries(TimeSpan.Zero));
     }
 
     [Theory]

@@ -6,7 +6,7 @@ namespace FluxNative.Server.Tests;
 
 /// <summary>
 /// The webhook outbox in one server (SQLite, <c>--role all</c>): the retry cap with the final failure recorded and
-/// counted, and retries that go on after a restart. The same across nodes on PostgreSQL: <see cref="ScaleOutTests"/>.
+/// counted, retries that go on after a restart, finished rows pruned. The same across nodes on PostgreSQL: <see cref="ScaleOutTests"/>.
 /// </summary>
 public sealed class WebhookOutboxTests
 {
@@ -60,6 +60,36 @@ public sealed class WebhookOutboxTests
         Delivery delivered = Assert.Single(receiver.Deliveries);
         Assert.Equal(("completed", id), (delivered.Event, JsonDocument.Parse(delivered.Body).RootElement.GetProperty("id").GetString()));
         Assert.Equal("succeeded", JsonDocument.Parse(delivered.Body).RootElement.GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task Finished_deliveries_leave_the_outbox_with_the_outputs()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync(0);
+        await using ServerHost server = await ServerHost.StartAsync(
+            o => o with { AllowPrivateWebhookTargets = true, OutputRetention = TimeSpan.FromSeconds(1) }, kestrel: true);
+        string id = await server.CreateAsync(ServerHost.QuickInput, $$""","webhook":"{{receiver.Url}}/hook","webhook_events_filter":["completed"]""");
+        await server.WaitFinishedAsync(id);
+        await receiver.WaitAsync(r => r.Any(d => d.Status == 200), TimeSpan.FromSeconds(20));
+        Assert.Equal(1, Rows());
+
+        DateTime end = DateTime.UtcNow.AddSeconds(20);
+        while (Rows() > 0)
+        {
+            Assert.True(DateTime.UtcNow < end, "the delivered row was never pruned");
+            await Task.Delay(100);
+        }
+
+        Assert.Single(receiver.Deliveries);
+
+        long Rows()
+        {
+            using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={server.Options.DatabasePath};Pooling=False");
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "SELECT count(*) FROM webhook_deliveries;";
+            return (long)command.ExecuteScalar()!;
+        }
     }
 
     [Fact]
