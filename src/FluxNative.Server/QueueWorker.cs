@@ -180,9 +180,22 @@ internal sealed class QueueWorker(
             ? $"Worker {Id} runs it (attempt 1)"
             : $"Worker {Id} runs it again from the start (attempt {job.Attempt}): the worker of the attempt before stopped before it finished");
         PredictionView final;
+        // The request timeout counts from creation, waiting included. The API node that created the prediction keeps it
+        // (it asks the queue to stop the job); the worker keeps it too, so that a job whose API node is gone still ends.
+        TimeSpan left = job.Prediction.CreatedAt + options.RequestTimeout - DateTimeOffset.UtcNow;
+        using var deadline = new CancellationTokenSource();
+        if (left > TimeSpan.Zero)
+        {
+            deadline.CancelAfter(left);
+        }
+        else
+        {
+            deadline.Cancel();
+        }
+
         try
         {
-            using var abort = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, h.Lost.Token);
+            using var abort = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, h.Lost.Token, deadline.Token);
             GenerationSpec spec = JsonSerializer.Deserialize<GenerationSpec>(job.Spec)
                 ?? throw new InvalidOperationException($"The job of {job.Id} has no spec.");
             (GenerationRequest request, GenerationPlan plan) = host.Prepare(spec);
@@ -219,6 +232,12 @@ internal sealed class QueueWorker(
         {
             held.TryRemove(job.Id, out _);
             return;
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            string error = PredictionService.TimedOutError(options.RequestTimeout);
+            run.Log(error);
+            final = run.Final(v => v with { Status = PredictionStatus.Failed, Error = error, CompletedAt = DateTimeOffset.UtcNow });
         }
         catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {

@@ -381,6 +381,38 @@ public sealed class ScaleOutTests
         }
     }
 
+    [PostgresFact]
+    public async Task A_running_prediction_whose_api_node_was_killed_still_fails_at_its_request_timeout()
+    {
+        using var database = TestPostgres.Create();
+        using var outputs = new TempDirectory();
+        FluxServeProcess creator = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api", "--request-timeout", "4");
+        await using FluxServeProcess other = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api", "--request-timeout", "4");
+        await using FluxServeProcess worker = await FluxServeProcess.StartAsync(database.Address, outputs.Path,
+            "--role", "worker", "--worker-id", "worker-0", "--request-timeout", "4");
+        string id;
+        try
+        {
+            id = await creator.CreateAsync(ServerHost.LongInput, wait: false);
+            await WaitForAsync(creator, id, p => p.GetProperty("status").GetString() == "processing");
+        }
+        finally
+        {
+            creator.Process.Kill();   // the node that keeps the timeout is gone
+            await creator.DisposeAsync();
+        }
+
+        var clock = Stopwatch.StartNew();
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/predictions/{id}");
+        request.Headers.Add("Prefer", "wait=30");
+        using HttpResponseMessage response = await other.Client.SendAsync(request);
+        JsonElement final = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+        Assert.True(final.GetProperty("status").GetString() == "failed", final.ToString());
+        Assert.Equal("The prediction timed out: it did not finish within 4 s of being created (the server's request timeout).", final.GetProperty("error").GetString());
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"it ended {clock.Elapsed} after the API node was killed");
+        worker.AssertAlive();
+    }
+
     private static async Task<JsonElement> CancelAsync(FluxServeProcess api, string id)
     {
         using HttpResponseMessage response = await api.Client.PostAsync($"/v1/predictions/{id}/cancel", null);
