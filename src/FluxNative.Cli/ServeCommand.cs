@@ -70,6 +70,8 @@ internal static class ServeCommand
         var maxSide = CliOptions.Number("--max-side", $"Size policy: the largest image side a request may ask for, {smallest}-{largest} pixels.", smallest, largest, FluxServerOptions.DefaultMaxImageSide);
         var privateWebhooks = new Option<bool>("--allow-private-webhooks") { Description = "Allow webhooks to loopback, link-local and private addresses (refused by default)." };
         var webhookConcurrency = CliOptions.Number("--webhook-concurrency", "Webhook requests on the wire at once, at most; more wait for a slot.", 1, 10_000, 16);
+        var webhookAttempts = CliOptions.Number("--webhook-attempts", "Attempts of one webhook delivery before it is recorded as failed (a connection error, 408, 429 or 5xx is tried again).", 1, 100, 6);
+        var webhookRetryDelay = CliOptions.Number("--webhook-retry-delay", "Seconds before a failed webhook's second attempt; each later wait doubles (at most 5 minutes).", 0.01, 300.0, 1.0);
         var publicUrl = new Option<string?>("--public-url") { Description = "The base of the URLs handed out (default: from each request's Host)." };
         var weights = new Option<string>("--weights-dtype") { Description = "How the transformer holds its weights: stored, f32, bf16 or fp8.", DefaultValueFactory = _ => "stored" };
         weights.AcceptOnlyFromAmong(TransformerForward.WeightFormatNames);
@@ -82,7 +84,7 @@ internal static class ServeCommand
         var command = new Command("serve", "Serve FLUX over HTTP: OpenAI's POST /v1/images/generations and Replicate's predictions API.")
         {
             urls, demo, demoDir, model, transformer, ae, clip, t5, modelNames, database, role, workerId, lease, outputDir, retention, insecure, queueSize, batch, timeout, maxBody, maxPrompt, minSide, maxSide,
-            privateWebhooks, webhookConcurrency, publicUrl, weights, activations, threads, device, loras,
+            privateWebhooks, webhookConcurrency, webhookAttempts, webhookRetryDelay, publicUrl, weights, activations, threads, device, loras,
         };
         command.Validators.Add(result =>
         {
@@ -152,6 +154,8 @@ internal static class ServeCommand
                 MaxImageSide = parsed.GetValue(maxSide),
                 AllowPrivateWebhookTargets = parsed.GetValue(privateWebhooks),
                 WebhookMaxConcurrency = parsed.GetValue(webhookConcurrency),
+                WebhookMaxAttempts = parsed.GetValue(webhookAttempts),
+                WebhookRetryDelay = TimeSpan.FromSeconds(parsed.GetValue(webhookRetryDelay)),
                 PublicBaseUrl = parsed.GetValue(publicUrl),
             };
 

@@ -280,8 +280,19 @@ internal static partial class Endpoints
     /// <summary>The served name that <paramref name="model"/> asks for; a 404 (not a field error) for any other model.</summary>
     private static string ResolveModel(ServedModel served, string model) => served.Resolve(model);
 
-    private static IResult GetPrediction(string id, HttpContext context, FluxServerOptions options, PredictionService service) =>
-        service.Get(id) is { } view ? Json(service.RenderJson(view, BaseUrl(context, options))) : throw UnknownPrediction(id);
+    /// <summary>
+    /// The prediction; with <c>Prefer: wait</c> (or <c>wait=N</c>), as a create takes it, answered when it is finished or
+    /// the wait is over, on any node (an API node follows one another node created: <see cref="PredictionService.Follow"/>).
+    /// </summary>
+    private static async Task<IResult> GetPrediction(string id, HttpContext context, FluxServerOptions options, PredictionService service)
+    {
+        if (PreferWait(context.Request, options.MaxWait) is { } wait && service.Follow(id) is { } followed)
+        {
+            await Task.WhenAny(followed.Completion, Task.Delay(wait, context.RequestAborted)).ConfigureAwait(false);
+        }
+
+        return service.Get(id) is { } view ? Json(service.RenderJson(view, BaseUrl(context, options))) : throw UnknownPrediction(id);
+    }
 
     private static IResult ListPredictions(HttpContext context, FluxServerOptions options, PredictionService service)
     {
@@ -319,7 +330,7 @@ internal static partial class Endpoints
     /// </summary>
     private static async Task StreamPrediction(string id, HttpContext context, PredictionService service)
     {
-        Prediction? live = service.Live(id);
+        Prediction? live = service.Follow(id);   // on an API node, one another node created is followed from the database
         PredictionView view;
         ChannelReader<ServerEvent>? events = null;
         if (live is not null)

@@ -68,6 +68,8 @@ public static class FluxServer
         services.AddSingleton<PredictionService>();
         services.AddSingleton<RetentionSweeper>();
         services.AddHostedService(provider => provider.GetRequiredService<ModelHost>());
+        // Before the prediction service: hosted services stop in reverse, so the sender still runs while it drains.
+        services.AddHostedService(provider => provider.GetRequiredService<WebhookDispatcher>());
         services.AddHostedService(provider => provider.GetRequiredService<PredictionService>());
         services.AddHostedService(provider => provider.GetRequiredService<RetentionSweeper>());
         services.AddHostedService(provider => provider.GetRequiredService<StorageMonitor>());

@@ -22,7 +22,7 @@ namespace FluxNative.Server;
 /// <c>CREATE TABLE IF NOT EXISTS</c> (which is not safe against a concurrent create), nor on the first keys.</item>
 /// </list>
 /// </remarks>
-internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
+internal sealed partial class PostgresPredictionStore : IPredictionStore, IDisposable
 {
     private const string Columns =
         "id, kind, model, version, status, input, output, error, logs, metrics, created_at, started_at, completed_at, webhook, webhook_events, base_url";
@@ -86,6 +86,7 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
                     abort_status TEXT,
                     abort_error TEXT);
                 """);
+            Execute(connection, OutboxSchema);
             transaction.Commit();
             Probe();
         }
@@ -387,7 +388,7 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         return new LeaseRenewal(held, aborts);
     }
 
-    public AbortOutcome Abort(string id, PredictionView final)
+    public AbortOutcome Abort(string id, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null)
     {
         using NpgsqlConnection connection = dataSource.OpenConnection();
         using NpgsqlTransaction transaction = connection.BeginTransaction();
@@ -407,6 +408,7 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
             if (reader.Read())
             {
                 reader.Close();
+                InsertDeliveries(connection, deliveries);
                 transaction.Commit();
                 return AbortOutcome.Finished;
             }
@@ -427,7 +429,7 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         return outcome;
     }
 
-    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    public bool Complete(string worker, LeasedJob job, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null)
     {
         if (!final.IsTerminal || final.Id != job.Id)
         {
@@ -437,6 +439,7 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         // One statement: the job leaves the queue only for its lease's holder, and the outcome is written only when it
         // did, so of two workers that ran one job (one stalled past its lease) exactly one records.
         using NpgsqlConnection connection = dataSource.OpenConnection();
+        using NpgsqlTransaction? transaction = deliveries is { Count: > 0 } ? connection.BeginTransaction() : null;
         using NpgsqlCommand command = new($"""
             WITH taken AS (DELETE FROM jobs WHERE prediction_id = @id AND lease_owner = @worker AND attempts = @attempt RETURNING prediction_id),
             recorded AS (
@@ -448,8 +451,23 @@ internal sealed class PostgresPredictionStore : IPredictionStore, IDisposable
         Bind(command, final);
         command.Parameters.AddWithValue("worker", worker);
         command.Parameters.AddWithValue("attempt", job.Attempt);
-        using NpgsqlDataReader reader = command.ExecuteReader();
-        return reader.Read();
+        bool recorded;
+        using (NpgsqlDataReader reader = command.ExecuteReader())
+        {
+            recorded = reader.Read();
+        }
+
+        if (transaction is not null)
+        {
+            if (recorded)
+            {
+                InsertDeliveries(connection, deliveries);
+            }
+
+            transaction.Commit();
+        }
+
+        return recorded;
     }
 
     public QueueState Queue()

@@ -102,6 +102,13 @@ internal sealed class Prediction(PredictionView initial, GenerationRequest reque
 
     public GenerationPlan Plan => plan;
 
+    /// <summary>
+    /// True for a prediction an API node follows only for a wait or a stream (<see cref="PredictionService.Follow"/>): it was
+    /// created on another node (or before this one restarted), so <see cref="Request"/> and <see cref="Plan"/> are not
+    /// here, nor are its queue place, deadline and counts this node's.
+    /// </summary>
+    public bool CreatedElsewhere { get; init; }
+
     /// <summary>Fires to stop the generation (cancel, timeout, shutdown).</summary>
     public CancellationTokenSource Abort { get; } = new();
 

@@ -13,7 +13,7 @@ internal sealed partial class PredictionService
     /// <summary>
     /// An API node's create: the prediction and its job go on the shared queue (the spec with the seed drawn, so that a
     /// worker's run, and a run again after a worker died, makes the images this plan says), and it stays live here,
-    /// following what the workers write (<see cref="FollowQueueAsync"/>) for waits, streams and webhooks.
+    /// following what the workers write (<see cref="FollowQueueAsync"/>) for waits and streams.
     /// </summary>
     private Prediction Queue(PredictionOrder order, Prediction prediction)
     {
@@ -42,14 +42,46 @@ internal sealed partial class PredictionService
         return prediction;
     }
 
+    /// <summary>
+    /// The prediction to wait on or stream: live here, or (on an API node) one that another node created, or that this
+    /// node created before it restarted, followed from now on as this node's own are (<see cref="FollowQueueAsync"/>)
+    /// until it is final. Null when the id is unknown or the prediction final. A database that cannot be read is a 503.
+    /// </summary>
+    public Prediction? Follow(string id)
+    {
+        if (live.TryGetValue(id, out Prediction? p) || options.Role != ServerRole.Api)
+        {
+            return p;
+        }
+
+        PredictionView? stored = storage.Read(s => s.Get(id));
+        if (stored is null || stored.IsTerminal)
+        {
+            return null;
+        }
+
+        // No request nor plan: those are the creating node's (and the worker's, in the job's spec).
+        var follower = new Prediction(stored, null!, null!) { CreatedElsewhere = true };
+        Prediction followed = live.GetOrAdd(id, follower);
+        if (followed != follower)
+        {
+            follower.Dispose();
+            return followed;
+        }
+
+        Refresh(id);   // a change between the read and the follow told no one
+        return follower;
+    }
+
     /// <summary>Jobs with one key can share a worker's batch: the pipeline batches predictions of one size.</summary>
     internal static string BatchKey(GenerationPlan plan) => string.Create(CultureInfo.InvariantCulture, $"{plan.Width}x{plan.Height}");
 
     /// <summary>
     /// An API node follows the predictions it queued: each change a worker writes is told by the database
     /// (LISTEN/NOTIFY) and read then, and every second all are read anyway (a notification missed while the database was
-    /// away). New log lines go to the streams; processing and the final state as the in-process path has them, with
-    /// their webhooks.
+    /// away). New log lines go to the streams; processing and the final state as the in-process path has them. Their
+    /// webhooks are not this node's: the worker writes them into the outbox with the state (the completed one in the
+    /// transaction that records the outcome), so they are sent even when this node is gone.
     /// </summary>
     private async Task FollowQueueAsync(CancellationToken stoppingToken)
     {
@@ -111,6 +143,10 @@ internal sealed partial class PredictionService
                 foreach (string line in stored.Logs[logs.Length..].Split('\n', StringSplitOptions.RemoveEmptyEntries))
                 {
                     p.Log(line);
+                    if (ProgressOf(line) is { } progress)
+                    {
+                        p.Publish(new ServerEvent("progress", progress));
+                    }
                 }
             }
 
@@ -124,10 +160,7 @@ internal sealed partial class PredictionService
                     }
                 }
 
-                if (p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = stored.StartedAt ?? DateTimeOffset.UtcNow }) is { } started)
-                {
-                    webhooks.Send(started, "start", Render(started));
-                }
+                p.Update(v => v with { Status = PredictionStatus.Processing, StartedAt = stored.StartedAt ?? DateTimeOffset.UtcNow });
             }
 
             if (!stored.IsTerminal)
@@ -150,16 +183,36 @@ internal sealed partial class PredictionService
 
             p.Release(final);
             p.Dispose();
-            metrics.Completed(final.Status);
-            string body = Render(final);
-            if (final.Status == PredictionStatus.Succeeded)
+            if (!p.CreatedElsewhere)
             {
-                webhooks.Send(final, "output", body);
+                metrics.Completed(final.Status);   // counted once, by the node that created it
             }
-
-            webhooks.Send(final, "completed", body);
         }
     }
+
+    /// <summary>
+    /// The <c>progress</c> event of a worker's step line (<see cref="ProgressLine"/>, the tqdm line the logs carry), as the
+    /// in-process stream has it; null for any other line.
+    /// </summary>
+    internal static string? ProgressOf(string line)
+    {
+        System.Text.RegularExpressions.Match m = ProgressPattern().Match(line);
+        if (!m.Success)
+        {
+            return null;
+        }
+
+        return new System.Text.Json.Nodes.JsonObject
+        {
+            ["stage"] = "denoising",
+            ["step"] = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture),
+            ["total"] = int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture),
+            ["steps_per_second"] = double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture),
+        }.ToJsonString(ApiErrors.JsonOptions);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^ *\d+%\|[█ ]{10}\| (\d+)/(\d+) \[\d+:\d\d, (\d+\.\d+)it/s\]$")]
+    private static partial System.Text.RegularExpressions.Regex ProgressPattern();
 
     /// <summary>An API node's cancel of a prediction it does not follow (another API node created it): through the queue, then read back until final (up to 10 s).</summary>
     private async Task<PredictionView?> CancelQueuedAsync(string id, CancellationToken cancellationToken)
@@ -170,7 +223,8 @@ internal sealed partial class PredictionService
             return current;
         }
 
-        storage.Read(s => s.Abort(id, AbortedState(current, AbortReason.Canceled)));
+        PredictionView canceled = AbortedState(current, AbortReason.Canceled);
+        storage.Read(s => s.Abort(id, canceled, WebhookDispatcher.For(canceled, Render(canceled), "completed")));
         var clock = System.Diagnostics.Stopwatch.StartNew();
         while (clock.Elapsed < TimeSpan.FromSeconds(10))
         {

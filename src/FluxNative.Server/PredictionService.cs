@@ -42,6 +42,10 @@ internal sealed partial class PredictionService : BackgroundService
     /// <summary>How the error of a prediction that ran out of time begins.</summary>
     public const string TimedOutMessage = "The prediction timed out";
 
+    /// <summary>The error of a prediction that ran out of <paramref name="timeout"/> (the API node's, or a worker's for a job whose API node is gone).</summary>
+    internal static string TimedOutError(TimeSpan timeout) =>
+        string.Create(CultureInfo.InvariantCulture, $"{TimedOutMessage}: it did not finish within {timeout.TotalSeconds:0.###} s of being created (the server's request timeout).");
+
     private readonly FluxServerOptions options;
     private readonly ModelHost host;
     private readonly IPredictionStore store;
@@ -269,7 +273,8 @@ internal sealed partial class PredictionService : BackgroundService
         {
             try
             {
-                AbortOutcome outcome = store.Abort(state.Id, state);
+                // A waiting job ends here: its completed webhook goes into the outbox with the final state (a running one's, the worker's).
+                AbortOutcome outcome = store.Abort(state.Id, state, WebhookDispatcher.For(state, Render(state), "completed"));
                 logger.LogInformation("Prediction {Id}: {Status} asked of the queue ({Outcome})", state.Id, state.Status, outcome);
                 Refresh(state.Id);
             }
@@ -452,8 +457,7 @@ internal sealed partial class PredictionService : BackgroundService
         return reason switch
         {
             AbortReason.Canceled => (PredictionStatus.Canceled, (string?)null),
-            AbortReason.TimedOut => (PredictionStatus.Failed,
-                string.Create(CultureInfo.InvariantCulture, $"{TimedOutMessage}: it did not finish within {options.RequestTimeout.TotalSeconds:0.###} s of being created (the server's request timeout).")),
+            AbortReason.TimedOut => (PredictionStatus.Failed, TimedOutError(options.RequestTimeout)),
             _ => (PredictionStatus.Failed, "The server shut down before this prediction finished. Create it again."),
         };
     }

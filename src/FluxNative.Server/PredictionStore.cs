@@ -78,17 +78,45 @@ internal interface IPredictionStore
     /// or failed as timed out) is written, in one transaction; a job a worker holds is marked, and the worker stops it and
     /// records the state <paramref name="final"/> names.
     /// </summary>
-    AbortOutcome Abort(string id, PredictionView final);
+    AbortOutcome Abort(string id, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null);
 
     /// <summary>
     /// Records <paramref name="final"/> (a final state) for <paramref name="job"/> and takes the job off the queue, in one
     /// transaction, when <paramref name="worker"/> still holds its lease (this attempt's); false, with nothing written,
     /// when it does not (another worker has the job now, or finished it): the outcome is recorded exactly once.
+    /// <paramref name="deliveries"/> (its output and completed webhooks) go into the outbox in the same transaction, so a
+    /// recorded outcome always has its webhooks (and an unrecorded one none).
     /// </summary>
-    bool Complete(string worker, LeasedJob job, PredictionView final);
+    bool Complete(string worker, LeasedJob job, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null);
 
     /// <summary>The queue now (<see cref="QueueState"/>).</summary>
     QueueState Queue();
+
+    // The webhook outbox: every delivery is a row, leased by the node that sends it (as jobs are), its attempts counted
+    // and its next attempt timed in the row, so retries survive a restart and no two nodes send one attempt.
+
+    /// <summary>Puts deliveries in the outbox, due now. One whose id is there already is left as it is (<see cref="WebhookDelivery.StableId"/>).</summary>
+    void AddDeliveries(IReadOnlyList<WebhookDelivery> deliveries);
+
+    /// <summary>
+    /// Leases for <paramref name="owner"/>, for <paramref name="lease"/>, up to <paramref name="max"/> deliveries that are due
+    /// (pending, their next attempt's time come, no live lease), oldest due first, counting the attempt each is leased
+    /// for (<see cref="WebhookDelivery.Attempt"/>). Rows another node is leasing at that moment are skipped.
+    /// </summary>
+    IReadOnlyList<WebhookDelivery> LeaseDeliveries(string owner, int max, TimeSpan lease);
+
+    /// <summary>
+    /// Records the outcome of the attempt <paramref name="delivery"/> was leased for, when <paramref name="owner"/> still
+    /// holds that lease (false, nothing written, otherwise): delivered; due again <paramref name="retryIn"/> from now; or
+    /// failed for good, with <paramref name="error"/> kept.
+    /// </summary>
+    bool RecordDelivery(string owner, WebhookDelivery delivery, DeliveryOutcome outcome, TimeSpan retryIn, string? error);
+
+    /// <summary>The outbox now (<see cref="OutboxState"/>).</summary>
+    OutboxState Outbox();
+
+    /// <summary>Removes the deliveries made or given up more than <paramref name="age"/> ago (pending ones stay); returns how many.</summary>
+    int PruneDeliveries(TimeSpan age);
 
     /// <summary>
     /// Calls <paramref name="changed"/> with the id of each prediction another node changed (PostgreSQL's LISTEN/NOTIFY:
@@ -117,7 +145,7 @@ internal interface IPredictionStore
 /// <item><c>synchronous=FULL</c>, the rollback journal's safe setting: writes are few (three per prediction).</item>
 /// </list>
 /// </remarks>
-internal sealed class PredictionStore : IPredictionStore, IDisposable
+internal sealed partial class PredictionStore : IPredictionStore, IDisposable
 {
     private const string Columns =
         "id, kind, model, version, status, input, output, error, logs, metrics, created_at, started_at, completed_at, webhook, webhook_events, base_url";
@@ -174,7 +202,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                     lease_expires TEXT,
                     abort_status TEXT,
                     abort_error TEXT);
-                """);
+                """ + OutboxSchema);
             // A database that opens but cannot be written (a read-only file or folder, a full disk) would fail every
             // prediction later: refuse to start now, saying so.
             Probe();
@@ -301,7 +329,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         }
     }
 
-    public AbortOutcome Abort(string id, PredictionView final)
+    public AbortOutcome Abort(string id, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null)
     {
         lock (gate)
         {
@@ -317,6 +345,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                     "started_at = $started_at, completed_at = $completed_at WHERE id = $id;";
                 Bind(update, final);
                 update.ExecuteNonQuery();
+                InsertDeliveries(deliveries);
                 transaction.Commit();
                 return AbortOutcome.Finished;
             }
@@ -332,7 +361,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
         }
     }
 
-    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    public bool Complete(string worker, LeasedJob job, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null)
     {
         if (!final.IsTerminal || final.Id != job.Id)
         {
@@ -358,6 +387,7 @@ internal sealed class PredictionStore : IPredictionStore, IDisposable
                 "started_at = $started_at, completed_at = $completed_at WHERE id = $id;";
             Bind(update, final);
             update.ExecuteNonQuery();
+            InsertDeliveries(deliveries);
             transaction.Commit();
             return true;
         }

@@ -17,13 +17,17 @@ namespace FluxNative.Server;
 /// outcome is recorded with <see cref="IPredictionStore.Complete"/>, which only the lease's holder can do: once.
 /// </summary>
 internal sealed class QueueWorker(
-    FluxServerOptions options, ModelHost host, IPredictionStore store, OutputFiles files, ServerMetrics metrics, ILogger<QueueWorker> logger) : BackgroundService
+    FluxServerOptions options, ModelHost host, IPredictionStore store, OutputFiles files, WebhookDispatcher webhooks, ServerMetrics metrics,
+    ILogger<QueueWorker> logger) : BackgroundService
 {
     /// <summary>How often an idle worker asks for jobs when no notification woke it (a missed one, or a lease that ran out).</summary>
     internal static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
 
     /// <summary>How often progress is written while a job runs (the API nodes stream it from there).</summary>
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>How often, at most, a running job's <c>logs</c> webhook is written (as in-process).</summary>
+    private static readonly TimeSpan LogsWebhookInterval = TimeSpan.FromMilliseconds(500);
 
     private readonly ConcurrentDictionary<string, HeldJob> held = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim wake = new(0, 1);
@@ -176,9 +180,22 @@ internal sealed class QueueWorker(
             ? $"Worker {Id} runs it (attempt 1)"
             : $"Worker {Id} runs it again from the start (attempt {job.Attempt}): the worker of the attempt before stopped before it finished");
         PredictionView final;
+        // The request timeout counts from creation, waiting included. The API node that created the prediction keeps it
+        // (it asks the queue to stop the job); the worker keeps it too, so that a job whose API node is gone still ends.
+        TimeSpan left = job.Prediction.CreatedAt + options.RequestTimeout - DateTimeOffset.UtcNow;
+        using var deadline = new CancellationTokenSource();
+        if (left > TimeSpan.Zero)
+        {
+            deadline.CancelAfter(left);
+        }
+        else
+        {
+            deadline.Cancel();
+        }
+
         try
         {
-            using var abort = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, h.Lost.Token);
+            using var abort = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, h.Lost.Token, deadline.Token);
             GenerationSpec spec = JsonSerializer.Deserialize<GenerationSpec>(job.Spec)
                 ?? throw new InvalidOperationException($"The job of {job.Id} has no spec.");
             (GenerationRequest request, GenerationPlan plan) = host.Prepare(spec);
@@ -216,6 +233,12 @@ internal sealed class QueueWorker(
             held.TryRemove(job.Id, out _);
             return;
         }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            string error = PredictionService.TimedOutError(options.RequestTimeout);
+            run.Log(error);
+            final = run.Final(v => v with { Status = PredictionStatus.Failed, Error = error, CompletedAt = DateTimeOffset.UtcNow });
+        }
         catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {
             string error = $"The images were generated but could not be saved: {StorageMonitor.Describe(e)}.";
@@ -242,7 +265,13 @@ internal sealed class QueueWorker(
         {
             try
             {
-                if (!store.Complete(Id, h.Job, final))
+                // The webhooks go into the outbox in the transaction that records the outcome: they are sent (by an API
+                // node, now or when one is back) exactly when the outcome is recorded.
+                string body = Render(final);
+                List<WebhookDelivery> deliveries = final.Status == PredictionStatus.Succeeded
+                    ? WebhookDispatcher.For(final, body, "output", "completed")
+                    : WebhookDispatcher.For(final, body, "completed");
+                if (!store.Complete(Id, h.Job, final, deliveries))
                 {
                     logger.LogWarning("Job {Id} (attempt {Attempt}) finished on worker {Worker} after its lease was lost: another worker records it", h.Job.Id, h.Job.Attempt, Id);
                 }
@@ -271,18 +300,29 @@ internal sealed class QueueWorker(
         }
     }
 
-    /// <summary>A state on the way (processing, progress lines): written on a pool thread, a failure only logged (the final write carries it).</summary>
-    private void SaveLater(PredictionView view) => ThreadPool.QueueUserWorkItem(state =>
+    /// <summary>
+    /// A state on the way (processing, progress lines): written on a pool thread, a failure only logged (the final write
+    /// carries it); then its webhook <paramref name="webhookEvent"/> (start, logs), when the prediction asked for it.
+    /// </summary>
+    private void SaveLater(PredictionView view, string? webhookEvent = null) => ThreadPool.QueueUserWorkItem(state =>
     {
         try
         {
-            store.Update(state);
+            store.Update(state.View);
         }
         catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {
             Failed("write progress", e);
         }
-    }, view, preferLocal: false);
+
+        if (state.Event is { } eventName)
+        {
+            webhooks.Send(state.View, eventName, Render(state.View));
+        }
+    }, (View: view, Event: webhookEvent), preferLocal: false);
+
+    /// <summary>The prediction as the API answers it (a webhook's body): its links signed with the key every node shares.</summary>
+    private string Render(PredictionView view) => PredictionJson.Render(view, view.BaseUrl, files).ToJsonString(ApiErrors.JsonOptions);
 
     private void Failed(string what, Exception e)
     {
@@ -322,6 +362,7 @@ internal sealed class QueueWorker(
         private readonly StringBuilder logs = new(leased.Logs);
         private PredictionView view = leased with { Status = PredictionStatus.Starting, StartedAt = null };
         private DateTime lastSave = DateTime.MinValue;
+        private DateTime lastLogsWebhook = DateTime.MinValue;
 
         public void Log(string line)
         {
@@ -353,12 +394,13 @@ internal sealed class QueueWorker(
                 lastSave = DateTime.UtcNow;
             }
 
-            worker.SaveLater(started);
+            worker.SaveLater(started, "start");
         }
 
         private void Step(GenerationProgress value)
         {
             PredictionView? save = null;
+            string? webhookEvent = null;
             lock (gate)
             {
                 logs.Append(PredictionService.ProgressLine(value)).Append('\n');
@@ -366,12 +408,17 @@ internal sealed class QueueWorker(
                 {
                     lastSave = DateTime.UtcNow;
                     save = view with { Logs = logs.ToString() };
+                    if (lastSave - lastLogsWebhook >= LogsWebhookInterval)
+                    {
+                        lastLogsWebhook = lastSave;
+                        webhookEvent = "logs";
+                    }
                 }
             }
 
             if (save is not null)
             {
-                worker.SaveLater(save);
+                worker.SaveLater(save, webhookEvent);
             }
         }
 

@@ -35,6 +35,9 @@ public sealed class ServerMetrics
     private Func<int> running = () => 0;
     private Func<QueueState>? sharedQueue;
     private Func<int>? heldJobs;
+    private Func<OutboxState>? outbox;
+    private readonly Counter<long> webhookAttempts;
+    private readonly Dictionary<string, long> webhookOutcomes = new(StringComparer.Ordinal) { ["delivered"] = 0, ["retried"] = 0, ["failed"] = 0 };
 
     internal ServerMetrics(IMeterFactory factory)
     {
@@ -45,6 +48,7 @@ public sealed class ServerMetrics
         rejected = Meter.CreateCounter<long>("flux.predictions.rejected", "{prediction}", "Predictions refused because the queue was full.");
         stepDuration = Meter.CreateHistogram<double>("flux.step.duration", "s", "Wall time of one denoising step.");
         generationDuration = Meter.CreateHistogram<double>("flux.generation.duration", "s", "Wall time of one generation (prepare to encode).");
+        webhookAttempts = Meter.CreateCounter<long>("flux.webhooks.attempts", "{attempt}", "Webhook delivery attempts this node made, by outcome (delivered, retried, failed: given up).");
         Meter.CreateObservableGauge("flux.queue.length", () => queueLength(), "{prediction}", "Predictions waiting for the pipeline.");
         Meter.CreateObservableGauge("flux.generation.active", () => running(), "{prediction}", "Predictions the pipeline is running (0 or 1).");
     }
@@ -63,6 +67,20 @@ public sealed class ServerMetrics
     {
         sharedQueue = queue;
         heldJobs = held;
+    }
+
+    /// <summary>The webhook outbox's state, read at each scrape (from the database, shared by every node).</summary>
+    internal void ObserveOutbox(Func<OutboxState> state) => outbox = state;
+
+    /// <summary>One webhook attempt this node made, and what came of it.</summary>
+    internal void WebhookAttempt(DeliveryOutcome outcome)
+    {
+        string name = outcome switch { DeliveryOutcome.Delivered => "delivered", DeliveryOutcome.Retry => "retried", _ => "failed" };
+        webhookAttempts.Add(1, new KeyValuePair<string, object?>("outcome", name));
+        lock (gate)
+        {
+            webhookOutcomes[name]++;
+        }
     }
 
     internal void Created(string api)
@@ -121,13 +139,15 @@ public sealed class ServerMetrics
     {
         var text = new StringBuilder();
         QueueState? shared = null;
+        OutboxState? deliveries = null;
         try
         {
             shared = sharedQueue?.Invoke();
+            deliveries = outbox?.Invoke();
         }
         catch (Exception e) when (StorageMonitor.IsStorageFault(e))
         {
-            // The database is down: the queue's families are left out (readiness says why).
+            // The database is down: the queue's and the outbox's families are left out (readiness says why).
         }
 
         lock (gate)
@@ -170,6 +190,20 @@ public sealed class ServerMetrics
             Sample(text, "flux_predictions_rejected_total", null, Interlocked.Read(ref rejectedTotal));
             Family(text, "flux_images_generated_total", "counter", "Images generated.");
             Sample(text, "flux_images_generated_total", null, Interlocked.Read(ref imagesTotal));
+            if (deliveries is not null)
+            {
+                Family(text, "flux_webhook_outbox_pending", "gauge", "Webhook deliveries in the outbox still to be made (all nodes').");
+                Sample(text, "flux_webhook_outbox_pending", null, deliveries.Pending);
+                Family(text, "flux_webhook_outbox_failed", "gauge", "Webhook deliveries in the outbox that failed for good (all nodes').");
+                Sample(text, "flux_webhook_outbox_failed", null, deliveries.Failed);
+            }
+
+            Family(text, "flux_webhook_attempts_total", "counter", "Webhook delivery attempts this node made, by outcome (failed: the last attempt, given up).");
+            foreach ((string outcome, long value) in webhookOutcomes.OrderBy(c => c.Key, StringComparer.Ordinal))
+            {
+                Sample(text, "flux_webhook_attempts_total", ("outcome", outcome), value);
+            }
+
             Family(text, "flux_step_duration_seconds", "histogram", "Wall time of one denoising step, in seconds.");
             steps.Write(text, "flux_step_duration_seconds");
             Family(text, "flux_generation_duration_seconds", "histogram", "Wall time of one generation (prepare to encode), in seconds.");

@@ -16,7 +16,7 @@ namespace FluxNative.Server.Tests;
 /// </summary>
 internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
 {
-    /// <summary>Thrown by every write (insert, update, probe) while set.</summary>
+    /// <summary>Thrown by every write (insert, update, probe, the queue's and the outbox's) while set.</summary>
     public volatile SqliteException? WriteFault;
 
     private int failedWrites;
@@ -87,19 +87,45 @@ internal sealed class FaultyStore(IPredictionStore inner) : IPredictionStore
         return inner.Renew(worker, jobs, lease);
     }
 
-    public AbortOutcome Abort(string id, PredictionView final)
+    public AbortOutcome Abort(string id, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null)
     {
         Fault();
-        return inner.Abort(id, final);
+        return inner.Abort(id, final, deliveries);
     }
 
-    public bool Complete(string worker, LeasedJob job, PredictionView final)
+    public bool Complete(string worker, LeasedJob job, PredictionView final, IReadOnlyList<WebhookDelivery>? deliveries = null)
     {
         Fault();
-        return inner.Complete(worker, job, final);
+        return inner.Complete(worker, job, final, deliveries);
     }
 
     public QueueState Queue() => inner.Queue();
+
+    public void AddDeliveries(IReadOnlyList<WebhookDelivery> deliveries)
+    {
+        Fault();
+        inner.AddDeliveries(deliveries);
+    }
+
+    public IReadOnlyList<WebhookDelivery> LeaseDeliveries(string owner, int max, TimeSpan lease)
+    {
+        Fault();
+        return inner.LeaseDeliveries(owner, max, lease);
+    }
+
+    public bool RecordDelivery(string owner, WebhookDelivery delivery, DeliveryOutcome outcome, TimeSpan retryIn, string? error)
+    {
+        Fault();
+        return inner.RecordDelivery(owner, delivery, outcome, retryIn, error);
+    }
+
+    public OutboxState Outbox() => inner.Outbox();
+
+    public int PruneDeliveries(TimeSpan age)
+    {
+        Fault();
+        return inner.PruneDeliveries(age);
+    }
 
     public Task ListenAsync(Action<string> changed, CancellationToken cancellationToken) => inner.ListenAsync(changed, cancellationToken);
 

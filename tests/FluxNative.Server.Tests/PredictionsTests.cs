@@ -152,6 +152,20 @@ public sealed class PredictionsTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Prefer_wait_on_a_get_answers_when_the_prediction_is_finished()
+    {
+        string id = await server.CreateAsync("""{"prompt":"a fox","image_size":256,"num_inference_steps":8}""");
+        Reply waited = await server.SendAsync(HttpMethod.Get, $"/v1/predictions/{id}", null, ("Prefer", "wait=30"));
+        Assert.Equal(HttpStatusCode.OK, waited.Status);
+        Assert.Equal("succeeded", waited.Json.GetProperty("status").GetString());
+
+        Reply bad = await server.SendAsync(HttpMethod.Get, $"/v1/predictions/{id}", null, ("Prefer", "wait=600"));
+        bad.AssertError(HttpStatusCode.BadRequest, "Prefer: wait=N needs N between 1 and 60");
+        Reply unknown = await server.SendAsync(HttpMethod.Get, "/v1/predictions/nosuchprediction", null, ("Prefer", "wait=5"));
+        Assert.Equal(HttpStatusCode.NotFound, unknown.Status);
+    }
+
+    [Fact]
     public async Task Bad_prefer_header_and_model_names()
     {
         Reply wait = await server.PostAsync(ModelPath, $$"""{"input":{{ServerHost.QuickInput}}}""", ("Prefer", "wait=600"));

@@ -8,8 +8,8 @@ namespace FluxNative.Server.Tests;
 
 /// <summary>
 /// Scale-out for real: <c>flux serve --role api</c> and <c>--role worker</c> processes (<c>--demo</c>) over one PostgreSQL
-/// database (<see cref="TestPostgres"/>; skipped, with the reason, without one), one worker killed with SIGKILL while it
-/// runs a job.
+/// database (<see cref="TestPostgres"/>; skipped, with the reason, without one): a worker killed with SIGKILL while it
+/// runs a job, PostgreSQL killed and restarted, an API node killed while webhooks fail.
 /// </summary>
 public sealed class ScaleOutTests
 {
@@ -242,6 +242,175 @@ public sealed class ScaleOutTests
         Assert.Contains("\nflux_worker_jobs_held 0\n", metrics, StringComparison.Ordinal);
         using HttpResponseMessage refused = await worker.Client.GetAsync("/v1/predictions");
         Assert.Equal(HttpStatusCode.NotFound, refused.StatusCode);   // a worker takes no requests
+    }
+
+    [PostgresFact]
+    public async Task An_api_node_killed_while_webhooks_fail_makes_every_delivery_once_it_is_back()
+    {
+        const int Count = 6;
+        using var database = TestPostgres.Create();
+        using var outputs = new TempDirectory();
+        int failing = 1;
+        await using var receiver = await WebhookReceiver.StartAsync(0, _ => Task.FromResult<int?>(Volatile.Read(ref failing) == 1 ? 500 : 200));
+        string[] apiOptions = ["--role", "api", "--allow-private-webhooks", "--webhook-retry-delay", "0.3", "--webhook-attempts", "40"];
+        FluxServeProcess api = await FluxServeProcess.StartAsync(database.Address, outputs.Path, apiOptions);
+        await using FluxServeProcess worker = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "worker", "--max-batch-images", "3");
+        string[] events = ["start", "output", "completed"];
+        var ids = new List<string>();
+        try
+        {
+            for (int i = 0; i < Count; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/models/black-forest-labs/flux-dev/predictions")
+                {
+                    Content = new StringContent($$"""{"input":{"prompt":"hook {{i}}","image_size":64,"num_inference_steps":4,"seed":{{i}}},"webhook":"{{receiver.Url}}/hook","webhook_events_filter":["start","output","completed"]}""",
+                        System.Text.Encoding.UTF8, "application/json"),
+                };
+                using HttpResponseMessage response = await api.Client.SendAsync(request);
+                string text = await response.Content.ReadAsStringAsync();
+                Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+                ids.Add(JsonDocument.Parse(text).RootElement.GetProperty("id").GetString()!);
+            }
+
+            // Every prediction finished and every one of its webhooks was tried, and refused (500), at least once.
+            foreach (string id in ids)
+            {
+                await WaitForAsync(api, id, p => p.GetProperty("status").GetString() == "succeeded");
+            }
+
+            await receiver.WaitAsync(r => ids.All(id => events.All(e => r.Any(d => d.Event == e && PredictionOf(d) == id))), TimeSpan.FromSeconds(60));
+        }
+        finally
+        {
+            api.Process.Kill();   // SIGKILL: a crash, its retries cut short
+            await api.Process.WaitForExitAsync();
+            await api.DisposeAsync();
+        }
+
+        Delivery[] beforeRestart = receiver.Deliveries;
+        Assert.All(beforeRestart, d => Assert.Equal(500, d.Status));
+        Volatile.Write(ref failing, 0);   // the receiver recovers while no API node runs
+
+        await using FluxServeProcess restarted = await FluxServeProcess.StartAsync(database.Address, outputs.Path, apiOptions);
+        await receiver.WaitAsync(r => ids.All(id => events.All(e => r.Any(d => d.Status == 200 && d.Event == e && PredictionOf(d) == id))), TimeSpan.FromSeconds(60));
+        await Task.Delay(1000);   // time for a duplicate to show, were there one
+
+        // Every event was delivered, once, with the webhook-id its refused attempts had: the retries resumed, none lost
+        // and none sent twice (the receiver said 500 to everything before the kill, so no attempt before it succeeded).
+        Delivery[] all = receiver.Deliveries;
+        Delivery[] delivered = [.. all.Where(d => d.Status == 200)];
+        Assert.Equal(Count * events.Length, delivered.Length);
+        Assert.Equal(delivered.Length, delivered.Select(d => d.Id).Distinct().Count());
+        foreach (IGrouping<string, Delivery> tries in all.GroupBy(d => d.Id))
+        {
+            Assert.Single(tries.Select(d => (PredictionOf(d), d.Event)).Distinct());
+            Assert.Equal(200, tries.Last().Status);
+        }
+
+        Assert.All(beforeRestart, d => Assert.Contains(delivered, ok => ok.Id == d.Id));
+        JsonElement completed = JsonDocument.Parse(delivered.First(d => d.Event == "completed").Body).RootElement;
+        Assert.Equal("succeeded", completed.GetProperty("status").GetString());
+
+        string metrics = await restarted.Client.GetStringAsync("/metrics");
+        Assert.Contains("\nflux_webhook_outbox_pending 0\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("\nflux_webhook_outbox_failed 0\n", metrics, StringComparison.Ordinal);
+        Assert.Contains($"\nflux_webhook_attempts_total{{outcome=\"delivered\"}} {Count * events.Length}\n", metrics, StringComparison.Ordinal);
+        restarted.AssertAlive();
+        worker.AssertAlive();
+
+        static string PredictionOf(Delivery d) => JsonDocument.Parse(d.Body).RootElement.GetProperty("id").GetString()!;
+    }
+
+    [PostgresFact]
+    public async Task An_api_node_that_did_not_create_a_prediction_waits_for_it_and_streams_its_progress_logs_and_output()
+    {
+        using var database = TestPostgres.Create();
+        using var outputs = new TempDirectory();
+        await using FluxServeProcess creator = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api");
+        await using FluxServeProcess other = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api");
+        await using FluxServeProcess worker = await FluxServeProcess.StartAsync(database.Address, outputs.Path,
+            "--role", "worker", "--worker-id", "worker-0", "--max-batch-images", "1");
+
+        string id = await creator.CreateAsync("""{"prompt":"a fox across nodes","image_size":512,"num_inference_steps":12}""", wait: false);
+        Task<List<(string Event, string Data)>> streaming = StreamAndWebhookTests.ReadStreamAsync(other.Client, $"/v1/predictions/{id}/stream?progress=true");
+        var clock = Stopwatch.StartNew();
+        using var waitRequest = new HttpRequestMessage(HttpMethod.Get, $"/v1/predictions/{id}");
+        waitRequest.Headers.Add("Prefer", "wait=60");
+        using HttpResponseMessage waited = await other.Client.SendAsync(waitRequest);
+        string text = await waited.Content.ReadAsStringAsync();
+        Assert.True(waited.StatusCode == HttpStatusCode.OK, text);
+        JsonElement final = JsonDocument.Parse(text).RootElement;
+        Assert.True(final.GetProperty("status").GetString() == "succeeded", $"after {clock.Elapsed}: {text}");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(55), $"the wait took {clock.Elapsed}");
+
+        List<(string Event, string Data)> events = await streaming.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(("done", "{}"), events[^1]);
+        // The stream's links have the base of the request that created the prediction, the wait's its own; one file either way.
+        string output = final.GetProperty("output")[0].GetString()!;
+        Assert.Equal("output", events[^2].Event);
+        Assert.Equal(new Uri(output).PathAndQuery, new Uri(events[^2].Data).PathAndQuery);
+        Assert.Contains(events, e => e.Event == "logs" && e.Data == "Worker worker-0 runs it (attempt 1)");
+        string[] steps = [.. events.Where(e => e.Event == "logs" && e.Data.Contains("it/s]", StringComparison.Ordinal)).Select(e => e.Data)];
+        Assert.Equal(12, steps.Length);
+        Assert.EndsWith("12/12", steps[^1].Split(" [")[0], StringComparison.Ordinal);
+
+        // Progress as the in-process stream has it, from the worker's step lines as this node read them from the database.
+        JsonElement[] progress = [.. events.Where(e => e.Event == "progress").Select(e => JsonDocument.Parse(e.Data).RootElement.Clone())];
+        Assert.NotEmpty(progress);
+        Assert.All(progress, p => Assert.Equal(("denoising", 12), (p.GetProperty("stage").GetString(), p.GetProperty("total").GetInt32())));
+        Assert.Equal(12, progress[^1].GetProperty("step").GetInt32());
+        int[] order = [.. progress.Select(p => p.GetProperty("step").GetInt32())];
+        Assert.Equal(order.Order(), order);
+
+        // The image is served by the node that did not create it (a signed URL valid on every node).
+        using HttpResponseMessage image = await other.Client.GetAsync(output);
+        Assert.Equal(HttpStatusCode.OK, image.StatusCode);
+
+        // A prediction final already is answered at once, stream and wait alike.
+        using var again = new HttpRequestMessage(HttpMethod.Get, $"/v1/predictions/{id}");
+        again.Headers.Add("Prefer", "wait=60");
+        clock.Restart();
+        using HttpResponseMessage answered = await other.Client.SendAsync(again);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"a finished prediction's wait took {clock.Elapsed}");
+        List<(string Event, string Data)> replay = await StreamAndWebhookTests.ReadStreamAsync(other.Client, $"/v1/predictions/{id}/stream");
+        Assert.Equal(("done", "{}"), replay[^1]);
+        Assert.Equal(events[^2], replay[^2]);
+        foreach (FluxServeProcess node in new[] { creator, other, worker })
+        {
+            node.AssertAlive();
+        }
+    }
+
+    [PostgresFact]
+    public async Task A_running_prediction_whose_api_node_was_killed_still_fails_at_its_request_timeout()
+    {
+        using var database = TestPostgres.Create();
+        using var outputs = new TempDirectory();
+        FluxServeProcess creator = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api", "--request-timeout", "4");
+        await using FluxServeProcess other = await FluxServeProcess.StartAsync(database.Address, outputs.Path, "--role", "api", "--request-timeout", "4");
+        await using FluxServeProcess worker = await FluxServeProcess.StartAsync(database.Address, outputs.Path,
+            "--role", "worker", "--worker-id", "worker-0", "--request-timeout", "4");
+        string id;
+        try
+        {
+            id = await creator.CreateAsync(ServerHost.LongInput, wait: false);
+            await WaitForAsync(creator, id, p => p.GetProperty("status").GetString() == "processing");
+        }
+        finally
+        {
+            creator.Process.Kill();   // the node that keeps the timeout is gone
+            await creator.DisposeAsync();
+        }
+
+        var clock = Stopwatch.StartNew();
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/predictions/{id}");
+        request.Headers.Add("Prefer", "wait=30");
+        using HttpResponseMessage response = await other.Client.SendAsync(request);
+        JsonElement final = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+        Assert.True(final.GetProperty("status").GetString() == "failed", final.ToString());
+        Assert.Equal("The prediction timed out: it did not finish within 4 s of being created (the server's request timeout).", final.GetProperty("error").GetString());
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"it ended {clock.Elapsed} after the API node was killed");
+        worker.AssertAlive();
     }
 
     private static async Task<JsonElement> CancelAsync(FluxServeProcess api, string id)

@@ -159,6 +159,20 @@ public sealed class StreamAndWebhookTests
         Assert.Empty(receiver.Deliveries);
     }
 
+    [Theory]
+    [InlineData(1, 12, 0.5, 2.4731)]
+    [InlineData(12, 12, 95.0, 13.0)]
+    [InlineData(37, 50, 3725.0, 0.01)]
+    public void A_step_line_read_back_from_the_logs_is_the_progress_event_it_was_made_from(int step, int total, double seconds, double perSecond)
+    {
+        string line = PredictionService.ProgressLine(new GenerationProgress(GenerationStage.Denoising, step, total, TimeSpan.FromSeconds(seconds), perSecond));
+        JsonElement progress = JsonDocument.Parse(PredictionService.ProgressOf(line)!).RootElement;
+        Assert.Equal(("denoising", step, total), (progress.GetProperty("stage").GetString(), progress.GetProperty("step").GetInt32(), progress.GetProperty("total").GetInt32()));
+        Assert.Equal(Math.Round(perSecond, 2), progress.GetProperty("steps_per_second").GetDouble());
+        Assert.Null(PredictionService.ProgressOf("Using seed: 42"));
+        Assert.Null(PredictionService.ProgressOf(line + " and more"));
+    }
+
     internal static async Task<List<(string Event, string Data)>> ReadStreamAsync(HttpClient client, string path)
     {
         using HttpResponseMessage response = await client.GetAsync(path, HttpCompletionOption.ResponseHeadersRead);
