@@ -1,5 +1,6 @@
 // libFuzzer target for an engine file's header (engine/engine_format.h): the safetensors header, then the engine
-// JSON in its metadata, then what the loader checks of each packed layer against the tensors the header lists
+// JSON in its metadata, the tensor list each component's configuration implies, then what the loader checks of each
+// packed layer against the tensors the header lists
 // (sizes and dtypes through PackedWeights::borrow, on an aligned stand-in buffer, since the data is not needed to
 // reject a bad layout). fx::Error is the documented refusal; anything else escaping is a finding.
 
@@ -11,6 +12,7 @@
 #include "core/error.h"
 #include "engine/engine_format.h"
 #include "io/safetensors.h"
+#include "models/recognize.h"
 #include "ops/cpu/linear.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -23,6 +25,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& t : header.tensors) tensors[t.name] = &t;
     for (const auto& component : (*engine)["components"]) {
       const std::string prefix = component["prefix"].get<std::string>();
+      // What a loader does with the configuration first: the tensor list it implies.
+      const std::string kind = component["kind"].get<std::string>();
+      fx::models::expected_tensors(kind, kind == "flux_transformer" || kind == "autoencoder" ? "bfl" : "hf",
+                                   component["config"]);
       for (const auto& [layer, info] : component["linears"].items()) {
         const auto panels = tensors.find(prefix + layer + ".weight.panels");
         if (panels == tensors.end()) continue;

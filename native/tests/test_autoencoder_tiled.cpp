@@ -56,15 +56,18 @@ std::vector<float> decode(const Autoencoder& ae, const std::vector<float>& z, in
   return out;
 }
 
-// Mean |difference between horizontally adjacent pixels| over columns [x0, x1) of every row and channel.
-double mean_step(const std::vector<float>& img, int64_t channels, int64_t height, int64_t width, int64_t x0, int64_t x1) {
+// Mean |difference between adjacent pixels| across positions [p0, p1): along x (columns) or, with `vertical`, along
+// y (rows), over every channel and the whole other axis.
+double mean_step(const std::vector<float>& img, int64_t channels, int64_t height, int64_t width, int64_t p0, int64_t p1,
+                 bool vertical = false) {
   double sum = 0;
   int64_t n = 0;
   for (int64_t c = 0; c < channels; ++c)
-    for (int64_t y = 0; y < height; ++y)
-      for (int64_t x = std::max<int64_t>(1, x0); x < x1; ++x, ++n) {
+    for (int64_t a = 0; a < (vertical ? width : height); ++a)
+      for (int64_t p = std::max<int64_t>(1, p0); p < p1; ++p, ++n) {
+        const int64_t y = vertical ? p : a, x = vertical ? a : p;
         const size_t i = static_cast<size_t>((c * height + y) * width + x);
-        sum += std::fabs(img[i] - img[i - 1]);
+        sum += std::fabs(img[i] - img[i - (vertical ? static_cast<size_t>(width) : 1)]);
       }
   return sum / static_cast<double>(n);
 }
@@ -111,6 +114,28 @@ TEST(AutoencoderTiled, TilesStayCloseToTheWholeDecodeWithoutSeams) {
     const double seam = mean_step(tiled, c.out_channels, height_px, width_px, x0, x1);
     const double reference = mean_step(whole, c.out_channels, height_px, width_px, x0, x1);
     EXPECT_LT(seam, reference * 1.25) << "overlap at latent column " << start;
+  }
+  // Rows: 24 cells in tiles of 16 start at 0 and 8 (the last tile moved back to end at the side): overlap [8, 16).
+  const double seam = mean_step(tiled, c.out_channels, height_px, width_px, 8 * f - 2, 16 * f + 2, true);
+  const double reference = mean_step(whole, c.out_channels, height_px, width_px, 8 * f - 2, 16 * f + 2, true);
+  EXPECT_LT(seam, reference * 1.25) << "overlap at latent rows 8-16";
+}
+
+TEST(AutoencoderTiled, EachImageOfABatchIsTiledAsItIsAlone) {
+  const auto ckpt = tiny_ae("ae-tiled-batch");
+  const auto ae = Autoencoder::load(*ckpt);
+  const auto& c = ae->config();
+  const int64_t h = 20, w = 18, f = c.downscale(), per_image = c.out_channels * h * f * w * f;
+  auto first = latents(c.z_channels, h, w), second = first;
+  for (float& v : second) v = -0.5f * v + 0.1f;
+  std::vector<float> both(first);
+  both.insert(both.end(), second.begin(), second.end());
+  std::vector<float> out(static_cast<size_t>(2 * per_image), std::numeric_limits<float>::quiet_NaN());
+  ae->decode_tiled(both.data(), 2, h, w, out.data(), 12, 3);
+  const auto a = decode(*ae, first, h, w, 12, 3), b = decode(*ae, second, h, w, 12, 3);
+  for (int64_t i = 0; i < per_image; ++i) {
+    ASSERT_EQ(out[static_cast<size_t>(i)], a[static_cast<size_t>(i)]) << i;
+    ASSERT_EQ(out[static_cast<size_t>(per_image + i)], b[static_cast<size_t>(i)]) << i;
   }
 }
 

@@ -251,7 +251,7 @@ TEST(Engine, DamagedForeignAndMisusedEnginesAreRefusedWithAReason) {
     const fs::path cut = dir / "cut.fluxengine";
     fs::copy_file(good, cut);
     fs::resize_file(cut, fs::file_size(cut) / 2);
-    expect_refused([&] { load_flux(cut.string()); }, FX_ERR_FORMAT, "", "truncated");
+    expect_refused([&] { load_flux(cut.string()); }, FX_ERR_FORMAT, "cut.fluxengine", "truncated");
   }
   expect_refused([&] { load_flux(rewritten(good, dir / "v2.fluxengine", [](json& e) { e["format_version"] = 2; })); },
                  FX_ERR_UNSUPPORTED, "build the engine again", "format version");
@@ -263,9 +263,62 @@ TEST(Engine, DamagedForeignAndMisusedEnginesAreRefusedWithAReason) {
   expect_refused(
       [&] {
         load_flux(rewritten(good, dir / "shape.fluxengine",
-                            [](json& e) { e["components"][0]["linears"]["img_in"]["k"] = 65; }));
+                            [](json& e) {
+                              e["components"][0]["linears"]["img_in"]["k"] = 66;  // and the model agrees: only the
+                              e["components"][0]["config"]["in_channels"] = 66;   // panels' size is wrong
+                            }));
       },
       FX_ERR_FORMAT, "bytes", "layer size disagreeing with its panels");
+  // Sizes the panels' byte count cannot tell apart (bf16 pads k to even, every layer pads n to 32 rows) are caught
+  // against the configuration; so is a bias the layer does not have.
+  expect_refused(
+      [&] {
+        load_flux(rewritten(good, dir / "odd-k.fluxengine",
+                            [](json& e) { e["components"][0]["linears"]["img_in"]["k"] = 63; }));
+      },
+      FX_ERR_FORMAT, "configuration needs", "k within the padding");
+  expect_refused(
+      [&] {
+        load_flux(rewritten(good, dir / "n-1.fluxengine",
+                            [](json& e) { e["components"][0]["linears"]["img_in"]["n"] = 63; }));
+      },
+      FX_ERR_FORMAT, "configuration needs", "n within the padding");
+  expect_refused(
+      [&] {
+        load_flux(rewritten(good, dir / "bias.fluxengine",
+                            [](json& e) { e["components"][0]["linears"]["img_in"]["bias"] = false; }));
+      },
+      FX_ERR_FORMAT, "no bias", "a bias dropped");
+  expect_refused(
+      [&] {
+        load_flux(rewritten(good, dir / "config.fluxengine",
+                            [](json& e) { e["components"][0]["config"]["depth"] = "two"; }));
+      },
+      FX_ERR_FORMAT, "config", "a configuration of the wrong type");
+  expect_refused(
+      [&] {
+        load_flux(rewritten(good, dir / "deep.fluxengine",
+                            [](json& e) { e["components"][0]["config"]["depth"] = 1 << 19; }));
+      },
+      FX_ERR_FORMAT, "over 1024", "a depth no model has");
+  expect_refused(
+      [&] {
+        load_flux(rewritten(good, dir / "file.fluxengine", [](json& e) {
+          e["files"] = json::array({{{"name", "../escape"}, {"tensor", "files/../escape"}, {"bytes", 1}}});
+        }));
+      },
+      FX_ERR_FORMAT, "plain relative file name", "a carried file escaping its folder");
+  {
+    const auto c = fx::io::Checkpoint::open(good);
+    const auto lora_file = fx::io::Checkpoint::open(s.transformer->path());  // any file: refused before it is read
+    expect_refused([&] { fx::models::FluxTransformer::load(*c, WeightFormat::AsStored, fx::backend::Precision::Exact,
+                                                           nullptr, {{lora_file.get(), 1.0f}}); },
+                   FX_ERR_UNSUPPORTED, "LoRA", "a LoRA at load");
+    fx::engine::BuildOptions o;
+    o.transformer = c.get();
+    expect_refused([&] { fx::engine::build_engine(o, (dir / "again.fluxengine").string()); }, FX_ERR_INVALID_ARGUMENT,
+                   "an engine already", "an engine as a source");
+  }
   expect_refused(
       [&] {
         load_flux(rewritten(good, dir / "dtype.fluxengine",

@@ -173,8 +173,10 @@ internal static class BuildCommand
         ["calibration"] = calibration is null ? "built-in prompts" : Path.GetFullPath(calibration),
         ["size"] = o.Size,
         ["steps"] = o.Steps,
-        ["transformer_relative_l2"] = q.RelativeL2,
-        ["transformer_worst_relative_l2"] = q.WorstRelativeL2,
+        // A transformer output that is not finite (NaN, infinity) has no distance: null, and said so.
+        ["transformer_relative_l2"] = double.IsFinite(q.RelativeL2) ? q.RelativeL2 : null,
+        ["transformer_worst_relative_l2"] = double.IsFinite(q.WorstRelativeL2) ? q.WorstRelativeL2 : null,
+        ["transformer_output_finite"] = double.IsFinite(q.RelativeL2),
         // JSON has no infinity: identical images are recorded as null with "identical".
         ["image_psnr_db"] = double.IsFinite(q.PsnrDb) ? q.PsnrDb : null,
         ["image_worst_psnr_db"] = double.IsFinite(q.WorstPsnrDb) ? q.WorstPsnrDb : null,

@@ -142,6 +142,11 @@ public sealed class Autoencoder : IDisposable
     {
         ObjectDisposedException.ThrowIf(handle.IsClosed, this);
         CheckShape(latents.Length, nameof(latents), batch, Config.ZChannels, height, width);
+        if (tile > 0 && (overlap < 1 || overlap * 2 > tile))
+        {
+            throw new ArgumentException($"The tile overlap must be between 1 and half the tile ({tile} cells); it is {overlap}.", nameof(overlap));
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
         long count = (long)batch * Config.OutChannels * height * Config.Downscale * width * Config.Downscale;
         float[] pixels = GC.AllocateUninitializedArray<float>(checked((int)count));

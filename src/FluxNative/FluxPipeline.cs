@@ -35,18 +35,16 @@ public sealed record FluxPipelineSources
     /// <summary>The text side to load, or null when there is none (then requests must carry prompt embeddings).</summary>
     public PromptEncoderSources? ResolvePromptEncoder()
     {
-        if (Engine() is { } engine && Clip is null && T5 is null &&
-            engine.Component(ModelKind.ClipText) is not null && engine.Component(ModelKind.T5Encoder) is not null)
+        if (Engine() is { } engine && engine.Component(ModelKind.ClipText) is not null && engine.Component(ModelKind.T5Encoder) is not null)
         {
-            (string clipTokenizer, string t5Tokenizer) = FluxEngine.TokenizerFolders(ModelDirectory!, engine)
-                ?? (ClipTokenizer ?? throw NoTokenizer("clip_tokenizer"), T5Tokenizer ?? throw NoTokenizer("t5_tokenizer"));
-            return new PromptEncoderSources
-            {
-                Clip = ModelDirectory!,
-                T5 = ModelDirectory!,
-                ClipTokenizer = ClipTokenizer ?? clipTokenizer,
-                T5Tokenizer = T5Tokenizer ?? t5Tokenizer,
-            };
+            // Each encoder not given on its own comes from the engine, with the engine's tokenizer for it.
+            (string Clip, string T5)? carried = Clip is null || T5 is null ? FluxEngine.TokenizerFolders(ModelDirectory!, engine) : null;
+            return PromptEncoderSources.Resolve(
+                null,
+                Clip ?? ModelDirectory,
+                T5 ?? ModelDirectory,
+                ClipTokenizer ?? (Clip is null ? carried?.Clip ?? throw NoTokenizer("clip_tokenizer") : null),
+                T5Tokenizer ?? (T5 is null ? carried?.T5 ?? throw NoTokenizer("t5_tokenizer") : null));
         }
 
         return PromptEncoderSources.Resolve(Engine() is null ? ModelDirectory : null, Clip, T5, ClipTokenizer, T5Tokenizer);

@@ -123,6 +123,9 @@ void build_engine(const BuildOptions& o, const std::string& path) {
   if (o.t5_precision == WeightFormat::F32)
     fail(FX_ERR_INVALID_ARGUMENT, "engine build: T5's precision must be as stored, bf16 or fp8");
   if (!o.build_info.is_object()) fail(FX_ERR_INVALID_ARGUMENT, "engine build: the build information must be a JSON object");
+  for (const io::Checkpoint* c : {o.transformer, o.autoencoder, o.clip, o.t5})
+    if (c != nullptr && read_engine_json(c->metadata(), c->path()))
+      fail(FX_ERR_INVALID_ARGUMENT, "engine build: " + c->path() + " is an engine already; build from the published weights");
   const std::shared_ptr<backend::Backend> backend = o.backend ? o.backend : backend::cpu_backend();
   const std::string layout = backend->weight_layout();
   if (layout.empty())

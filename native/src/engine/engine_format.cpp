@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -14,6 +16,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "models/recognize.h"
 
 namespace fx::engine {
 
@@ -79,6 +82,12 @@ std::optional<json> read_engine_json(const std::map<std::string, std::string>& m
   const json& target = c.member(e, "target", json::value_t::object, "(root)");
   c.text(target, "backend", "target");
   c.text(target, "layout", "target");
+  if (e.contains("fp8_kept_bf16")) {
+    const json& kept = c.member(e, "fp8_kept_bf16", json::value_t::array, "(root)");
+    for (const json& k : kept)
+      if (!k.is_string()) c.bad("fp8_kept_bf16", "holds something other than names");
+  }
+  if (e.contains("t5_precision")) c.text(e, "t5_precision", "(root)");
   const std::string precision = c.text(e, "precision", "(root)");
   if (precision != "bf16" && precision != "fp8") c.bad("precision", "is \"" + precision + "\", not bf16 or fp8");
 
@@ -96,7 +105,44 @@ std::optional<json> read_engine_json(const std::map<std::string, std::string>& m
     if (!names.insert(name).second || !kinds.insert(kind).second) c.bad(field, "repeats a component name or kind");
     if (prefix.empty() || prefix.back() != '/' || !prefixes.insert(prefix).second)
       c.bad(field + ".prefix", "must be a unique name ending in '/'");
-    c.member(comp, "config", json::value_t::object, field);
+    // The configuration drives the model's shapes and loops: plain values only, integers in a sane range.
+    const json& config = c.member(comp, "config", json::value_t::object, field);
+    for (const auto& [key, value] : config.items()) {
+      const std::string cf = field + ".config." + key;
+      auto check_number = [&](const json& v) {
+        if (v.is_number_integer() && (v.get<int64_t>() < -1 || v.get<int64_t>() > (int64_t{1} << 20)))
+          c.bad(cf, "is " + v.dump() + ", outside [-1, 2^20]");
+        if (v.is_number_float() && !std::isfinite(v.get<double>())) c.bad(cf, "is not finite");
+      };
+      if (value.is_array()) {
+        if (value.size() > 64) c.bad(cf, "has more than 64 entries");
+        for (const json& v : value) {
+          // Lists of sizes (ch_mult, axes_dim), and the recognizer's list of defaults it assumed.
+          if (key == "defaults_used" ? !v.is_string() : !v.is_number()) c.bad(cf, "holds a value of the wrong type");
+          check_number(v);
+        }
+      } else if (value.is_object()) {
+        c.bad(cf, "is an object");
+      } else {
+        check_number(value);
+      }
+      // Counts of blocks and layers size loops over tensor names: far beyond any FLUX model is a damaged file.
+      const bool count = key.find("depth") != std::string::npos || key.find("layers") != std::string::npos ||
+                         key.find("num_res_blocks") != std::string::npos;
+      if (count && value.is_number_integer() && value.get<int64_t>() > 1024) c.bad(cf, "is over 1024");
+    }
+    // The tensor list the configuration implies is what a loader builds first: it must be buildable.
+    try {
+      models::expected_tensors(kind, naming_of(kind), config);
+    } catch (const json::exception& ex) {
+      c.bad(field + ".config", std::string("does not describe a model: ") + ex.what());
+    } catch (const Error& ex) {
+      c.bad(field + ".config", std::string("does not describe a model: ") + ex.what());
+    }
+    if (comp.contains("parameter_count") && !comp["parameter_count"].is_number_integer())
+      c.bad(field + ".parameter_count", "has the wrong type");
+    if (comp.contains("variant") && !comp["variant"].is_string() && !comp["variant"].is_null())
+      c.bad(field + ".variant", "has the wrong type");
     const json& linears = c.member(comp, "linears", json::value_t::object, field);
     for (const auto& [layer, info] : linears.items()) {
       const std::string lf = field + ".linears[\"" + layer + "\"]";
@@ -116,8 +162,12 @@ std::optional<json> read_engine_json(const std::map<std::string, std::string>& m
     for (size_t i = 0; i < files.size(); ++i) {
       const std::string field = "files[" + std::to_string(i) + "]";
       if (!files[i].is_object()) c.bad(field, "is not an object");
-      c.text(files[i], "name", field);
-      c.text(files[i], "tensor", field);
+      const std::string name = c.text(files[i], "name", field);
+      // A carried file is extracted under its name by the .NET side: plain relative names only, from its own tensor.
+      bool plain = !name.empty() && name.size() < 256 && name.front() != '/' && name.find("..") == std::string::npos;
+      for (char ch : name) plain = plain && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.' || ch == '/');
+      if (!plain) c.bad(field + ".name", "\"" + name + "\" is not a plain relative file name");
+      if (c.text(files[i], "tensor", field) != "files/" + name) c.bad(field + ".tensor", "is not \"files/" + name + "\"");
     }
   }
   return e;
@@ -201,8 +251,9 @@ void amend_build_info(const std::string& path, const json& build) {
   text.append(header_size - text.size(), ' ');  // the data region stays where it is
   const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) fail(FX_ERR_IO, path + ": cannot open for writing: " + std::strerror(errno));
-  const ssize_t written = ::pwrite(fd, text.data(), text.size(), 8);
-  const bool synced = ::fsync(fd) == 0;
+  ssize_t written = ::pwrite(fd, text.data(), text.size(), 8);
+  if (written >= 0 && written != static_cast<ssize_t>(text.size())) errno = EIO;  // a short write sets no errno
+  const bool synced = written == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
   ::close(fd);
   if (written != static_cast<ssize_t>(text.size()) || !synced)
     fail(FX_ERR_IO, path + ": rewriting the header failed: " + std::strerror(errno));

@@ -52,7 +52,8 @@ nlohmann::json describe_engine(const io::Checkpoint& checkpoint, const nlohmann:
                                const std::string& want_kind);
 
 // Replaces the engine JSON's "build" object of the engine file at `path` in place (engine_build.h leaves room in
-// the header for it). fx::Error: FX_ERR_FORMAT when the file is not an engine, FX_ERR_INVALID_ARGUMENT when
+// the header for it). Not atomic: meant for an engine not yet published (flux build amends OUTPUT.unchecked before
+// renaming it), never one other processes are opening. fx::Error: FX_ERR_FORMAT when the file is not an engine, FX_ERR_INVALID_ARGUMENT when
 // `build` is not an object or the new header would not fit the old one's space, FX_ERR_IO for file errors.
 void amend_build_info(const std::string& path, const nlohmann::json& build);
 

@@ -63,13 +63,18 @@ void Autoencoder::decode_tiled(const float* latents, int64_t batch, int64_t heig
 
   std::vector<float> tile_latents(static_cast<size_t>(z * th * tw));
   std::vector<float> tile_pixels(static_cast<size_t>(channels * tile_h * tile_w));
-  std::vector<float> weight_sum(static_cast<size_t>(out_h * out_w));
+  // The tiles form a grid and each tile's weight is wy(y)·wx(x), so the weight at a pixel sums to
+  // (Σ over tile rows of wy)·(Σ over tile columns of wx): two lines, not an image, of sums.
+  std::vector<float> sum_y(static_cast<size_t>(out_h)), sum_x(static_cast<size_t>(out_w));
   std::vector<float> wy(static_cast<size_t>(tile_h)), wx(static_cast<size_t>(tile_w));
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (int64_t y = 0; y < tile_h; ++y) sum_y[rows[i] * f + y] += ramp_weight(y, tile_h, ramp, i > 0, i + 1 < rows.size());
+  for (size_t j = 0; j < cols.size(); ++j)
+    for (int64_t x = 0; x < tile_w; ++x) sum_x[cols[j] * f + x] += ramp_weight(x, tile_w, ramp, j > 0, j + 1 < cols.size());
   for (int64_t b = 0; b < batch; ++b) {
     const float* lat = latents + b * z * height * width;
     float* out = pixels + b * channels * out_h * out_w;
     std::fill(out, out + channels * out_h * out_w, 0.0f);
-    std::fill(weight_sum.begin(), weight_sum.end(), 0.0f);
     for (size_t i = 0; i < rows.size(); ++i) {
       for (size_t j = 0; j < cols.size(); ++j) {
         const int64_t y0 = rows[i], x0 = cols[j];
@@ -82,8 +87,6 @@ void Autoencoder::decode_tiled(const float* latents, int64_t batch, int64_t heig
         for (int64_t x = 0; x < tile_w; ++x) wx[x] = ramp_weight(x, tile_w, ramp, j > 0, j + 1 < cols.size());
         const int64_t py0 = y0 * f, px0 = x0 * f;
         for (int64_t y = 0; y < tile_h; ++y) {
-          float* sum = &weight_sum[static_cast<size_t>((py0 + y) * out_w + px0)];
-          for (int64_t x = 0; x < tile_w; ++x) sum[x] += wy[y] * wx[x];
           for (int64_t ch = 0; ch < channels; ++ch) {
             const float* src = &tile_pixels[static_cast<size_t>((ch * tile_h + y) * tile_w)];
             float* dst = out + (ch * out_h + py0 + y) * out_w + px0;
@@ -94,7 +97,8 @@ void Autoencoder::decode_tiled(const float* latents, int64_t batch, int64_t heig
     }
     for (int64_t ch = 0; ch < channels; ++ch) {
       float* plane = out + ch * out_h * out_w;
-      for (int64_t p = 0; p < out_h * out_w; ++p) plane[p] /= weight_sum[static_cast<size_t>(p)];
+      for (int64_t y = 0; y < out_h; ++y)
+        for (int64_t x = 0; x < out_w; ++x) plane[y * out_w + x] /= sum_y[static_cast<size_t>(y)] * sum_x[static_cast<size_t>(x)];
     }
   }
 }

@@ -105,6 +105,9 @@ std::unique_ptr<FluxTransformer> FluxTransformer::load(const io::Checkpoint& che
   Impl& m = *model->impl_;
   const FluxConfig& c = model->config_;
 
+  if (!loras.empty() && description.contains("engine"))
+    fail(FX_ERR_UNSUPPORTED, checkpoint.path() + ": an engine's weights are packed when it is built; a LoRA cannot "
+                                                 "be merged into them at load (load the published weights with the LoRA)");
   // The LoRAs are read and checked before any weight is packed: a bad file fails fast.
   const LoraMerge lora = LoraMerge::for_flux(loras, description["config"]);
   WeightLoader load(checkpoint, description, kKind, "bfl", "FLUX", *model->backend_);

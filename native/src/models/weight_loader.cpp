@@ -199,7 +199,7 @@ std::vector<float> WeightLoader::read_f32(const std::string& name, std::vector<i
 backend::Tensor WeightLoader::vector(const std::string& name) const { return backend_.to_device(host_f32(name)); }
 
 std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& prefix, bool has_bias) const {
-  if (engine_) return engine_linear(prefix);
+  if (engine_) return engine_linear(prefix, has_bias);
   const LoadedTensor w = fetch(prefix + ".weight");
   if (w.shape.size() != 2) fail(FX_ERR_FORMAT, label(prefix + ".weight") + " is not a matrix");
   const std::string name = w.stored != nullptr ? w.stored->name : prefix + ".weight";
@@ -244,7 +244,7 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::linear(const std::string& pr
   return recorded(prefix, backend_.linear_layer(matrix, bias, format, precision_));
 }
 
-std::unique_ptr<backend::LinearLayer> WeightLoader::engine_linear(const std::string& prefix) const {
+std::unique_ptr<backend::LinearLayer> WeightLoader::engine_linear(const std::string& prefix, bool has_bias) const {
   if (format_ != backend::WeightFormat::AsStored)
     fail(FX_ERR_UNSUPPORTED, checkpoint_.path() + ": an engine's weights keep the format they were built in; load it "
                                                   "with the weights as stored (no weight format or dtype option)");
@@ -258,18 +258,36 @@ std::unique_ptr<backend::LinearLayer> WeightLoader::engine_linear(const std::str
     fail(FX_ERR_FORMAT, checkpoint_.path() + ": engine layer \"" + prefix + "\" has an unknown dtype \"" + dtype + "\"");
   p.n = entry->value("n", int64_t{0});
   p.k = entry->value("k", int64_t{0});
+  // The layer must be the one the model needs: its shape from the configuration, and a bias exactly when the model
+  // has one (a byte count alone lets a wrong n or an odd k through, since panels pad both).
+  const auto want = expected_.find(prefix + ".weight");
+  if (want == expected_.end() || want->second.size() != 2)
+    fail(FX_ERR_INTERNAL, model_ + " loader asked for an unknown layer " + prefix);
+  for (int d = 0; d < 2; ++d)
+    if (want->second[d] >= 0 && want->second[d] != (d == 0 ? p.n : p.k))
+      fail(FX_ERR_FORMAT, checkpoint_.path() + ": engine layer \"" + prefix + "\" is [" + std::to_string(p.n) + ", " +
+                              std::to_string(p.k) + "] but the configuration needs [" + std::to_string(want->second[0]) +
+                              ", " + std::to_string(want->second[1]) + "]");
+  if (entry->value("bias", false) != has_bias)
+    fail(FX_ERR_FORMAT, checkpoint_.path() + ": engine layer \"" + prefix + "\" says it has " +
+                            (has_bias ? "no bias" : "a bias") + ", but the model's layer " + (has_bias ? "has one" : "has none"));
   const auto* panels = checkpoint_.find(prefix_ + prefix + ".weight.panels");
   if (panels == nullptr || panels->file == nullptr)
     fail(FX_ERR_FORMAT, checkpoint_.path() + ": the engine has no tensor \"" + prefix_ + prefix + ".weight.panels\"");
+  if (panels->dtype != p.dtype)
+    fail(FX_ERR_FORMAT, label(panels->name) + " is " + dtype_name(panels->dtype) + " but the engine lists the layer as " + dtype);
   p.panels = panels->data();
   p.bytes = static_cast<size_t>(panels->byte_size);
   if (const auto* scales = checkpoint_.find(prefix_ + prefix + ".weight.scales")) {
     if (scales->dtype != DType::F32)
       fail(FX_ERR_FORMAT, label(scales->name) + " must be F32, not " + dtype_name(scales->dtype));
+    // Only the panels' file is kept mapped for the layer: its scales must be in the same file.
+    if (scales->file != panels->file)
+      fail(FX_ERR_FORMAT, label(scales->name) + " is in another file than its panels; an engine is one file");
     p.scales = reinterpret_cast<const float*>(scales->data());
     p.scale_count = static_cast<size_t>(scales->element_count());
   }
-  if (entry->value("bias", false)) p.bias = read_f32(prefix + ".bias", nullptr);
+  if (has_bias) p.bias = read_f32(prefix + ".bias", nullptr);
   p.bf16_activations = precision_ == backend::Precision::Bf16Activations;
   if (p.n != (p.bias.empty() ? p.n : static_cast<int64_t>(p.bias.size())))
     fail(FX_ERR_FORMAT, label(prefix + ".bias") + " does not match the layer's " + std::to_string(p.n) + " outputs");

@@ -108,7 +108,7 @@ class WeightLoader {
   std::string engine_layout_;
   // host_f32 without reporting to the recorder (a linear layer's bias travels inside the packed layer).
   std::vector<float> read_f32(const std::string& name, std::vector<int64_t>* shape) const;
-  std::unique_ptr<backend::LinearLayer> engine_linear(const std::string& prefix) const;
+  std::unique_ptr<backend::LinearLayer> engine_linear(const std::string& prefix, bool has_bias) const;
 };
 
 // Checks that describe() recognised `kinds` (one of them) without problems; throws fx::Error naming what

@@ -75,6 +75,13 @@ public static class FluxEngine
         {
             AddFiles(files, text.ClipTokenizer, "tokenizer", ClipTokenizerFiles);
             AddFiles(files, text.T5Tokenizer, "tokenizer_2", T5TokenizerFiles);
+            // An engine with text encoders carries tokenizers that work: CLIP's two files, and T5's one of two.
+            bool Has(string name) => files.Any(f => f.Name == name);
+            if (!Has("tokenizer/vocab.json") || !Has("tokenizer/merges.txt") || !(Has("tokenizer_2/tokenizer.json") || Has("tokenizer_2/spiece.model")))
+            {
+                throw new GenerationRequestException("tokenizer",
+                    $"The tokenizer folders ({text.ClipTokenizer}, {text.T5Tokenizer}) lack vocab.json and merges.txt (CLIP) or tokenizer.json / spiece.model (T5).");
+            }
         }
 
         var parts = new List<(string Component, string Path)> { ("transformer", transformerPath) };
@@ -135,11 +142,12 @@ public static class FluxEngine
     }
 
     /// <summary>
-    /// The tokenizer folders an engine carries, written once under <paramref name="cacheRoot"/> (default: the system's
-    /// temporary folder, <c>fluxnative-engine-tokenizers/</c>; written again if it was cleaned) in a folder named for the
-    /// engine's path, size and modification time, so that the tokenizers read them as they read a model folder's. Null
-    /// when the engine carries none.
+    /// The tokenizer folders an engine carries, written once into a folder of the user's cache
+    /// (<c>$XDG_CACHE_HOME/fluxnative/engine-tokenizers</c>, else <c>~/.cache/…</c>; or <paramref name="cacheRoot"/>)
+    /// named for the files' contents, so that engines with the same tokenizers share it and the tokenizers read them as
+    /// they read a model folder's. A folder whose files are not those is written again. Null when the engine carries none.
     /// </summary>
+    /// <exception cref="InvalidDataException">A carried file is not what the engine lists (name, tensor or size).</exception>
     public static (string Clip, string T5)? TokenizerFolders(string enginePath, FluxEngineInfo info, string? cacheRoot = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(enginePath);
@@ -150,45 +158,88 @@ public static class FluxEngine
             return null;
         }
 
-        var file = new FileInfo(enginePath);
-        string key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(
-            $"{file.FullName}|{file.Length}|{file.LastWriteTimeUtc.Ticks}")))[..16].ToLowerInvariant();
-        string root = cacheRoot ?? Path.Combine(Path.GetTempPath(), "fluxnative-engine-tokenizers");
-        string folder = Path.Combine(root, key);
-        if (!Directory.Exists(folder))
+        // The native reader has checked the names (plain relative paths, each in its own "files/NAME" tensor); the
+        // bytes are read and checked against the listed sizes here, and name the folder.
+        var contents = new List<(string Name, byte[] Bytes)>();
+        using (Checkpoint checkpoint = Checkpoint.Open(enginePath))
         {
-            string staging = folder + ".tmp-" + Environment.ProcessId;
-            Directory.CreateDirectory(staging);
-            using (Checkpoint checkpoint = Checkpoint.Open(enginePath))
+            foreach (FluxEngineFile f in info.Files)
             {
-                foreach (FluxEngineFile f in info.Files)
+                TensorInfo? tensor = checkpoint.Find(f.Tensor);
+                if (f.Tensor != "files/" + f.Name || tensor is null || tensor.DType != DType.U8 || tensor.ByteSize != f.Bytes || f.Bytes > 64 << 20)
                 {
-                    if (f.Name.Contains("..", StringComparison.Ordinal) || Path.IsPathRooted(f.Name))
-                    {
-                        throw new InvalidDataException($"{enginePath}: embedded file name '{f.Name}' is not a plain relative path.");
-                    }
-
-                    string target = Path.Combine(staging, f.Name);
-                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                    File.WriteAllBytes(target, checkpoint.ReadRaw(f.Tensor));
+                    throw new InvalidDataException($"{enginePath}: the carried file '{f.Name}' is not the U8 tensor 'files/{f.Name}' of {f.Bytes} bytes it is listed as.");
                 }
+
+                contents.Add((f.Name, checkpoint.ReadRaw(f.Tensor)));
+            }
+        }
+
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach ((string name, byte[] bytes) in contents)
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes(name + "\n" + bytes.Length + "\n"));
+            hash.AppendData(bytes);
+        }
+
+        string root = cacheRoot ?? Path.Combine(Path.GetDirectoryName(SyntheticModels.DefaultCacheDirectory)!, "engine-tokenizers");
+        string folder = Path.Combine(root, Convert.ToHexString(hash.GetHashAndReset())[..24].ToLowerInvariant());
+        if (!Holds(folder, contents))
+        {
+            Directory.CreateDirectory(root);
+            // A name of its own (threads and processes may extract at once), readable by this user only.
+            string staging = Path.Combine(root, "staging-" + Guid.NewGuid().ToString("N"));
+            if (OperatingSystem.IsWindows())
+            {
+                Directory.CreateDirectory(staging);
+            }
+            else
+            {
+                Directory.CreateDirectory(staging, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             }
 
             try
             {
+                foreach ((string name, byte[] bytes) in contents)
+                {
+                    string target = Path.GetFullPath(Path.Combine(staging, name));
+                    if (!target.StartsWith(staging + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                    {
+                        throw new InvalidDataException($"{enginePath}: the carried file name '{name}' leaves its folder.");
+                    }
+
+                    Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                    File.WriteAllBytes(target, bytes);
+                }
+
+                if (Directory.Exists(folder))
+                {
+                    Directory.Delete(folder, recursive: true);  // damaged (its files were not those): replaced
+                }
+
                 Directory.Move(staging, folder);
             }
-            catch (IOException) when (Directory.Exists(folder))
+            catch (IOException) when (Holds(folder, contents))
             {
-                Directory.Delete(staging, recursive: true);  // another process extracted it first
+                // Another thread or process wrote the same folder first.
+            }
+            finally
+            {
+                if (Directory.Exists(staging))
+                {
+                    Directory.Delete(staging, recursive: true);
+                }
             }
         }
 
         return (Path.Combine(folder, "tokenizer"), Path.Combine(folder, "tokenizer_2"));
     }
 
-    // A safetensors header holds the engine key in its first bytes' JSON; reading 64 KiB of it is enough to tell,
-    // and saves mapping and parsing a published checkpoint that is not one.
+    private static bool Holds(string folder, List<(string Name, byte[] Bytes)> contents) =>
+        contents.All(c => File.Exists(Path.Combine(folder, c.Name)) && File.ReadAllBytes(Path.Combine(folder, c.Name)).AsSpan().SequenceEqual(c.Bytes));
+
+    // An engine's header starts with its metadata, the engine key among the first bytes; reading up to 1 MiB of it is
+    // enough to tell, and saves mapping and parsing a published checkpoint that is not one.
     private static bool LooksLikeEngine(string path)
     {
         using FileStream stream = File.OpenRead(path);
@@ -242,6 +293,11 @@ public static class FluxEngine
         Checkpoint transformer, Checkpoint? autoencoder, Checkpoint? clip, Checkpoint? t5, FluxEngineBuildOptions options, string buildJson,
         List<(string Name, byte[] Bytes)> files, string output)
     {
+        if (!Enum.IsDefined(options.Precision))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.Precision, "Not a FluxEnginePrecision.");
+        }
+
         if (!Enum.IsDefined(options.T5Weights) || options.T5Weights == FluxWeightFormat.F32)
         {
             throw new ArgumentOutOfRangeException(nameof(options), options.T5Weights, "T5's weights in an engine: as stored, bf16 or FP8.");

@@ -78,7 +78,7 @@ public sealed record FluxEngineInfo
             TargetLayout = target.ValueKind == JsonValueKind.Object ? Text(target, "layout") ?? string.Empty : string.Empty,
             Precision = Text(engine, "precision") == "fp8" ? FluxEnginePrecision.Fp8 : FluxEnginePrecision.Bf16,
             T5Precision = Text(engine, "t5_precision") ?? "as_stored",
-            Fp8KeptBf16 = Array(engine, "fp8_kept_bf16").Select(e => e.GetString() ?? string.Empty).ToList(),
+            Fp8KeptBf16 = Array(engine, "fp8_kept_bf16").Where(e => e.ValueKind == JsonValueKind.String).Select(e => e.GetString()!).ToList(),
             Components = Array(engine, "components").Select(ParseComponent).ToList(),
             Files = Array(engine, "files")
                 .Select(f => new FluxEngineFile(Text(f, "name") ?? string.Empty, Text(f, "tensor") ?? string.Empty,

@@ -49,6 +49,11 @@ public sealed class EngineTests : IDisposable
         }
 
         Assert.Equal(want.Images[0].Rgb.ToArray(), got.Images[0].Rgb.ToArray());
+
+        // A part given on its own replaces the engine's; the other encoder and its tokenizer still come from the engine.
+        PromptEncoderSources text = new FluxPipelineSources { ModelDirectory = engine, T5 = sources.T5, T5Tokenizer = sources.T5Tokenizer }.ResolvePromptEncoder()!;
+        Assert.Equal((engine, sources.T5, sources.T5Tokenizer), (text.Clip, text.T5, text.T5Tokenizer));
+        Assert.True(File.Exists(Path.Combine(text.ClipTokenizer, "vocab.json")), text.ClipTokenizer);
     }
 
     [Fact]

@@ -636,7 +636,10 @@ size_t PackedWeights::packed_bytes(DType dtype, int64_t n, int64_t k) {
   if (n < 1 || k < 1 || (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F8_E4M3FN))
     fail(FX_ERR_INVALID_ARGUMENT, "packed_bytes: dtype must be F32, BF16 or F8_E4M3FN and n, k >= 1");
   const int64_t kpad = dtype == DType::BF16 ? (k + 1) / 2 * 2 : k;
-  return linear_detail_panel_offset(dtype, kpad) * static_cast<size_t>((n + kPanel - 1) / kPanel);
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(linear_detail_panel_offset(dtype, kpad), static_cast<size_t>((n + kPanel - 1) / kPanel), &bytes))
+    fail(FX_ERR_INVALID_ARGUMENT, "packed_bytes: [" + std::to_string(n) + ", " + std::to_string(k) + "] is too large");
+  return bytes;
 }
 
 PackedWeights PackedWeights::borrow(DType dtype, int64_t n, int64_t k, const void* panels, size_t bytes,
@@ -644,9 +647,14 @@ PackedWeights PackedWeights::borrow(DType dtype, int64_t n, int64_t k, const voi
   const std::string what = "packed weights [" + std::to_string(n) + ", " + std::to_string(k) + "] " + dtype_name(dtype);
   if (n < 1 || k < 1 || (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F8_E4M3FN))
     fail(FX_ERR_FORMAT, what + ": dtype must be F32, BF16 or F8_E4M3FN and both sizes at least 1");
-  if (panels == nullptr || bytes != packed_bytes(dtype, n, k))
-    fail(FX_ERR_FORMAT, what + ": " + std::to_string(bytes) + " bytes given, the layout needs " +
-                            std::to_string(packed_bytes(dtype, n, k)));
+  size_t needed = 0;
+  try {
+    needed = packed_bytes(dtype, n, k);
+  } catch (const Error&) {
+    fail(FX_ERR_FORMAT, what + ": too large for this machine's sizes");
+  }
+  if (panels == nullptr || bytes != needed)
+    fail(FX_ERR_FORMAT, what + ": " + std::to_string(bytes) + " bytes given, the layout needs " + std::to_string(needed));
   if (reinterpret_cast<uintptr_t>(panels) % 64 != 0) fail(FX_ERR_FORMAT, what + ": panels are not 64-byte aligned");
   PackedWeights pw;
   pw.dtype_ = dtype;
