@@ -108,9 +108,10 @@ using backend::LinearLayer;
 using backend::Tensor;
 
 struct TextEncoder::Impl {
-  // Token embedding [vocab, hidden] in its stored dtype. On the CPU it is a view of this mapping of the
-  // file that holds it (rows converted on lookup); another backend holds its own copy.
-  std::unique_ptr<io::MappedFile> embed_file;
+  // Token embedding [vocab, hidden] in its stored dtype. On the CPU it is a view of the checkpoint's own mapping
+  // of the file that holds it, kept alive here after the checkpoint is closed (rows converted on lookup); another
+  // backend holds its own copy.
+  std::shared_ptr<const io::MappedFile> embed_file;
   Tensor embed_table;
 
   Tensor positions;  // CLIP [max_positions, hidden]
@@ -128,10 +129,10 @@ struct TextEncoder::Impl {
 
 namespace {
 
-// Maps the file that holds the embedding table and points the model at the table inside it. Tied copies
+// Keeps the mapping of the file that holds the embedding table and points the model at the table inside it. Tied copies
 // stored under both names (docs/flux-model.md §8.4) must agree; only one is used.
 void load_embedding(const WeightLoader& load, const io::Checkpoint& checkpoint, const std::string& name,
-                    const std::string& alias, TextEncoder::Impl& m, const std::string& model) {
+                    const std::string& alias, TextEncoder::Impl& m) {
   const LoadedTensor loaded = load.fetch(name, alias);
   load.record(name, loaded);
   const io::Checkpoint::Tensor& t = *loaded.stored;
@@ -146,14 +147,8 @@ void load_embedding(const WeightLoader& load, const io::Checkpoint& checkpoint, 
   }
   if (t.file == nullptr)
     fail(FX_ERR_UNSUPPORTED, load.label(t.name) + ": text encoders are read from safetensors files only (this is GGUF)");
-  const uint64_t offset = t.file->absolute_offset(*t.entry);
-  m.embed_file = io::MappedFile::open(t.file->path());
-  const uint8_t* original = t.data() - offset;
-  // The file must still be the one the checkpoint parsed: same size, same header bytes.
-  if (m.embed_file->size() != t.file->file_size() ||
-      std::memcmp(m.embed_file->data(), original, static_cast<size_t>(t.file->header().data_start())) != 0)
-    fail(FX_ERR_IO, t.file->path() + " changed on disk while the " + model + " was loading");
-  m.embed_table = load.backend().view_host(m.embed_file->data() + offset, t.dtype, t.shape);
+  m.embed_file = t.file->mapping();
+  m.embed_table = load.backend().view_host(t.data(), t.dtype, t.shape);
 }
 
 }  // namespace
@@ -182,7 +177,7 @@ std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint,
   load.set_recorder(recorder);
 
   if (c.kind == TextEncoderKind::ClipText) {
-    load_embedding(load, checkpoint, "text_model.embeddings.token_embedding.weight", "", m, model_name);
+    load_embedding(load, checkpoint, "text_model.embeddings.token_embedding.weight", "", m);
     m.positions = load.vector("text_model.embeddings.position_embedding.weight");
     for (int64_t i = 0; i < c.layers; ++i) {
       const std::string p = "text_model.encoder.layers." + std::to_string(i) + ".";
@@ -202,7 +197,7 @@ std::unique_ptr<TextEncoder> TextEncoder::load(const io::Checkpoint& checkpoint,
     m.final_w = load.vector("text_model.final_layer_norm.weight");
     m.final_b = load.vector("text_model.final_layer_norm.bias");
   } else {
-    load_embedding(load, checkpoint, "shared.weight", "encoder.embed_tokens.weight", m, model_name);
+    load_embedding(load, checkpoint, "shared.weight", "encoder.embed_tokens.weight", m);
     if (c.layers > 0) m.rel_table = load.vector("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
     for (int64_t i = 0; i < c.layers; ++i) {
       const std::string p = "encoder.block." + std::to_string(i) + ".layer.";
