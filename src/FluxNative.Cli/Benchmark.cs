@@ -146,7 +146,10 @@ internal static class Benchmark
         {
             Request = bench,
             Plan = plan,
-            ModelSummary = pipeline.Transformer.Config.Summary,
+            // An engine says what it was built as: its weights are not the load options'.
+            ModelSummary = pipeline.Transformer.Config.Summary + (bench.Sources.ModelDirectory is { } model && FluxEngine.TryRead(model) is { } engine
+                ? $"; {engine.Precision.ToString().ToLowerInvariant()} engine, packed as {engine.TargetLayout}"
+                : string.Empty),
             Load = load,
             SyntheticWrite = syntheticWrite,
             Runs = runs,
